@@ -1,0 +1,1 @@
+"""Kafka and the message contract: settings, topics, clients, messages. No numpy, no HTTP."""

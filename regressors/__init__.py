@@ -1,0 +1,1 @@
+"""Regressors with a fit / predict / score contract, and exact rolling metrics. numpy only."""

@@ -1,0 +1,1 @@
+"""The scorer: predicts every point, scores every live model, answers requests."""

@@ -1,0 +1,1 @@
+"""The trainer: consumes labelled points, fits regressors, publishes model versions."""
