@@ -1,0 +1,434 @@
+"""The message contract: parse and validate from bytes, encode to bytes.
+
+Every value on the bus is a UTF-8 JSON object. Unknown fields are ignored,
+missing required fields and values of the wrong type are a ``MessageError``
+whose text names the field, what was expected and what was found.
+Non-finite numbers (NaN, Infinity, overflow) are rejected everywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from streamscore.errors import MessageError
+
+MAX_MESSAGE_BYTES = 1_000_000
+MAX_FEATURES = 10_000
+MAX_ID_CHARS = 128
+MAX_NAME_CHARS = 128
+MAX_INSTANCES = 10_000
+MODEL_KINDS = ("multivariate", "polynomial")
+
+Json = dict[str, Any]
+
+
+# --- decoding helpers -------------------------------------------------------------
+
+
+def _reject_constant(name: str) -> float:
+    raise MessageError(f"expected a finite number, got {name}")
+
+
+def _describe(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, bytes | bytearray) else repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def load_object(raw: bytes | bytearray | str | None) -> Json:
+    """Decode one message value into a JSON object, or raise MessageError."""
+    if raw is None:
+        raise MessageError("expected a JSON object, got an empty value (tombstone)")
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise MessageError(f"message is {len(raw)} bytes; the limit is {MAX_MESSAGE_BYTES}")
+    try:
+        obj = json.loads(raw, parse_constant=_reject_constant)
+    except UnicodeDecodeError as exc:
+        raise MessageError(f"not UTF-8 text: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise MessageError(f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise MessageError("not JSON: nested too deeply") from None
+    if not isinstance(obj, dict):
+        raise MessageError(f"expected a JSON object, got {type(obj).__name__} {_describe(obj)}")
+    return obj
+
+
+def dump_object(obj: Json) -> bytes:
+    """Encode a JSON object compactly; refuses NaN and infinities."""
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _required(obj: Json, name: str) -> Any:
+    try:
+        return obj[name]
+    except KeyError:
+        raise MessageError("required field is missing", field=name) from None
+
+
+def _is_number(value: Any) -> bool:
+    return type(value) is float or (type(value) is int)
+
+
+def _number(value: Any, name: str) -> float:
+    if not _is_number(value):
+        raise MessageError(f"expected a number, got {_describe(value)}", field=name)
+    number = float(value)
+    if not math.isfinite(number):
+        raise MessageError(f"expected a finite number, got {_describe(value)}", field=name)
+    return number
+
+
+def _optional_number(obj: Json, name: str) -> float | None:
+    value = obj.get(name)
+    return None if value is None else _number(value, name)
+
+
+def _integer(value: Any, name: str, *, minimum: int = 0) -> int:
+    if type(value) is not int:
+        raise MessageError(f"expected an integer, got {_describe(value)}", field=name)
+    if value < minimum:
+        raise MessageError(f"expected an integer >= {minimum}, got {value}", field=name)
+    return value
+
+
+def _optional_integer(obj: Json, name: str, *, minimum: int = 0) -> int | None:
+    value = obj.get(name)
+    return None if value is None else _integer(value, name, minimum=minimum)
+
+
+def _string(value: Any, name: str, max_chars: int) -> str:
+    if not isinstance(value, str):
+        raise MessageError(f"expected a string, got {_describe(value)}", field=name)
+    if not 1 <= len(value) <= max_chars:
+        raise MessageError(f"expected 1 to {max_chars} characters, got {len(value)}", field=name)
+    return value
+
+
+def _features(value: Any, name: str) -> list[float]:
+    if not isinstance(value, list):
+        raise MessageError(
+            f"expected an array of finite numbers, got {_describe(value)}", field=name
+        )
+    if not value:
+        raise MessageError("expected at least one feature, got an empty array", field=name)
+    if len(value) > MAX_FEATURES:
+        raise MessageError(
+            f"expected at most {MAX_FEATURES} features, got {len(value)}", field=name
+        )
+    out = []
+    for i, item in enumerate(value):
+        if not _is_number(item):
+            raise MessageError(f"expected a number, got {_describe(item)}", field=f"{name}[{i}]")
+        number = float(item)
+        if not math.isfinite(number):
+            raise MessageError(f"expected a finite number, got {item}", field=f"{name}[{i}]")
+        out.append(number)
+    return out
+
+
+def _object(value: Any, name: str) -> Json:
+    if not isinstance(value, dict):
+        raise MessageError(f"expected an object, got {_describe(value)}", field=name)
+    return value
+
+
+# --- the contract's messages ----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    """A point on ``points``: features ``x``, an optional label ``y`` and event time ``ts``."""
+
+    id: str
+    x: list[float]
+    y: float | None = None
+    ts: int | None = None
+
+    @classmethod
+    def from_bytes(cls, raw: bytes | bytearray | str | None) -> Point:
+        """Parse and validate one ``points`` value."""
+        return cls.from_json(load_object(raw))
+
+    @classmethod
+    def from_json(cls, obj: Json) -> Point:
+        """Validate a decoded ``points`` object."""
+        return cls(
+            id=_string(_required(obj, "id"), "id", MAX_ID_CHARS),
+            x=_features(_required(obj, "x"), "x"),
+            y=_optional_number(obj, "y"),
+            ts=_optional_integer(obj, "ts"),
+        )
+
+    def to_json(self) -> Json:
+        """The object form; ``y`` and ``ts`` are left out when unset."""
+        obj: Json = {"id": self.id, "x": self.x}
+        if self.y is not None:
+            obj["y"] = self.y
+        if self.ts is not None:
+            obj["ts"] = self.ts
+        return obj
+
+    def to_bytes(self) -> bytes:
+        """Encode for ``points``."""
+        return dump_object(self.to_json())
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """A prediction on ``predictions``: the point's id, the value and the model that made it."""
+
+    id: str
+    prediction: float
+    model: str
+    version: int
+    y: float | None
+    ts: int
+
+    @classmethod
+    def from_bytes(cls, raw: bytes | bytearray | str | None) -> Prediction:
+        """Parse and validate one ``predictions`` value."""
+        obj = load_object(raw)
+        return cls(
+            id=_string(_required(obj, "id"), "id", MAX_ID_CHARS),
+            prediction=_number(_required(obj, "prediction"), "prediction"),
+            model=_string(_required(obj, "model"), "model", MAX_NAME_CHARS),
+            version=_integer(_required(obj, "version"), "version", minimum=1),
+            y=_optional_number(obj, "y"),
+            ts=_integer(_required(obj, "ts"), "ts"),
+        )
+
+    def to_json(self) -> Json:
+        """The object form."""
+        return {
+            "id": self.id,
+            "prediction": self.prediction,
+            "model": self.model,
+            "version": self.version,
+            "y": self.y,
+            "ts": self.ts,
+        }
+
+    def to_bytes(self) -> bytes:
+        """Encode for ``predictions``."""
+        return dump_object(self.to_json())
+
+
+def _quality(value: Any, name: str) -> dict[str, float | None]:
+    obj = _object(value, name)
+    return {k: _optional_number(obj, k) for k in ("r2", "rmse", "mae")}
+
+
+@dataclass(frozen=True, slots=True)
+class ModelVersion:
+    """A model version on the compacted ``models`` topic (key: the model name).
+
+    ``params`` are plain numbers; their shape is checked by the regressor that
+    loads them (``regressors.regressor_from_dict``), not here.
+    """
+
+    name: str
+    version: int
+    kind: Literal["multivariate", "polynomial"]
+    n_features: int
+    params: Json
+    trained_on: Json
+    train_score: dict[str, float | None]
+    created_at: int
+
+    @classmethod
+    def from_bytes(cls, raw: bytes | bytearray | str | None) -> ModelVersion:
+        """Parse and validate one ``models`` value."""
+        obj = load_object(raw)
+        kind = _required(obj, "kind")
+        if kind not in MODEL_KINDS:
+            raise MessageError(
+                f"expected one of {', '.join(MODEL_KINDS)}, got {_describe(kind)}", field="kind"
+            )
+        n_features = _integer(_required(obj, "n_features"), "n_features", minimum=1)
+        if n_features > MAX_FEATURES:
+            raise MessageError(
+                f"expected at most {MAX_FEATURES}, got {n_features}", field="n_features"
+            )
+        trained_on = _object(_required(obj, "trained_on"), "trained_on")
+        _integer(_required(trained_on, "count"), "trained_on.count")
+        return cls(
+            name=_string(_required(obj, "name"), "name", MAX_NAME_CHARS),
+            version=_integer(_required(obj, "version"), "version", minimum=1),
+            kind=kind,
+            n_features=n_features,
+            params=_object(_required(obj, "params"), "params"),
+            trained_on=trained_on,
+            train_score=_quality(_required(obj, "train_score"), "train_score"),
+            created_at=_integer(_required(obj, "created_at"), "created_at"),
+        )
+
+    def to_json(self) -> Json:
+        """The object form."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "kind": self.kind,
+            "n_features": self.n_features,
+            "params": self.params,
+            "trained_on": self.trained_on,
+            "train_score": self.train_score,
+            "created_at": self.created_at,
+        }
+
+    def to_bytes(self) -> bytes:
+        """Encode for ``models``."""
+        return dump_object(self.to_json())
+
+
+@dataclass(frozen=True, slots=True)
+class Score:
+    """Rolling quality of one model version over its last ``window`` labelled points.
+
+    ``r2`` is null while it is undefined (fewer than two points or a constant label).
+    """
+
+    model: str
+    version: int
+    window: int
+    count: int
+    r2: float | None
+    rmse: float | None
+    mae: float | None
+    ts: int
+
+    @classmethod
+    def from_bytes(cls, raw: bytes | bytearray | str | None) -> Score:
+        """Parse and validate one ``scores`` value."""
+        obj = load_object(raw)
+        return cls(
+            model=_string(_required(obj, "model"), "model", MAX_NAME_CHARS),
+            version=_integer(_required(obj, "version"), "version", minimum=1),
+            window=_integer(_required(obj, "window"), "window", minimum=1),
+            count=_integer(_required(obj, "count"), "count"),
+            r2=_optional_number(obj, "r2"),
+            rmse=_optional_number(obj, "rmse"),
+            mae=_optional_number(obj, "mae"),
+            ts=_integer(_required(obj, "ts"), "ts"),
+        )
+
+    def to_json(self) -> Json:
+        """The object form."""
+        return {
+            "model": self.model,
+            "version": self.version,
+            "window": self.window,
+            "count": self.count,
+            "r2": self.r2,
+            "rmse": self.rmse,
+            "mae": self.mae,
+            "ts": self.ts,
+        }
+
+    def to_bytes(self) -> bytes:
+        """Encode for ``scores``."""
+        return dump_object(self.to_json())
+
+
+# --- request/reply between the gateway and the scorer -----------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class InferRequest:
+    """An inference request on ``requests``: rows to predict with a model.
+
+    ``model`` None means the scorer's serving model; ``version`` None its latest version.
+    """
+
+    id: str
+    instances: list[list[float]]
+    model: str | None = None
+    version: int | None = None
+
+    @classmethod
+    def from_bytes(cls, raw: bytes | bytearray | str | None) -> InferRequest:
+        """Parse and validate one ``requests`` value."""
+        obj = load_object(raw)
+        rows = _required(obj, "instances")
+        if not isinstance(rows, list) or not rows:
+            raise MessageError(
+                f"expected a non-empty array of rows, got {_describe(rows)}", field="instances"
+            )
+        if len(rows) > MAX_INSTANCES:
+            raise MessageError(
+                f"expected at most {MAX_INSTANCES} rows, got {len(rows)}", field="instances"
+            )
+        instances = [_features(row, f"instances[{i}]") for i, row in enumerate(rows)]
+        width = len(instances[0])
+        for i, row in enumerate(instances):
+            if len(row) != width:
+                raise MessageError(
+                    f"every row needs {width} features like the first, got {len(row)}",
+                    field=f"instances[{i}]",
+                )
+        model = obj.get("model")
+        return cls(
+            id=_string(_required(obj, "id"), "id", MAX_ID_CHARS),
+            instances=instances,
+            model=None if model is None else _string(model, "model", MAX_NAME_CHARS),
+            version=_optional_integer(obj, "version", minimum=1),
+        )
+
+    def to_bytes(self) -> bytes:
+        """Encode for ``requests``."""
+        obj: Json = {"id": self.id, "instances": self.instances}
+        if self.model is not None:
+            obj["model"] = self.model
+        if self.version is not None:
+            obj["version"] = self.version
+        return dump_object(obj)
+
+
+@dataclass(frozen=True, slots=True)
+class InferReply:
+    """The scorer's answer on ``replies``: predictions, or an error with an HTTP-like status."""
+
+    id: str
+    model: str | None = None
+    version: int | None = None
+    predictions: list[float] = field(default_factory=list)
+    error: str | None = None
+    status: int = 200
+
+    @classmethod
+    def from_bytes(cls, raw: bytes | bytearray | str | None) -> InferReply:
+        """Parse and validate one ``replies`` value."""
+        obj = load_object(raw)
+        error = obj.get("error")
+        if error is not None:
+            return cls(
+                id=_string(_required(obj, "id"), "id", MAX_ID_CHARS),
+                error=str(error),
+                status=_integer(obj.get("status", 400), "status", minimum=400),
+            )
+        predictions = _required(obj, "predictions")
+        if not isinstance(predictions, list):
+            raise MessageError(
+                f"expected an array, got {_describe(predictions)}", field="predictions"
+            )
+        return cls(
+            id=_string(_required(obj, "id"), "id", MAX_ID_CHARS),
+            model=_string(_required(obj, "model"), "model", MAX_NAME_CHARS),
+            version=_integer(_required(obj, "version"), "version", minimum=1),
+            predictions=[_number(v, f"predictions[{i}]") for i, v in enumerate(predictions)],
+        )
+
+    def to_bytes(self) -> bytes:
+        """Encode for ``replies``."""
+        if self.error is not None:
+            return dump_object({"id": self.id, "error": self.error, "status": self.status})
+        return dump_object(
+            {
+                "id": self.id,
+                "model": self.model,
+                "version": self.version,
+                "predictions": self.predictions,
+            }
+        )
