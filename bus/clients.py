@@ -19,7 +19,6 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
     "acks": "all",
     "linger_ms": 5,
     "batch_size": 256 * 1024,
-    "buffer_memory": 64 * 1024 * 1024,
     "max_request_size": 4 * 1024 * 1024,
     "retries": 2**31 - 1,
     "enable_idempotence": True,

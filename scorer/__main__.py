@@ -1,0 +1,49 @@
+"""``streamscore scorer``: predict every point, score every live model, answer requests."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import replace
+
+from bus.settings import KafkaSettings
+from bus.topics import TopicLayout, Topics, ensure_topics
+from scorer.config import DELIVERY_MODES, ScorerConfig
+from scorer.loop import Scorer
+from streamscore.errors import StreamscoreError
+from streamscore.logs import configure_logging
+from streamscore.shutdown import StopFlag
+
+log = logging.getLogger("scorer")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the scorer until SIGTERM/SIGINT; exit 0 after a clean stop."""
+    parser = argparse.ArgumentParser(
+        prog="streamscore scorer",
+        description=__doc__,
+        epilog="Every option has an environment variable (STREAMSCORE_SCORER_*); see README.",
+    )
+    parser.add_argument("--delivery", choices=DELIVERY_MODES, help="delivery guarantee")
+    parser.add_argument("--policy", help="'best' or the name of the model that serves")
+    args = parser.parse_args(argv)
+    configure_logging("scorer")
+    try:
+        config = ScorerConfig.from_env()
+        overrides = {k: v for k, v in vars(args).items() if v is not None}
+        if overrides:
+            config = replace(config, **overrides)
+        settings = KafkaSettings.from_env()
+        topics = Topics.from_env()
+        ensure_topics(settings, topics, TopicLayout.from_env())
+        stats = Scorer(settings, topics, config, stop=StopFlag().install()).run()
+    except StreamscoreError as exc:
+        log.error("%s", exc)
+        return 1
+    log.info("stopped after %d points, %d predictions", stats.points, stats.predictions)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""The live models: the latest version of every model name, loaded from ``models``."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+import numpy as np
+import numpy.typing as npt
+
+from bus.messages import ModelVersion
+from regressors import Regressor, regressor_from_dict
+from streamscore.errors import ModelError
+
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True, slots=True)
+class LiveModel:
+    """One loaded model version, ready to predict."""
+
+    name: str
+    version: int
+    kind: str
+    n_features: int
+    train_rmse: float | None
+    regressor: Regressor
+
+    @property
+    def key(self) -> tuple[str, int]:
+        """(name, version): what rolling scores are kept by."""
+        return (self.name, self.version)
+
+    def predict(self, rows: FloatArray) -> FloatArray:
+        """Predictions for ``rows`` (n, n_features)."""
+        return self.regressor.predict(rows)
+
+
+def load_model(message: ModelVersion) -> LiveModel:
+    """Validate a model message's params and build the model; raise ModelError if unusable."""
+    regressor = regressor_from_dict(message.params)
+    where = f"model {message.name!r} v{message.version}"
+    if regressor.kind != message.kind:
+        raise ModelError(f"{where}: kind is {message.kind!r} but params are {regressor.kind!r}")
+    if regressor.n_features != message.n_features:
+        raise ModelError(
+            f"{where}: n_features is {message.n_features} but params are for "
+            f"{regressor.n_features} features"
+        )
+    return LiveModel(
+        name=message.name,
+        version=message.version,
+        kind=message.kind,
+        n_features=message.n_features,
+        train_rmse=message.train_score.get("rmse"),
+        regressor=regressor,
+    )
+
+
+class ModelRegistry:
+    """Latest version per model name plus a short history; safe to read from any thread.
+
+    Readers get immutable snapshots; the one writer (the models consumer) swaps
+    them in whole, so a new version serves from the next batch on, with no pause.
+    """
+
+    def __init__(self, history: int = 10) -> None:
+        self._history = history
+        self._lock = threading.Lock()
+        self._latest: Mapping[str, LiveModel] = MappingProxyType({})
+        self._versions: Mapping[str, Mapping[int, LiveModel]] = MappingProxyType({})
+
+    def add(self, model: LiveModel) -> bool:
+        """Make ``model`` live if it is newer than what is there; True if it was."""
+        with self._lock:
+            current = self._latest.get(model.name)
+            if current is not None and current.version >= model.version:
+                return False
+            latest = dict(self._latest)
+            latest[model.name] = model
+            versions = dict(self._versions)
+            kept = dict(versions.get(model.name, {}))
+            kept[model.version] = model
+            for old in sorted(kept)[: -self._history]:
+                del kept[old]
+            versions[model.name] = MappingProxyType(kept)
+            self._latest = MappingProxyType(latest)
+            self._versions = MappingProxyType(versions)
+            return True
+
+    def remove(self, name: str) -> None:
+        """Forget a model (its key was deleted from ``models``)."""
+        with self._lock:
+            self._latest = MappingProxyType({k: v for k, v in self._latest.items() if k != name})
+            self._versions = MappingProxyType(
+                {k: v for k, v in self._versions.items() if k != name}
+            )
+
+    def latest(self) -> Mapping[str, LiveModel]:
+        """Name -> latest version, as an immutable snapshot."""
+        return self._latest
+
+    def get(self, name: str, version: int | None = None) -> LiveModel | None:
+        """A model by name, its latest version or a recent given one."""
+        if version is None:
+            return self._latest.get(name)
+        return self._versions.get(name, {}).get(version)
