@@ -6,6 +6,7 @@ Every service gets its producers, consumers and admin clients here, so tuning
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
@@ -34,6 +35,7 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
     "fetch_max_wait_ms": 100,
     "session_timeout_ms": 10_000,
     "heartbeat_interval_ms": 2_000,
+    "metadata_max_age_ms": 30_000,
 }
 
 
@@ -53,19 +55,38 @@ def make_producer(settings: KafkaSettings, **overrides: Any) -> KafkaProducer:
 
 
 def make_consumer(
-    settings: KafkaSettings, *topics: str, group_id: str | None, **overrides: Any
+    settings: KafkaSettings,
+    *topics: str,
+    group_id: str | None,
+    metadata_wait_s: float = 15.0,
+    **overrides: Any,
 ) -> KafkaConsumer:
     """A consumer with manual commits and read_committed isolation.
 
-    With ``topics`` it subscribes (consumer group); without, the caller assigns.
+    With ``topics`` it subscribes (consumer group) once their partitions are known:
+    joining a group before the metadata of a just-created topic has arrived would
+    leave the member without partitions until the next metadata refresh. Without
+    ``topics`` the caller assigns partitions.
     """
     try:
-        return KafkaConsumer(
-            *topics,
-            **{**settings.client_kwargs(), **CONSUMER_DEFAULTS, "group_id": group_id, **overrides},
+        consumer = KafkaConsumer(
+            **{**settings.client_kwargs(), **CONSUMER_DEFAULTS, "group_id": group_id, **overrides}
         )
     except KafkaError as exc:
         raise _unreachable(settings, exc) from exc
+    if topics:
+        deadline = time.monotonic() + metadata_wait_s
+        for topic in topics:
+            while not consumer.partitions_for_topic(topic):
+                if time.monotonic() > deadline:
+                    consumer.close()
+                    raise BusError(
+                        f"topic {topic!r} does not exist on {settings.bootstrap_servers}; "
+                        "create it with `streamscore topics`"
+                    )
+                time.sleep(0.1)
+        consumer.subscribe(list(topics))
+    return consumer
 
 
 def make_admin(settings: KafkaSettings, **overrides: Any) -> KafkaAdminClient:
