@@ -1,0 +1,202 @@
+"""The scorer's pure logic: batch parsing, registry, serving policy, scoreboard, requests."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from kafka.consumer.fetcher import ConsumerRecord
+
+from bus.messages import InferRequest, ModelVersion, Point
+from regressors import MultivariateRegressor, PolynomialRegressor, Regressor
+from scorer.batch import parse_points
+from scorer.policy import ServingPolicy
+from scorer.quality import Scoreboard
+from scorer.registry import LiveModel, ModelRegistry, load_model
+from scorer.requests import answer
+from streamscore.errors import ModelError
+
+
+def record(value: bytes | None, offset: int = 0) -> ConsumerRecord:
+    return ConsumerRecord(
+        topic="points",
+        partition=0,
+        leader_epoch=None,
+        offset=offset,
+        timestamp=0,
+        timestamp_type=0,
+        key=None,
+        value=value,
+        headers=[],
+        checksum=None,
+        serialized_key_size=-1,
+        serialized_value_size=len(value or b""),
+        serialized_header_size=-1,
+    )
+
+
+def fitted(kind: str = "multivariate", slope: float = 2.0) -> Regressor:
+    x = np.random.default_rng(0).uniform(-1, 1, (40, 2))
+    y = slope * x[:, 0] - x[:, 1] + 0.5
+    model = MultivariateRegressor() if kind == "multivariate" else PolynomialRegressor(degree=2)
+    return model.fit(x, y)
+
+
+def message(name: str, version: int, regressor: Regressor, rmse: float = 0.1) -> ModelVersion:
+    return ModelVersion(
+        name=name,
+        version=version,
+        kind=regressor.kind,  # type: ignore[arg-type]
+        n_features=2,
+        params=regressor.to_dict(),
+        trained_on={"count": 40},
+        train_score={"r2": 0.9, "rmse": rmse, "mae": rmse},
+        created_at=0,
+    )
+
+
+def live(name: str, version: int = 1, rmse: float = 0.1) -> LiveModel:
+    return load_model(message(name, version, fitted(), rmse))
+
+
+# --- batch parsing ----------------------------------------------------------------
+
+
+def test_parse_keeps_order_and_separates_bad_records() -> None:
+    values = [
+        Point("a", [1.0, 2.0], 3.0).to_bytes(),
+        b"{broken",
+        Point("b", [0.5, 0.25]).to_bytes(),
+        b'{"id": "c", "x": [NaN]}',
+        None,
+        b'"just a string"',
+    ]
+    batch = parse_points([record(v, i) for i, v in enumerate(values)])
+    assert [p.id for p in batch.points] == ["a", "b"]
+    assert [r.offset for r in batch.records] == [0, 2]
+    reasons = {r.offset: reason for r, reason in batch.invalid}
+    assert set(reasons) == {1, 3, 4, 5}
+    assert "not JSON" in reasons[1]
+    assert "finite" in reasons[3]
+    assert "tombstone" in reasons[4]
+    assert "expected a JSON object" in reasons[5]
+
+
+def test_parse_fast_path_agrees_with_slow_path() -> None:
+    good = [Point(f"p{i}", [float(i), -1.5], float(i) if i % 2 else None) for i in range(50)]
+    fast = parse_points([record(p.to_bytes(), i) for i, p in enumerate(good)])
+    assert fast.points == good
+    # a value holding two JSON items must not shift the others
+    tricky = [good[0].to_bytes(), b'{"id": "x", "x": [1]}, {"id": "y", "x": [2]}']
+    batch = parse_points([record(v, i) for i, v in enumerate(tricky)])
+    assert [p.id for p in batch.points] == ["p0"]
+    assert [r.offset for r, _ in batch.invalid] == [1]
+
+
+# --- registry -----------------------------------------------------------------------
+
+
+def test_registry_keeps_latest_and_ignores_older_versions() -> None:
+    registry = ModelRegistry(history=2)
+    assert registry.add(live("m", 1))
+    assert registry.add(live("m", 3))
+    assert not registry.add(live("m", 2)), "an older version must not replace a newer one"
+    assert registry.latest()["m"].version == 3
+    assert registry.add(live("m", 4))
+    assert registry.get("m", 4) is not None and registry.get("m", 3) is not None
+    assert registry.get("m", 1) is None, "history is bounded"
+    registry.remove("m")
+    assert registry.get("m") is None
+
+
+def test_load_model_rejects_inconsistent_messages() -> None:
+    good = message("m", 1, fitted())
+    bad_kind = ModelVersion(**{**good.to_json(), "kind": "polynomial"})
+    with pytest.raises(ModelError, match="kind is 'polynomial' but params are 'multivariate'"):
+        load_model(bad_kind)
+    bad_width = ModelVersion(**{**good.to_json(), "n_features": 3})
+    with pytest.raises(ModelError, match="n_features is 3"):
+        load_model(bad_width)
+    bad_params = ModelVersion(**{**good.to_json(), "params": {**good.params, "coef": [1.0]}})
+    with pytest.raises(ModelError):
+        load_model(bad_params)
+
+
+# --- policy and scoreboard -------------------------------------------------------------
+
+
+def scored(board: Scoreboard, model: LiveModel, error: float, n: int = 200) -> None:
+    y = np.zeros(n)
+    board.update(model, y, y + error)
+
+
+def test_best_policy_starts_with_lowest_training_rmse_and_switches_with_hysteresis() -> None:
+    a, b = live("a", rmse=0.5), live("b", rmse=0.2)
+    models = {"a": a, "b": b}
+    policy = ServingPolicy("best", hysteresis=0.1, min_scored=100)
+    board = Scoreboard(window=200, every=10, interval_s=1.0, now=0.0)
+    assert policy.serving(models) is b
+
+    scored(board, b, 1.0)
+    scored(board, a, 0.95)  # better, but within the 10% hysteresis
+    policy.review(models, board)
+    assert policy.serving(models) is b, "no flapping on a small difference"
+
+    scored(board, a, 0.5)
+    policy.review(models, board)
+    assert policy.serving(models) is a
+
+
+def test_new_version_of_champion_serves_at_once_and_keeps_the_seat() -> None:
+    policy = ServingPolicy("best", hysteresis=0.1, min_scored=100)
+    board = Scoreboard(window=200, every=10, interval_s=1.0, now=0.0)
+    a1, b = live("a", 1, rmse=0.1), live("b", rmse=0.5)
+    assert policy.serving({"a": a1, "b": b}) is a1
+    a2 = live("a", 2, rmse=0.1)
+    scored(board, b, 0.01)  # b is scored, a2 not yet: no switch on an unscored champion
+    policy.review({"a": a2, "b": b}, board)
+    assert policy.serving({"a": a2, "b": b}) is a2
+
+
+def test_fixed_policy_holds_until_its_model_exists() -> None:
+    policy = ServingPolicy("poly")
+    assert policy.serving({"a": live("a")}) is None
+    poly = live("poly")
+    assert policy.serving({"a": live("a"), "poly": poly}) is poly
+
+
+def test_scoreboard_publication_schedule_and_exact_values() -> None:
+    board = Scoreboard(window=4, every=3, interval_s=10.0, now=0.0)
+    model = live("m")
+    assert not board.due(1.0)
+    board.update(model, np.array([1.0, 2.0]), np.array([1.5, 2.0]))
+    board.labelled(2)
+    assert not board.due(1.0)
+    board.update(model, np.array([3.0, 4.0, 5.0]), np.array([3.0, 4.0, 4.0]))
+    board.labelled(3)
+    assert board.due(1.0)
+    (score,) = board.publish(1.0)
+    # the window holds the last 4: errors 0, 0, 0, 1 over y = 2, 3, 4, 5
+    assert score.count == 4
+    assert score.mae == pytest.approx(0.25)
+    assert score.rmse == pytest.approx(0.5)
+    assert score.r2 == pytest.approx(1 - 1.0 / 5.0)
+    assert not board.due(2.0)
+    board.labelled(1)
+    assert board.due(11.5), "the interval also triggers a publication"
+
+
+# --- requests ---------------------------------------------------------------------------
+
+
+def test_answer_statuses() -> None:
+    registry = ModelRegistry()
+    model = live("m")
+    registry.add(model)
+    ok = answer(InferRequest("1", [[1.0, 2.0]], "m"), registry, lambda: model)
+    assert ok.status == 200 and ok.version == 1
+    assert ok.predictions == pytest.approx([2 * 1.0 - 2.0 + 0.5])
+    assert answer(InferRequest("2", [[1.0, 2.0]], "x"), registry, lambda: model).status == 404
+    assert answer(InferRequest("3", [[1.0, 2.0]], "m", 7), registry, lambda: model).status == 404
+    wrong = answer(InferRequest("4", [[1.0]], "m"), registry, lambda: model)
+    assert wrong.status == 400 and "expected 2 features, got 1" in (wrong.error or "")
+    assert answer(InferRequest("5", [[1.0, 2.0]]), registry, lambda: None).status == 503
