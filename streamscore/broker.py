@@ -26,6 +26,7 @@ from kafka.errors import KafkaError
 
 from streamscore.env import env_int, env_str
 from streamscore.errors import BrokerError
+from streamscore.processes import alive, command_line
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +50,17 @@ class BrokerConfig:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> BrokerConfig:
-        """Read ``STREAMSCORE_HOME``, ``STREAMSCORE_KAFKA_PORT`` and friends."""
+        """Read ``STREAMSCORE_HOME``, ``STREAMSCORE_KAFKA_PORT`` and friends.
+
+        The jar cache defaults to ``<home>/cache``; ``STREAMSCORE_CACHE`` lets brokers
+        with other homes share one.
+        """
         env = os.environ if env is None else env
         port = env_int(env, "STREAMSCORE_KAFKA_PORT", 9092, minimum=1)
         home = Path(env_str(env, "STREAMSCORE_HOME", str(cls.home)))
         return cls(
             home=home,
-            cache_dir=home / "cache",
+            cache_dir=Path(env_str(env, "STREAMSCORE_CACHE", str(home / "cache"))),
             port=port,
             controller_port=env_int(env, "STREAMSCORE_KAFKA_CONTROLLER_PORT", port + 1, minimum=1),
             heap=env_str(env, "STREAMSCORE_KAFKA_HEAP", cls.heap),
@@ -235,14 +240,14 @@ class LocalBroker:
             return False
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + self.config.stop_timeout_s
-        while _alive(pid) and time.monotonic() < deadline:
+        while alive(pid) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if _alive(pid):
+        if alive(pid):
             log.warning(
                 "kafka (pid %d) did not stop in %.0fs; killing it", pid, self.config.stop_timeout_s
             )
             os.kill(pid, signal.SIGKILL)
-            while _alive(pid):
+            while alive(pid):
                 time.sleep(0.05)
         self.config.pid_file.unlink(missing_ok=True)
         return True
@@ -252,7 +257,7 @@ class LocalBroker:
     ) -> BrokerStatus:
         deadline = time.monotonic() + self.config.start_timeout_s
         while time.monotonic() < deadline:
-            code = process.poll() if process is not None else (None if pid and _alive(pid) else 1)
+            code = process.poll() if process is not None else (None if pid and alive(pid) else 1)
             if code is not None:
                 self.config.pid_file.unlink(missing_ok=True)
                 raise BrokerError(
@@ -346,28 +351,13 @@ def _answers(bootstrap: str) -> bool:
         admin.close()
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"  # a zombie is not alive
-
-
 def _is_our_broker(pid: int, properties_file: Path) -> bool:
-    if not _alive(pid):
+    if not alive(pid):
         return False
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
+    args = command_line(pid)
+    if args is None:
         return True  # no /proc: trust the pid file
-    return MAIN_CLASS.encode() in cmdline and str(properties_file).encode() in cmdline
+    return MAIN_CLASS.encode() in args and str(properties_file).encode() in args
 
 
 def _tail(path: Path, lines: int = 20) -> str:

@@ -1,0 +1,159 @@
+"""``streamscore up | down | status``: the services in the background, and how they are doing."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from kafka.errors import KafkaError
+from kafka.structs import TopicPartition
+
+from bus.clients import make_admin, make_consumer
+from bus.settings import KafkaSettings
+from bus.topics import TopicLayout, Topics, ensure_topics
+from streamscore.broker import BrokerConfig, LocalBroker
+from streamscore.env import env_str
+from streamscore.errors import StreamscoreError
+from streamscore.logs import configure_logging
+from streamscore.processes import Supervisor
+
+SERVICES = ("trainer", "scorer", "gateway")
+STOP_ORDER = ["producer", "gateway", "scorer", "trainer"]
+
+
+def supervisor(env: Mapping[str, str], home: Path) -> Supervisor:
+    """The supervisor of ``streamscore up``: pid files and logs under the streamscore home."""
+    return Supervisor(home / "run", home / "logs", env)
+
+
+def uses_local_broker(env: Mapping[str, str]) -> bool:
+    """True unless ``KAFKA_BOOTSTRAP_SERVERS`` points at another cluster."""
+    return not env.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
+
+
+def up(env: Mapping[str, str]) -> int:
+    """Start the broker (if local), create topics, start trainer, scorer and gateway."""
+    broker_config = BrokerConfig.from_env(env)
+    if uses_local_broker(env):
+        print(LocalBroker(broker_config).up().describe())
+    settings = KafkaSettings.from_env(env)
+    created = ensure_topics(settings, Topics.from_env(env), TopicLayout.from_env(env))
+    if created:
+        print(f"created topics: {', '.join(created)}")
+    services = supervisor(env, broker_config.home)
+    for name in SERVICES:
+        pid = services.start(name, [name])
+        print(f"{name}: running (pid {pid}), log: {services.log_file(name)}")
+    bind = env_str(env, "STREAMSCORE_GATEWAY_BIND", "127.0.0.1:8000")
+    print(f"gateway: http://{bind}/ping — publish points with `streamscore producer`")
+    return 0
+
+
+def down(env: Mapping[str, str]) -> int:
+    """Stop every service `up` started, then the local broker."""
+    broker_config = BrokerConfig.from_env(env)
+    stopped = supervisor(env, broker_config.home).stop_all(STOP_ORDER)
+    print(f"stopped: {', '.join(stopped)}" if stopped else "no service was running")
+    if uses_local_broker(env):
+        print("kafka stopped" if LocalBroker(broker_config).down() else "kafka was not running")
+    return 0
+
+
+@dataclass(frozen=True)
+class GroupLag:
+    """How far one consumer group is behind on its topic."""
+
+    group: str
+    topic: str
+    lag: int | None  # None: the group has committed nothing yet
+
+
+def status(env: Mapping[str, str]) -> int:
+    """Print services, topics with their sizes, and consumer group lag; 0 when all are up."""
+    broker_config = BrokerConfig.from_env(env)
+    services = supervisor(env, broker_config.home)
+    healthy = True
+    if uses_local_broker(env):
+        broker = LocalBroker(broker_config).status()
+        print(broker.describe())
+        healthy = broker.state == "up"
+    print("services:")
+    for name in sorted({*SERVICES, *services.names()}):
+        pid = services.pid(name)
+        print(f"  {name:<10} {f'up (pid {pid})' if pid else 'down'}")
+        healthy = healthy and (pid is not None or name not in SERVICES)
+    settings = KafkaSettings.from_env(env)
+    topics = Topics.from_env(env)
+    try:
+        sizes = topic_sizes(settings, list(topics.all().values()))
+        lags = group_lags(settings, topics, env)
+    except (StreamscoreError, KafkaError) as exc:
+        print(f"kafka at {settings.bootstrap_servers} did not answer: {exc}")
+        return 1
+    print("topics (records):")
+    for name, size in sizes.items():
+        print(f"  {name:<28} {'missing' if size is None else size}")
+    print("consumer groups (lag):")
+    for lag in lags:
+        shown = "nothing committed yet" if lag.lag is None else str(lag.lag)
+        print(f"  {lag.group:<28} on {lag.topic}: {shown}")
+    return 0 if healthy else 3
+
+
+def topic_sizes(settings: KafkaSettings, names: list[str]) -> dict[str, int | None]:
+    """Records held by each topic (end minus start offsets); None when it does not exist."""
+    consumer = make_consumer(settings, group_id=None)
+    try:
+        sizes: dict[str, int | None] = {}
+        for name in names:
+            partitions = consumer.partitions_for_topic(name)
+            if not partitions:
+                sizes[name] = None
+                continue
+            tps = [TopicPartition(name, p) for p in partitions]
+            end, start = consumer.end_offsets(tps), consumer.beginning_offsets(tps)
+            sizes[name] = sum(end[tp] - start[tp] for tp in tps)
+        return sizes
+    finally:
+        consumer.close()
+
+
+def group_lags(settings: KafkaSettings, topics: Topics, env: Mapping[str, str]) -> list[GroupLag]:
+    """Lag of the trainer's and the scorer's groups on ``points``."""
+    groups = [
+        env_str(env, "STREAMSCORE_TRAINER_GROUP", "streamscore-trainer"),
+        env_str(env, "STREAMSCORE_SCORER_GROUP", "streamscore-scorer"),
+    ]
+    admin = make_admin(settings)
+    consumer = make_consumer(settings, group_id=None)
+    try:
+        partitions = consumer.partitions_for_topic(topics.points) or set()
+        end = consumer.end_offsets([TopicPartition(topics.points, p) for p in partitions])
+        lags = []
+        for group in groups:
+            committed = admin.list_group_offsets(group).get(group, {})
+            mine = {tp: meta.offset for tp, meta in committed.items() if tp.topic == topics.points}
+            lag = sum(end[tp] - mine.get(tp, 0) for tp in end) if mine else None
+            lags.append(GroupLag(group, topics.points, lag))
+        return lags
+    finally:
+        consumer.close()
+        admin.close()
+
+
+def main(argv: list[str]) -> int:
+    """``up``, ``down`` or ``status``."""
+    parser = argparse.ArgumentParser(prog="streamscore", description=__doc__)
+    parser.add_argument("action", choices=["up", "down", "status"])
+    args = parser.parse_args(argv)
+    configure_logging("streamscore", os.environ.get("STREAMSCORE_LOG_LEVEL", "WARNING"))
+    env = dict(os.environ)
+    try:
+        return {"up": up, "down": down, "status": status}[args.action](env)
+    except StreamscoreError as exc:
+        print(f"streamscore {args.action}: {exc}", file=sys.stderr)
+        return 1
