@@ -88,10 +88,13 @@ def topic_specs(topics: Topics, layout: TopicLayout) -> list[NewTopic]:
     delete = {"cleanup.policy": "delete", "retention.ms": str(WEEK_MS)}
     short = {"cleanup.policy": "delete", "retention.ms": str(HOUR_MS)}
     compact = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}
+    # a prediction's timestamp is when the broker appended it: end-to-end latency is
+    # that minus the point's ts
+    appended = {**delete, "message.timestamp.type": "LogAppendTime"}
     plan: list[tuple[str, int, dict[str, str]]] = [
         (topics.points, layout.partitions, delete),
         (topics.models, 1, compact),
-        (topics.predictions, layout.partitions, delete),
+        (topics.predictions, layout.partitions, appended),
         (topics.scores, 1, delete),
         (topics.deadletter, 1, delete),
         (topics.requests, layout.partitions, short),
@@ -121,6 +124,7 @@ def ensure_topics(
             except TopicAlreadyExistsError:
                 pass  # another process created it meanwhile
         if created:
+            admin.wait_for_topics(created)  # visible, with a leader for every partition
             log.info("created topics: %s", ", ".join(created))
         return created
     except KafkaError as exc:
