@@ -46,6 +46,7 @@ class DemoConfig:
     rate: float = 3_000.0
     drift_after: int = 15_000
     publish_every: int = 2_000
+    window: int = 5_000
     timeout_s: float = 150.0
 
     @classmethod
@@ -58,6 +59,7 @@ class DemoConfig:
             publish_every=env_int(
                 env, "STREAMSCORE_DEMO_PUBLISH_EVERY", cls.publish_every, minimum=1
             ),
+            window=env_int(env, "STREAMSCORE_DEMO_WINDOW", cls.window, minimum=0),
             timeout_s=env_float(env, "STREAMSCORE_DEMO_TIMEOUT_S", cls.timeout_s, minimum=10.0),
         )
 
@@ -235,6 +237,7 @@ class DemoRun:
             "STREAMSCORE_TRAINER_GROUP": f"demo-{run_id}-trainer",
             "STREAMSCORE_TRAINER_TRANSACTIONAL_ID": f"demo-{run_id}-trainer",
             "STREAMSCORE_TRAINER_PUBLISH_EVERY": str(self.config.publish_every),
+            "STREAMSCORE_TRAINER_WINDOW": str(self.config.window),
             "STREAMSCORE_SCORER_GROUP": f"demo-{run_id}-scorer",
             "STREAMSCORE_SCORER_REQUESTS_GROUP": f"demo-{run_id}-requests",
             "STREAMSCORE_SCORER_SCORES_INTERVAL_S": "1",

@@ -1,0 +1,130 @@
+"""The whole pipeline as users run it: producer, trainer and scorer processes on a real broker."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from bus.messages import ModelVersion, Prediction, Score
+from bus.settings import KafkaSettings
+from bus.topics import Topics
+from tests.integration.streams import ROOT, read_until, service_env, start_service, stop_service
+
+
+def produce(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``streamscore producer`` to the end."""
+    return subprocess.run(
+        [sys.executable, "-m", "streamscore", "producer", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+
+
+@pytest.fixture
+def pipeline(
+    kafka_settings: KafkaSettings,
+    fresh_topics: Topics,
+    tmp_path: Path,
+    unique_name: Callable[[str], str],
+) -> Iterator[dict[str, str]]:
+    """A trainer and a scorer running on this test's topics; yields their environment."""
+    env = service_env(
+        kafka_settings,
+        fresh_topics,
+        STREAMSCORE_TRAINER_GROUP=unique_name("trainer"),
+        STREAMSCORE_TRAINER_TRANSACTIONAL_ID=unique_name("trainer-tx"),
+        STREAMSCORE_TRAINER_PUBLISH_EVERY="2000",
+        STREAMSCORE_TRAINER_WINDOW="4000",
+        STREAMSCORE_SCORER_GROUP=unique_name("scorer"),
+        STREAMSCORE_SCORER_REQUESTS_GROUP=unique_name("requests"),
+        STREAMSCORE_SCORER_SCORES_EVERY="500",
+        STREAMSCORE_PRODUCER_FEATURES="2",
+        STREAMSCORE_PRODUCER_FUNCTION="cubic",
+    )
+    trainer = start_service(["trainer"], env, tmp_path / "trainer.log")
+    scorer = start_service(["scorer"], env, tmp_path / "scorer.log")
+    try:
+        yield env
+    finally:
+        assert stop_service(scorer) == 0, (tmp_path / "scorer.log").read_text()[-3000:]
+        assert stop_service(trainer) == 0, (tmp_path / "trainer.log").read_text()[-3000:]
+
+
+def all_predicted(n: int) -> Callable[[list], bool]:  # type: ignore[type-arg]
+    seen: set[str] = set()
+    read = 0
+
+    def done(records: list) -> bool:  # type: ignore[type-arg]
+        nonlocal read
+        seen.update(Prediction.from_bytes(r.value).id for r in records[read:])
+        read = len(records)
+        return len(seen) >= n
+
+    return done
+
+
+def test_end_to_end(
+    kafka_settings: KafkaSettings, fresh_topics: Topics, pipeline: dict[str, str]
+) -> None:
+    n = 20_000
+    produce(pipeline, "--count", str(n), "--run-id", "e2e")
+    records = read_until(kafka_settings, fresh_topics.predictions, all_predicted(n), 240)
+    predictions = [Prediction.from_bytes(r.value) for r in records]
+    assert len({p.id for p in predictions}) == n, "every point id gets a prediction"
+
+    models = [
+        ModelVersion.from_bytes(r.value)
+        for r in read_until(kafka_settings, fresh_topics.models, lambda rs: False, 3)
+    ]
+    published = {(m.name, m.version) for m in models}
+    assert {name for name, _ in published} == {"multivariate", "polynomial"}
+    for name in ("multivariate", "polynomial"):
+        versions = [m.version for m in models if m.name == name]
+        assert versions == sorted(versions) and len(set(versions)) == len(versions) >= 2
+    assert {(p.model, p.version) for p in predictions} <= published, (
+        "predictions name real model versions"
+    )
+
+    scores = [
+        Score.from_bytes(r.value)
+        for r in read_until(kafka_settings, fresh_topics.scores, lambda rs: False, 3)
+    ]
+    polynomial = [s for s in scores if s.model == "polynomial" and s.count >= 500]
+    assert polynomial, "the polynomial model is scored"
+    assert polynomial[-1].r2 is not None and polynomial[-1].r2 > 0.9
+
+
+def test_drift_brings_new_versions_and_scores_recover(
+    kafka_settings: KafkaSettings, fresh_topics: Topics, pipeline: dict[str, str]
+) -> None:
+    n, drift = 24_000, 12_000
+    produce(pipeline, "--count", str(n), "--drift-after", str(drift), "--run-id", "drift")
+    read_until(kafka_settings, fresh_topics.predictions, all_predicted(n), 240)
+    models = [
+        ModelVersion.from_bytes(r.value)
+        for r in read_until(kafka_settings, fresh_topics.models, lambda rs: False, 3)
+    ]
+    after_drift = [
+        m for m in models if m.name == "polynomial" and m.trained_on["count"] >= drift + 4000
+    ]
+    assert after_drift, "versions trained on the new function appear"
+    scores = [
+        s
+        for s in (
+            Score.from_bytes(r.value)
+            for r in read_until(kafka_settings, fresh_topics.scores, lambda rs: False, 3)
+        )
+        if s.model == "polynomial"
+    ]
+    r2 = [s.r2 for s in scores if s.r2 is not None]
+    learned = next(i for i, value in enumerate(r2) if value > 0.9)
+    assert min(r2[learned:]) < 0.8, "the drift is visible in the rolling scores"
+    assert r2[-1] > 0.9, "rolling scores recover after the drift"
