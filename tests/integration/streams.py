@@ -92,17 +92,17 @@ def read_until(
     return records
 
 
-def service_env(settings: KafkaSettings, topics: Topics, **extra: str) -> dict[str, str]:
-    """The environment of a service process pointed at the test broker and topics."""
-    prefix = topics.points[: -len("points")]
+def service_env(settings: KafkaSettings, topics: Topics | None, **extra: str) -> dict[str, str]:
+    """The environment of a service process pointed at the test broker (and ``topics``)."""
     env = {
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
-        "STREAMSCORE_TOPIC_PREFIX": prefix,
         "STREAMSCORE_PARTITIONS": "3",
         "STREAMSCORE_REPLY_PARTITIONS": "4",
         "PYTHONUNBUFFERED": "1",
     }
+    if topics is not None:
+        env["STREAMSCORE_TOPIC_PREFIX"] = topics.points[: -len("points")]
     env.update(extra)
     return env
 
