@@ -33,6 +33,7 @@ from streamscore.env import env_float, env_int
 from streamscore.errors import StreamscoreError
 from streamscore.logs import configure_logging
 from streamscore.processes import Supervisor
+from streamscore.stats import percentile
 
 SERVICES = ("trainer", "scorer", "gateway")
 STOP_ORDER = ["producer", "gateway", "scorer", "trainer"]
@@ -62,15 +63,6 @@ class DemoConfig:
             window=env_int(env, "STREAMSCORE_DEMO_WINDOW", cls.window, minimum=0),
             timeout_s=env_float(env, "STREAMSCORE_DEMO_TIMEOUT_S", cls.timeout_s, minimum=10.0),
         )
-
-
-def percentile(values: list[float], q: float) -> float:
-    """The ``q``-th percentile (0-100) by nearest rank; nan for no values."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
-    return ordered[rank - 1]
 
 
 @dataclass
