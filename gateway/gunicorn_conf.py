@@ -1,0 +1,41 @@
+"""gunicorn settings for ``gateway.app:get_app()``, from ``STREAMSCORE_GATEWAY_*``.
+
+The app is never preloaded: each worker builds it (and its Kafka clients and
+threads) after the fork, and closes them when it exits, so that it leaves the
+reply consumer group at once and its partitions move to the other workers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.config import GatewayConfig
+from streamscore.logs import configure_logging
+
+_config = GatewayConfig.from_env()
+
+bind = [_config.bind]
+workers = _config.workers
+worker_class = "gthread"
+threads = _config.threads
+preload_app = False
+timeout = 30
+graceful_timeout = 15
+keepalive = 5
+accesslog = "-" if _config.access_log else None
+proc_name = "streamscore-gateway"
+# gunicorn >= 25 opens a control socket at one per-user path by default: several
+# gateways on one host would take it from each other. The gateway does not use it.
+control_socket_disable = True
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    """Log like the other services (in the worker, before it loads the app)."""
+    configure_logging("gateway")
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    """Close this worker's Kafka clients: leave the reply group, stop the threads."""
+    from gateway.app import shutdown
+
+    shutdown()

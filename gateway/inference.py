@@ -1,0 +1,218 @@
+"""Inference as the resources see it: check the request against the catalogue, ask the bus.
+
+`Inference` is the one object the inference resources call. It knows nothing of
+HTTP bodies (see `gateway.payloads`) and nothing of Kafka (the bus client,
+`bus.reply.ReplyClient` in production, is given to it); it turns what goes wrong
+into a `GatewayError` with the contract's status.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from bus.messages import InferReply, InferRequest
+from bus.reply import (
+    CLOCK_SKEW_MS,
+    AsyncTicket,
+    ReplyStats,
+    ReplyTimeoutError,
+    RequestTooLargeError,
+    TooManyPendingError,
+    UnknownTicketError,
+)
+from gateway.catalogue import Catalogue
+from gateway.payloads import GatewayError, Rows, bad
+from streamscore.errors import BusError
+
+#: Statuses a scorer's error reply keeps; any other becomes 503.
+RELAYED_STATUSES = frozenset({400, 404, 413, 503, 504})
+
+
+class InferenceBus(Protocol):
+    """What the gateway needs from request/reply over the bus (`bus.reply.ReplyClient`)."""
+
+    def call(self, request: InferRequest, timeout_s: float) -> InferReply:
+        """Publish and wait for the reply."""
+        ...
+
+    def submit(self, request: InferRequest, timeout_s: float) -> AsyncTicket:
+        """Publish for a later `fetch`."""
+        ...
+
+    def fetch(self, ticket: AsyncTicket, timeout_s: float) -> InferReply | None:
+        """The reply to a submitted request, or None while there is none."""
+        ...
+
+    def reachable(self) -> bool:
+        """True when Kafka answered recently."""
+        ...
+
+    def owned_partitions(self) -> list[int]:
+        """The reply partitions this process can use."""
+        ...
+
+    def stats(self) -> ReplyStats:
+        """Counters for the metrics."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A reply, with the request id the caller sees."""
+
+    reply: InferReply
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """An accepted asynchronous request: where to poll."""
+
+    token: str
+    id: str
+
+
+class Inference:
+    """Runs inference requests over the bus and reports readiness."""
+
+    def __init__(
+        self,
+        bus: InferenceBus,
+        catalogue: Catalogue,
+        *,
+        timeout_s: float,
+        async_ttl_ms: int,
+        clock_ms: Callable[[], int],
+        new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
+    ) -> None:
+        self.bus = bus
+        self.catalogue = catalogue
+        self.timeout_s = timeout_s
+        self.async_ttl_ms = async_ttl_ms
+        self._clock_ms = clock_ms
+        self._new_id = new_id
+
+    def predict(self, rows: Rows) -> Answer:
+        """Predict ``rows`` with the model they name (or the scorer's serving model)."""
+        request = self._request(rows)
+        try:
+            reply = self.bus.call(request, self.timeout_s)
+        except ReplyTimeoutError as exc:
+            raise GatewayError(504, str(exc)) from exc
+        except BusError as exc:
+            raise _bus_problem(exc) from exc
+        return Answer(_checked(reply), rows.id or request.id)
+
+    def submit(self, rows: Rows) -> Pending:
+        """Publish ``rows`` for an answer fetched later; return the poll token."""
+        request = self._request(rows)
+        try:
+            ticket = self.bus.submit(request, self.timeout_s)
+        except BusError as exc:
+            raise _bus_problem(exc) from exc
+        return Pending(ticket.token(), rows.id or request.id)
+
+    def result(self, token: str) -> InferReply | None:
+        """The answer to an asynchronous request, None while it is not there yet.
+
+        Raises a 404 `GatewayError` for a token that is malformed, from the future,
+        or older than the asynchronous time-to-live.
+        """
+        try:
+            ticket = AsyncTicket.parse(token)
+        except UnknownTicketError as exc:
+            raise GatewayError(404, str(exc)) from exc
+        age = self._clock_ms() - ticket.sent_ms
+        if age > self.async_ttl_ms or age < -CLOCK_SKEW_MS:
+            raise GatewayError(
+                404,
+                f"request {token!r} is unknown or expired (results are kept "
+                f"{self.async_ttl_ms // 1000} s): send the request again",
+            )
+        try:
+            reply = self.bus.fetch(ticket, self.timeout_s)
+        except UnknownTicketError as exc:
+            raise GatewayError(404, str(exc)) from exc
+        except BusError as exc:
+            raise _bus_problem(exc) from exc
+        return None if reply is None else _checked(reply)
+
+    def readiness(self) -> dict[str, bool]:
+        """Each condition of readiness: Kafka reachable, a reply partition, models loaded."""
+        return {
+            "bus": self.bus.reachable(),
+            "reply_partition": bool(self.bus.owned_partitions()),
+            "catalogue": self.catalogue.loaded(),
+            "model": bool(self.catalogue.models()),
+        }
+
+    def worker(self) -> int:
+        """The id of the process answering (one gunicorn worker)."""
+        return os.getpid()
+
+    def _request(self, rows: Rows) -> InferRequest:
+        self._check(rows)
+        return InferRequest(
+            id=rows.id or self._new_id(),
+            instances=rows.rows,
+            model=rows.model,
+            version=rows.version,
+        )
+
+    def _check(self, rows: Rows) -> None:
+        """Refuse what the scorer would refuse, before it goes on the bus."""
+        if not self.catalogue.loaded():
+            raise GatewayError(
+                503, "the model catalogue is still loading; retry in a moment", retry_after_s=1
+            )
+        if rows.model is None:
+            models = self.catalogue.models()
+            if not models:
+                raise GatewayError(
+                    503,
+                    "no model has been trained yet: publish labelled points and retry",
+                    retry_after_s=5,
+                )
+            widths = {m.latest.n_features for m in models}
+            if len(widths) == 1 and rows.width not in widths:
+                raise bad(f"expected {widths.pop()} features, got {rows.width}")
+            return
+        entry = self.catalogue.get(rows.model)
+        if entry is None:
+            known = ", ".join(repr(m.name) for m in self.catalogue.models()) or "none yet"
+            raise GatewayError(
+                404, f"unknown model {rows.model!r}; known models: {known} (GET /v2/models)"
+            )
+        info = entry.latest if rows.version is None else entry.version(rows.version)
+        if info is None:
+            versions = ", ".join(str(v.version) for v in entry.versions)
+            raise GatewayError(
+                404,
+                f"model {rows.model!r} has no version {rows.version}; known versions: {versions}",
+            )
+        if rows.width != info.n_features:
+            raise bad(
+                f"expected {info.n_features} features, got {rows.width} "
+                f"(model {info.name!r} v{info.version})"
+            )
+
+
+def _checked(reply: InferReply) -> InferReply:
+    """The reply if it is a success, else its error as a `GatewayError`."""
+    if reply.error is None:
+        return reply
+    status = reply.status if reply.status in RELAYED_STATUSES else 503
+    retry = 1 if status == 503 else None
+    raise GatewayError(status, f"the scorer answered: {reply.error}", retry_after_s=retry)
+
+
+def _bus_problem(exc: BusError) -> GatewayError:
+    if isinstance(exc, RequestTooLargeError):
+        return GatewayError(413, str(exc))
+    if isinstance(exc, TooManyPendingError):
+        return GatewayError(503, str(exc), retry_after_s=1)
+    return GatewayError(503, str(exc), retry_after_s=2)

@@ -1,0 +1,253 @@
+"""HTTP bodies: reading requests into rows of features, and writing the answers.
+
+Every problem is a `GatewayError` whose text says what is wrong and what to send
+instead; nothing here talks to Kafka or knows the models.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from bus.messages import MAX_FEATURES, MAX_ID_CHARS, MAX_INSTANCES, MAX_NAME_CHARS, InferReply
+from streamscore.errors import StreamscoreError
+
+Json = dict[str, Any]
+
+#: Open Inference Protocol tensor datatypes the models accept (all become FP64).
+NUMERIC_DATATYPES = frozenset(
+    {"FP64", "FP32", "FP16", "BF16"}
+    | {f"{sign}INT{bits}" for sign in ("", "U") for bits in (8, 16, 32, 64)}
+)
+OUTPUT_NAME = "predict"
+
+
+class GatewayError(StreamscoreError):
+    """A request the gateway answers with an error status and ``{"error": message}``."""
+
+    def __init__(self, status: int, message: str, *, retry_after_s: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.retry_after_s = retry_after_s
+
+
+def bad(message: str) -> GatewayError:
+    """A 400 error."""
+    return GatewayError(400, message)
+
+
+def _reject_constant(name: str) -> float:
+    raise bad(f"the body is not valid JSON: {name} is not a number; send finite numbers")
+
+
+def decode_json(raw: bytes) -> Json:
+    """Decode a request body that must be a JSON object."""
+    if not raw.strip():
+        raise bad("the body is empty: send a JSON object (see GET /openapi.json)")
+    try:
+        obj = json.loads(raw, parse_constant=_reject_constant)
+    except UnicodeDecodeError:
+        raise bad("the body is not UTF-8 text: send UTF-8 JSON") from None
+    except json.JSONDecodeError as exc:
+        raise bad(
+            f"the body is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+        ) from None
+    except RecursionError:
+        raise bad("the body is nested too deeply") from None
+    if not isinstance(obj, dict):
+        raise bad(f"expected a JSON object as the body, got a JSON {type(obj).__name__}")
+    return obj
+
+
+def _describe(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _number(value: Any, where: str, integer: bool = False) -> float:
+    if type(value) is not int and (integer or type(value) is not float):
+        expected = "an integer" if integer else "a number"
+        raise bad(f"{where}: expected {expected}, got {_describe(value)}")
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise bad(f"{where}: {_describe(value)} is too large; send finite numbers")
+    return number
+
+
+def _row(value: Any, where: str) -> list[float]:
+    if not isinstance(value, list):
+        raise bad(f"{where}: expected an array of numbers, got {_describe(value)}")
+    if not value:
+        raise bad(f"{where}: expected at least one feature, got an empty array")
+    if len(value) > MAX_FEATURES:
+        raise bad(f"{where}: at most {MAX_FEATURES} features, got {len(value)}")
+    return [_number(v, f"{where}[{i}]") for i, v in enumerate(value)]
+
+
+def _optional_text(body: Json, name: str, limit: int) -> str | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 1 <= len(value) <= limit:
+        raise bad(f"{name!r}: expected a string of 1 to {limit} characters, got {_describe(value)}")
+    return value
+
+
+def _rows(rows: Any, where: str) -> list[list[float]]:
+    if not isinstance(rows, list) or not rows:
+        raise bad(f"{where}: expected a non-empty array of rows, got {_describe(rows)}")
+    if len(rows) > MAX_INSTANCES:
+        raise bad(f"{where}: at most {MAX_INSTANCES} rows per request, got {len(rows)}; split it")
+    out = [_row(row, f"{where}[{i}]") for i, row in enumerate(rows)]
+    for i, row in enumerate(out):
+        if len(row) != len(out[0]):
+            raise bad(
+                f"{where}[{i}]: every row needs {len(out[0])} features like the first, "
+                f"got {len(row)}"
+            )
+    return out
+
+
+# --- Open Inference Protocol ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Rows:
+    """Rows of features to predict, with the caller's request id and model choice."""
+
+    rows: list[list[float]]
+    id: str | None = None
+    model: str | None = None
+    version: int | None = None
+    single: bool = False  # the short form's {"x": [...]}: answer with one prediction
+
+    @property
+    def width(self) -> int:
+        """The number of features per row."""
+        return len(self.rows[0])
+
+
+def parse_infer(body: Json) -> Rows:
+    """Read an Open Inference Protocol request: one FP/INT input tensor of shape [rows, features].
+
+    ``data`` is row-major, flat (``[1, 2, 3, 4]``) or nested (``[[1, 2], [3, 4]]``).
+    """
+    request_id = _optional_text(body, "id", MAX_ID_CHARS)
+    inputs = body.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise bad(
+            "'inputs': expected an array with one tensor, e.g. "
+            '{"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP64", "data": [0.5, 1.5]}]}'
+        )
+    if len(inputs) != 1:
+        raise bad(f"'inputs': expected one tensor (the feature matrix), got {len(inputs)}")
+    tensor = inputs[0]
+    if not isinstance(tensor, dict):
+        raise bad(f"'inputs[0]': expected an object, got {_describe(tensor)}")
+    for name in ("name", "shape", "datatype", "data"):
+        if name not in tensor:
+            raise bad(f"'inputs[0].{name}' is missing; a tensor has name, shape, datatype, data")
+    if not isinstance(tensor["name"], str):
+        raise bad(f"'inputs[0].name': expected a string, got {_describe(tensor['name'])}")
+    datatype = tensor["datatype"]
+    if not isinstance(datatype, str) or datatype not in NUMERIC_DATATYPES:
+        raise bad(
+            f"'inputs[0].datatype': expected a numeric type (FP64, FP32, INT64, ...), "
+            f"got {_describe(datatype)}"
+        )
+    shape = tensor["shape"]
+    if (
+        not isinstance(shape, list)
+        or len(shape) != 2
+        or not all(type(n) is int and n >= 1 for n in shape)
+    ):
+        raise bad(
+            f"'inputs[0].shape': expected [rows, features] of positive integers, "
+            f"got {_describe(shape)}"
+        )
+    n, d = shape
+    if n > MAX_INSTANCES:
+        raise bad(f"'inputs[0].shape': at most {MAX_INSTANCES} rows per request, got {n}; split it")
+    if d > MAX_FEATURES:
+        raise bad(f"'inputs[0].shape': at most {MAX_FEATURES} features, got {d}")
+    data = tensor["data"]
+    if not isinstance(data, list):
+        raise bad(f"'inputs[0].data': expected an array of numbers, got {_describe(data)}")
+    integer = datatype.startswith(("INT", "UINT"))
+    if data and isinstance(data[0], list):
+        if len(data) != n:
+            raise bad(f"'inputs[0].data': shape {shape} needs {n} rows, got {len(data)}")
+        rows = []
+        for i, row in enumerate(data):
+            where = f"'inputs[0].data[{i}]'"
+            if not isinstance(row, list) or len(row) != d:
+                raise bad(f"{where}: shape {shape} needs rows of {d} numbers, got {_describe(row)}")
+            rows.append([_number(v, f"{where}[{j}]", integer) for j, v in enumerate(row)])
+    else:
+        if len(data) != n * d:
+            raise bad(
+                f"'inputs[0].data': shape {shape} needs {n * d} numbers (row-major), "
+                f"got {len(data)}"
+            )
+        flat = [_number(v, f"'inputs[0].data[{i}]'", integer) for i, v in enumerate(data)]
+        rows = [flat[i * d : (i + 1) * d] for i in range(n)]
+    return Rows(rows, id=request_id)
+
+
+def infer_response(reply: InferReply, request_id: str) -> Json:
+    """The Open Inference Protocol answer to a successful inference."""
+    return {
+        "model_name": reply.model,
+        "model_version": str(reply.version),
+        "id": request_id,
+        "outputs": [
+            {
+                "name": OUTPUT_NAME,
+                "shape": [len(reply.predictions)],
+                "datatype": "FP64",
+                "data": reply.predictions,
+            }
+        ],
+    }
+
+
+# --- the short form ------------------------------------------------------------------
+
+
+def parse_predict(body: Json) -> Rows:
+    """Read ``{"x": [...]}`` (one row) or ``{"instances": [[...], ...]}``.
+
+    Optional: ``model`` (a name; without it the scorer's serving model answers),
+    ``version`` (an integer; without it the latest) and ``id``.
+    """
+    has_x, has_instances = "x" in body, "instances" in body
+    if has_x == has_instances:
+        raise bad(
+            'send either {"x": [features]} for one prediction or '
+            '{"instances": [[features], ...]} for several'
+        )
+    model = _optional_text(body, "model", MAX_NAME_CHARS)
+    version = body.get("version")
+    if version is not None and (type(version) is not int or version < 1):
+        raise bad(f"'version': expected an integer >= 1, got {_describe(version)}")
+    if version is not None and model is None:
+        raise bad("'version' needs 'model': name the model whose version you want")
+    request_id = _optional_text(body, "id", MAX_ID_CHARS)
+    rows = [_row(body["x"], "'x'")] if has_x else _rows(body["instances"], "'instances'")
+    return Rows(rows, id=request_id, model=model, version=version, single=has_x)
+
+
+def predict_response(reply: InferReply, request: Rows, request_id: str) -> Json:
+    """The short form's answer: one ``prediction`` for ``x``, ``predictions`` for instances."""
+    answer: Json = {"id": request_id, "model": reply.model, "version": reply.version}
+    if request.single:
+        answer["prediction"] = reply.predictions[0] if reply.predictions else None
+    else:
+        answer["predictions"] = reply.predictions
+    return answer

@@ -1,0 +1,242 @@
+"""The HTTP resources: parse the request, call one injected object, set the response."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import falcon
+
+from bus.messages import Score
+from gateway.catalogue import Catalogue, ModelEntry, VersionInfo
+from gateway.inference import Inference
+from gateway.metrics import CONTENT_TYPE, Metrics
+from gateway.payloads import (
+    OUTPUT_NAME,
+    GatewayError,
+    Json,
+    decode_json,
+    infer_response,
+    parse_infer,
+    parse_predict,
+    predict_response,
+)
+
+PLATFORM = "streamscore"
+
+
+def read_json(req: falcon.Request, limit: int) -> Json:
+    """The request's body as a JSON object; 413 past ``limit`` bytes, 400 if it is not one."""
+    too_large = GatewayError(
+        413, f"the body is larger than {limit} bytes: send fewer rows per request"
+    )
+    if req.content_length is not None and req.content_length > limit:
+        raise too_large
+    raw = req.bounded_stream.read(limit + 1)
+    if len(raw) > limit:
+        raise too_large
+    return decode_json(raw)
+
+
+def prefers_async(req: falcon.Request) -> bool:
+    """True when the ``Prefer`` header asks for ``respond-async`` (RFC 7240)."""
+    prefer = req.get_header("Prefer") or ""
+    return any(p.split(";")[0].strip().lower() == "respond-async" for p in prefer.split(","))
+
+
+def _score(score: Score | None) -> Json | None:
+    return None if score is None else score.to_json()
+
+
+def model_metadata(entry: ModelEntry, info: VersionInfo, score: Score | None) -> Json:
+    """Open Inference Protocol model metadata, with streamscore's own fields."""
+    return {
+        "name": entry.name,
+        "versions": [str(v.version) for v in entry.versions],
+        "platform": PLATFORM,
+        "version": str(info.version),
+        "latest_version": entry.latest.version,
+        "kind": info.kind,
+        "n_features": info.n_features,
+        "created_at": info.created_at,
+        "trained_on": dict(info.trained_on),
+        "train_score": dict(info.train_score),
+        "score": _score(score),
+        "inputs": [{"name": "x", "datatype": "FP64", "shape": [-1, info.n_features]}],
+        "outputs": [{"name": OUTPUT_NAME, "datatype": "FP64", "shape": [-1]}],
+    }
+
+
+class Ping:
+    """``GET /ping``: the original API's liveness check."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Answer pong."""
+        resp.media = {"ping": "pong"}
+
+
+class ServerMetadata:
+    """``GET /v2``: Open Inference Protocol server metadata."""
+
+    def __init__(self, version: str) -> None:
+        self.version = version
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Name, version and extensions."""
+        resp.media = {"name": PLATFORM, "version": self.version, "extensions": ["respond-async"]}
+
+
+class Live:
+    """``GET /v2/health/live``: the process answers."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Always live while it can answer."""
+        resp.media = {"live": True}
+
+
+class Ready:
+    """``GET /v2/health/ready``: Kafka reachable, a reply partition owned, a model known."""
+
+    def __init__(self, inference: Inference) -> None:
+        self.inference = inference
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """200 when ready, else 503 naming what is missing."""
+        checks = self.inference.readiness()
+        body: Json = {"ready": all(checks.values()), "checks": checks}
+        body["worker"] = self.inference.worker()
+        if not body["ready"]:
+            missing = ", ".join(name for name, ok in checks.items() if not ok)
+            body["error"] = f"not ready: waiting for {missing}; retry in a moment"
+            resp.status = falcon.HTTP_503
+            resp.set_header("Retry-After", "1")
+        resp.media = body
+
+
+class ModelList:
+    """``GET /v2/models``: every model the catalogue knows."""
+
+    def __init__(self, catalogue: Catalogue) -> None:
+        self.catalogue = catalogue
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """The metadata of each model's latest version."""
+        resp.media = {
+            "models": [model_metadata(e, e.latest, e.last_score) for e in self.catalogue.models()]
+        }
+
+
+class ModelMetadata:
+    """``GET /v2/models/{name}[/versions/{version}]``."""
+
+    def __init__(self, catalogue: Catalogue) -> None:
+        self.catalogue = catalogue
+
+    def on_get(
+        self, req: falcon.Request, resp: falcon.Response, name: str, version: int | None = None
+    ) -> None:
+        """The metadata of a model (its latest version) or of one version; 404 if unknown."""
+        entry = self.catalogue.get(name)
+        if entry is None:
+            raise GatewayError(404, f"unknown model {name!r}: GET /v2/models lists the models")
+        if version is None:
+            resp.media = model_metadata(entry, entry.latest, entry.last_score)
+            return
+        info = entry.version(version)
+        if info is None:
+            known = ", ".join(str(v.version) for v in entry.versions)
+            raise GatewayError(
+                404, f"model {name!r} has no version {version}; known versions: {known}"
+            )
+        resp.media = model_metadata(entry, info, entry.scores.get(version))
+
+
+class Infer:
+    """``POST /v2/models/{name}[/versions/{version}]/infer`` (``Prefer: respond-async`` too)."""
+
+    def __init__(self, inference: Inference, max_body_bytes: int) -> None:
+        self.inference = inference
+        self.max_body_bytes = max_body_bytes
+
+    def on_post(
+        self, req: falcon.Request, resp: falcon.Response, name: str, version: int | None = None
+    ) -> None:
+        """Predict the input tensor's rows; or accept them and say where to poll."""
+        body = read_json(req, self.max_body_bytes)
+        rows = replace(parse_infer(body), model=name, version=version)
+        if prefers_async(req):
+            pending = self.inference.submit(rows)
+            location = f"/v2/requests/{pending.token}"
+            resp.status = falcon.HTTP_202
+            resp.location = location
+            resp.set_header("Preference-Applied", "respond-async")
+            resp.media = {"id": pending.id, "status": "pending", "location": location}
+            return
+        answer = self.inference.predict(rows)
+        resp.media = infer_response(answer.reply, answer.id)
+
+
+class AsyncResult:
+    """``GET /v2/requests/{token}``: the answer to an asynchronous inference, from any worker."""
+
+    def __init__(self, inference: Inference) -> None:
+        self.inference = inference
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, token: str) -> None:
+        """200 with the answer, 202 while there is none yet, 404 for unknown or expired."""
+        reply = self.inference.result(token)
+        if reply is None:
+            resp.status = falcon.HTTP_202
+            resp.set_header("Retry-After", "1")
+            resp.media = {"status": "pending"}
+            return
+        resp.media = infer_response(reply, reply.id)
+
+
+class Predict:
+    """``POST /predict``: the short form, ``{"x": [...]}`` or ``{"instances": [[...], ...]}``."""
+
+    def __init__(self, inference: Inference, max_body_bytes: int) -> None:
+        self.inference = inference
+        self.max_body_bytes = max_body_bytes
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """One prediction for ``x``, a list for ``instances``."""
+        rows = parse_predict(read_json(req, self.max_body_bytes))
+        answer = self.inference.predict(rows)
+        resp.media = predict_response(answer.reply, rows, answer.id)
+
+
+class OpenAPI:
+    """``GET /openapi.json``: the description of every endpoint."""
+
+    def __init__(self, document: bytes) -> None:
+        self.document = document
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """The document, as shipped in the package."""
+        resp.content_type = falcon.MEDIA_JSON
+        resp.data = self.document
+
+
+class MetricsResource:
+    """``GET /metrics``: Prometheus text format."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """This worker's metrics."""
+        resp.content_type = CONTENT_TYPE
+        resp.text = self.metrics.render()
+
+
+def error_body(req: falcon.Request, resp: falcon.Response, exc: falcon.HTTPError) -> Json:
+    """The contract's ``{"error": ...}`` for Falcon's own errors (404 route, 405, ...)."""
+    if isinstance(exc, falcon.HTTPRouteNotFound):
+        text = f"no such endpoint: {req.method} {req.path}; GET /openapi.json lists them"
+    elif isinstance(exc, falcon.HTTPMethodNotAllowed):
+        allowed = resp.get_header("Allow") or ""
+        text = f"{req.method} is not allowed on {req.path}; allowed: {allowed}"
+    else:
+        text = f"{exc.title}: {exc.description}" if exc.description else str(exc.title)
+    return {"error": text}

@@ -1,0 +1,368 @@
+"""The gateway under gunicorn (4 workers) against a real broker and the real scorer.
+
+One stack per module: fresh topics under a prefix of their own, a model version
+published to ``models`` (multivariate, coef [2, -1], intercept 0.5), the scorer
+(``streamscore scorer``) and the gateway (``streamscore gateway``) as subprocesses.
+The test that stops and restarts the scorer runs last.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    negative_data_rejection,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+import gateway
+from bus.clients import make_producer
+from bus.messages import ModelVersion
+from bus.reply import AsyncTicket, ReplyClient
+from bus.settings import KafkaSettings
+from bus.topics import TopicLayout, Topics, ensure_topics
+from regressors import regressor_from_dict
+
+BIN = Path(sys.executable).parent
+OPENAPI = Path(gateway.__file__).with_name("openapi.json")
+WORKERS = 4
+TIMEOUT_MS = 3000
+MODEL = "lin"
+PARAMS = {"kind": "multivariate", "n_features": 2, "intercept": 0.5, "coef": [2.0, -1.0]}
+
+
+def offline(rows: list[list[float]]) -> list[float]:
+    """What the model gives without any bus: the regressors package itself."""
+    return [float(v) for v in regressor_from_dict(PARAMS).predict(rows)]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def oip(rows: list[list[float]], request_id: str | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "inputs": [
+            {"name": "x", "shape": [len(rows), len(rows[0])], "datatype": "FP64", "data": rows}
+        ]
+    }
+    if request_id is not None:
+        body["id"] = request_id
+    return body
+
+
+class Service:
+    """A subprocess with its log in a file; stopped with SIGTERM."""
+
+    def __init__(self, name: str, command: list[str], env: dict[str, str], logs: Path) -> None:
+        self.name, self.command, self.env = name, command, env
+        self.log_path = logs / f"{name}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Service:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
+        return self
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def log_tail(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+
+@dataclass
+class Stack:
+    base: str
+    settings: KafkaSettings
+    topics: Topics
+    scorer: Service
+    gateway: Service
+
+    def running(self) -> bool:
+        """False once the gateway or the scorer has exited on its own."""
+        return all(
+            s.process is None or s.process.poll() is None for s in (self.scorer, self.gateway)
+        )
+
+    def infer_url(self, model: str = MODEL) -> str:
+        return f"{self.base}/v2/models/{model}/infer"
+
+
+def wait_until(what: str, check: Any, timeout: float, stack: Stack | None = None) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if stack is not None and not stack.running():
+            break
+        try:
+            result = check()
+        except requests.RequestException:
+            result = None
+        if result:
+            return result
+        time.sleep(0.2)
+    logs = "" if stack is None else stack.gateway.log_tail() + stack.scorer.log_tail()
+    raise AssertionError(f"gave up waiting for {what}\n{logs}")
+
+
+@pytest.fixture(scope="module")
+def stack(
+    kafka_settings: KafkaSettings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    prefix = f"gw-{uuid.uuid4().hex[:8]}."
+    topics = Topics.with_prefix(prefix)
+    ensure_topics(kafka_settings, topics, TopicLayout(partitions=3, reply_partitions=8))
+    producer = make_producer(kafka_settings)
+    model = ModelVersion(
+        name=MODEL,
+        version=1,
+        kind="multivariate",
+        n_features=2,
+        params=PARAMS,
+        trained_on={"count": 1000},
+        train_score={"r2": 1.0, "rmse": 0.0, "mae": 0.0},
+        created_at=int(time.time() * 1000),
+    )
+    producer.send(topics.models, key=MODEL.encode(), value=model.to_bytes()).get(timeout=30)
+    producer.close()
+
+    port = free_port()
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers,
+        "STREAMSCORE_TOPIC_PREFIX": prefix,
+        "STREAMSCORE_PARTITIONS": "3",
+        "STREAMSCORE_REPLY_PARTITIONS": "8",
+        "STREAMSCORE_SCORER_GROUP": prefix + "scorer",
+        "STREAMSCORE_SCORER_REQUESTS_GROUP": prefix + "scorer-requests",
+        "STREAMSCORE_SCORER_TRANSACTIONAL_ID": prefix + "scorer",
+        "STREAMSCORE_GATEWAY_BIND": f"127.0.0.1:{port}",
+        "STREAMSCORE_GATEWAY_WORKERS": str(WORKERS),
+        "STREAMSCORE_GATEWAY_TIMEOUT_MS": str(TIMEOUT_MS),
+        "STREAMSCORE_LOG_LEVEL": "INFO",
+    }
+    logs = tmp_path_factory.mktemp("gateway-logs")
+    scorer = Service("scorer", [str(BIN / "streamscore"), "scorer"], env, logs).start()
+    gateway = Service("gateway", [str(BIN / "streamscore"), "gateway"], env, logs).start()
+    stack = Stack(f"http://127.0.0.1:{port}", kafka_settings, topics, scorer, gateway)
+    try:
+        ready_workers: set[int] = set()
+
+        def all_workers_ready() -> bool:
+            answer = requests.get(f"{stack.base}/v2/health/ready", timeout=5)
+            if answer.status_code == 200:
+                ready_workers.add(answer.json()["worker"])
+            return len(ready_workers) == WORKERS
+
+        wait_until(f"{WORKERS} ready gateway workers", all_workers_ready, 90, stack)
+        wait_until("a first answer from the scorer", lambda: warm(stack), 90, stack)
+        yield stack
+    finally:
+        gateway.stop()
+        scorer.stop()
+
+
+def warm(stack: Stack) -> bool:
+    answer = requests.post(stack.infer_url(), json=oip([[1.0, 1.0]]), timeout=10)
+    return answer.status_code == 200
+
+
+def test_ping(stack: Stack) -> None:
+    answer = requests.get(f"{stack.base}/ping", timeout=5)
+    assert answer.status_code == 200
+    assert answer.json() == {"ping": "pong"}
+
+
+def test_infer_gives_what_the_model_gives_offline(stack: Stack) -> None:
+    rows = [[0.25, -1.5], [3.0, 7.0], [-2.0, 0.0]]
+    answer = requests.post(stack.infer_url(), json=oip(rows, "offline-1"), timeout=10)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["id"] == "offline-1"
+    assert body["model_name"] == MODEL and body["model_version"] == "1"
+    assert body["outputs"][0]["data"] == pytest.approx(offline(rows), abs=1e-9)
+    short = requests.post(f"{stack.base}/predict", json={"x": rows[0]}, timeout=10).json()
+    assert short["prediction"] == pytest.approx(offline(rows)[0], abs=1e-9)
+    meta = requests.get(f"{stack.base}/v2/models/{MODEL}", timeout=5).json()
+    assert meta["n_features"] == 2 and meta["versions"] == ["1"]
+
+
+def test_500_concurrent_requests_each_get_their_own_answer(stack: Stack) -> None:
+    def one(i: int) -> tuple[int, str, float, float]:
+        row = [float(i), i / 7.0]
+        started = time.perf_counter()
+        answer = requests.post(stack.infer_url(), json=oip([row], f"c-{i}"), timeout=30)
+        elapsed = time.perf_counter() - started
+        body = answer.json()
+        value = body["outputs"][0]["data"][0] if answer.status_code == 200 else float("nan")
+        return answer.status_code, body.get("id", body.get("error")), value, elapsed
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        results = list(pool.map(one, range(500)))
+    wall = time.perf_counter() - started
+    statuses = [status for status, _, _, _ in results]
+    assert statuses.count(200) == 500, {s: statuses.count(s) for s in set(statuses)}
+    for i, (_, request_id, value, _) in enumerate(results):
+        assert request_id == f"c-{i}"
+        assert value == pytest.approx(offline([[float(i), i / 7.0]])[0], abs=1e-9)
+    latencies = sorted(elapsed for _, _, _, elapsed in results)
+    print(
+        f"\n500 requests, 50 clients: {wall:.2f} s wall, {500 / wall:.0f} req/s; latency "
+        f"p50 {latencies[250] * 1000:.1f} ms, p99 {latencies[494] * 1000:.1f} ms, "
+        f"max {latencies[-1] * 1000:.1f} ms"
+    )
+    served = infer_counts_by_worker(stack)
+    assert len([w for w, n in served.items() if n > 0]) >= 2, served
+
+
+def infer_counts_by_worker(stack: Stack) -> dict[str, int]:
+    """Successful infer requests per gunicorn worker, from several scrapes of /metrics."""
+    pattern = re.compile(
+        r'^streamscore_gateway_requests_total\{worker="(\d+)",'
+        r'route="/v2/models/\{name\}/infer",method="POST",status="200"\} (\d+)$',
+        re.MULTILINE,
+    )
+    counts: dict[str, int] = {}
+    for _ in range(40):
+        text = requests.get(f"{stack.base}/metrics", timeout=5).text
+        for worker, count in pattern.findall(text):
+            counts[worker] = max(counts.get(worker, 0), int(count))
+    return counts
+
+
+def test_unknown_model_or_version_is_404(stack: Stack) -> None:
+    answer = requests.post(stack.infer_url("nope"), json=oip([[1.0, 2.0]]), timeout=10)
+    assert answer.status_code == 404
+    assert "nope" in answer.json()["error"]
+    versioned = f"{stack.base}/v2/models/{MODEL}/versions/99/infer"
+    assert requests.post(versioned, json=oip([[1.0, 2.0]]), timeout=10).status_code == 404
+    assert requests.get(f"{stack.base}/v2/models/nope", timeout=5).status_code == 404
+    wrong = requests.post(stack.infer_url(), json=oip([[1.0, 2.0, 3.0]]), timeout=10)
+    assert wrong.status_code == 400  # checked against the catalogue before the bus
+    assert "expected 2 features, got 3" in wrong.json()["error"]
+
+
+def test_async_request_is_answered_on_any_worker_and_process(stack: Stack) -> None:
+    rows = [[4.0, 1.0], [0.5, 0.5]]
+    accepted = requests.post(
+        stack.infer_url(),
+        json=oip(rows, "async-1"),
+        headers={"Prefer": "respond-async"},
+        timeout=10,
+    )
+    assert accepted.status_code == 202, accepted.text
+    location = accepted.headers["Location"]
+    assert location.startswith("/v2/requests/")
+
+    def answered() -> dict[str, Any] | None:
+        poll = requests.get(stack.base + location, timeout=10)  # a new connection each time
+        assert poll.status_code in (200, 202), poll.text
+        return poll.json() if poll.status_code == 200 else None
+
+    body = wait_until("the asynchronous answer", answered, 30, stack)
+    assert body["id"] == "async-1"
+    assert body["outputs"][0]["data"] == pytest.approx(offline(rows), abs=1e-9)
+    for _ in range(12):  # fresh connections land on different workers
+        again = requests.get(stack.base + location, timeout=10)
+        assert again.status_code == 200
+        assert again.json()["outputs"][0]["data"] == body["outputs"][0]["data"]
+    # and a process that is not the gateway at all finds it from the token alone
+    outsider = ReplyClient(
+        stack.settings, stack.topics.requests, stack.topics.replies, group_id="unused"
+    )
+    reply = outsider.fetch(AsyncTicket.parse(location.rsplit("/", 1)[1]), 10.0)
+    assert reply is not None and reply.predictions == pytest.approx(offline(rows), abs=1e-9)
+    assert requests.get(f"{stack.base}/v2/requests/1.2.abc", timeout=10).status_code == 404
+
+
+def test_async_replies_are_not_counted_late(stack: Stack) -> None:
+    text = "".join(requests.get(f"{stack.base}/metrics", timeout=5).text for _ in range(20))
+    late = re.findall(r"^streamscore_gateway_late_replies_total\{[^}]*\} (\d+)$", text, re.M)
+    assert late and all(int(n) == 0 for n in late), late
+
+
+#: The document the gateway serves at /openapi.json (checked equal below); loaded from the
+#: package so the operations are known when pytest collects, and called on the live server.
+#: 413 (body too large) is a rejection too, beside schemathesis' default list.
+schema = schemathesis.openapi.from_path(
+    str(OPENAPI),
+    config=schemathesis.Config.from_dict(
+        {"checks": {"negative_data_rejection": {"expected-statuses": [400, 404, 405, 413]}}}
+    ),
+)
+
+
+def test_the_live_openapi_document_is_the_packaged_one(stack: Stack) -> None:
+    served = requests.get(f"{stack.base}/openapi.json", timeout=5)
+    assert served.status_code == 200
+    assert served.json() == json.loads(OPENAPI.read_text())
+
+
+@schema.parametrize()
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+)
+def test_openapi_schemathesis_finds_no_server_error(case: Any, stack: Stack) -> None:
+    response = case.call(base_url=stack.base, timeout=15)
+    assert response.status_code < 500 or response.status_code in (503, 504), (
+        f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:500]}"
+    )
+    case.validate_response(
+        response,
+        transport_kwargs={"base_url": stack.base},
+        checks=[
+            status_code_conformance,
+            content_type_conformance,
+            response_schema_conformance,
+            negative_data_rejection,
+        ],
+    )
+
+
+def test_scorer_stopped_gives_504_in_time_then_recovers(stack: Stack) -> None:
+    stack.scorer.stop()
+    started = time.monotonic()
+    answer = requests.post(stack.infer_url(), json=oip([[1.0, 2.0]]), timeout=30)
+    elapsed = time.monotonic() - started
+    assert answer.status_code == 504, answer.text
+    assert "no reply" in answer.json()["error"]
+    assert TIMEOUT_MS / 1000 - 0.1 <= elapsed < TIMEOUT_MS / 1000 + 1.5
+    stack.scorer.start()
+    wait_until("the restarted scorer to answer", lambda: warm(stack), 90, stack)
+    rows = [[9.0, 1.0]]
+    answer = requests.post(stack.infer_url(), json=oip(rows), timeout=10)
+    assert answer.status_code == 200
+    assert answer.json()["outputs"][0]["data"] == pytest.approx(offline(rows), abs=1e-9)

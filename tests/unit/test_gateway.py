@@ -1,0 +1,530 @@
+"""The gateway's HTTP API through falcon.testing, with a fake bus and an in-memory catalogue."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import falcon
+import falcon.testing
+import pytest
+
+from bus.messages import InferReply, InferRequest, ModelVersion, Score
+from bus.reply import (
+    AsyncTicket,
+    ReplyStats,
+    ReplyTimeoutError,
+    RequestTooLargeError,
+    TooManyPendingError,
+)
+from gateway.app import create_app, openapi_document
+from gateway.catalogue import Catalogue
+from gateway.config import GatewayConfig
+from streamscore.errors import BusError
+
+NOW_MS = 1_700_000_000_000
+
+
+def linear(request: InferRequest) -> InferReply:
+    """What the fake scorer answers: 0.5 + 2 x0 - x1 (model 'lin')."""
+    values = [0.5 + 2 * row[0] - row[1] for row in request.instances]
+    return InferReply(request.id, request.model or "lin", request.version or 2, values)
+
+
+@dataclass
+class FakeBus:
+    """Stands in for `bus.reply.ReplyClient`: answers at once, or fails as told."""
+
+    answer: Callable[[InferRequest], InferReply] = linear
+    error: Exception | None = None
+    up: bool = True
+    partitions: list[int] = field(default_factory=lambda: [0])
+    calls: list[InferRequest] = field(default_factory=list)
+    async_replies: dict[str, InferReply] = field(default_factory=dict)
+    submitted: dict[str, InferRequest] = field(default_factory=dict)
+
+    def call(self, request: InferRequest, timeout_s: float) -> InferReply:
+        self.calls.append(request)
+        if self.error is not None:
+            raise self.error
+        return self.answer(request)
+
+    def submit(self, request: InferRequest, timeout_s: float) -> AsyncTicket:
+        if self.error is not None:
+            raise self.error
+        ticket = AsyncTicket(3, NOW_MS, f"async-{len(self.submitted)}")
+        self.submitted[ticket.correlation_id] = request
+        return ticket
+
+    def fetch(self, ticket: AsyncTicket, timeout_s: float) -> InferReply | None:
+        return self.async_replies.get(ticket.correlation_id)
+
+    def answer_async(self) -> None:
+        for correlation_id, request in self.submitted.items():
+            self.async_replies[correlation_id] = self.answer(request)
+
+    def reachable(self) -> bool:
+        return self.up
+
+    def owned_partitions(self) -> list[int]:
+        return self.partitions
+
+    def stats(self) -> ReplyStats:
+        return ReplyStats(len(self.calls), len(self.calls), 0, 1, 2, 0, len(self.partitions))
+
+
+def model(name: str = "lin", version: int = 2, n_features: int = 2) -> ModelVersion:
+    return ModelVersion(
+        name=name,
+        version=version,
+        kind="multivariate",
+        n_features=n_features,
+        params={
+            "kind": "multivariate",
+            "n_features": n_features,
+            "intercept": 0.5,
+            "coef": [2, -1],
+        },
+        trained_on={"count": 100},
+        train_score={"r2": 0.9, "rmse": 0.1, "mae": 0.05},
+        created_at=NOW_MS - 1000,
+    )
+
+
+def score(name: str = "lin", version: int = 2, ts: int = NOW_MS) -> Score:
+    return Score(name, version, window=100, count=50, r2=0.8, rmse=0.2, mae=0.1, ts=ts)
+
+
+@pytest.fixture
+def catalogue() -> Catalogue:
+    catalogue = Catalogue()
+    catalogue.add_model(model(version=1))
+    catalogue.add_model(model(version=2))
+    catalogue.add_score(score(version=2))
+    catalogue.mark_loaded()
+    return catalogue
+
+
+@pytest.fixture
+def bus() -> FakeBus:
+    return FakeBus()
+
+
+@pytest.fixture
+def clock() -> list[int]:
+    return [NOW_MS]
+
+
+@pytest.fixture
+def client(bus: FakeBus, catalogue: Catalogue, clock: list[int]) -> falcon.testing.TestClient:
+    config = GatewayConfig(max_body_bytes=10_000, async_ttl_ms=60_000)
+    return falcon.testing.TestClient(
+        create_app(bus, catalogue, config=config, clock_ms=lambda: clock[0], new_id=lambda: "gen")
+    )
+
+
+def oip(data: list[object], shape: list[int], **extra: object) -> dict[str, object]:
+    tensor = {"name": "x", "shape": shape, "datatype": "FP64", "data": data}
+    return {"inputs": [tensor], **extra}
+
+
+def assert_error(result: falcon.testing.Result, status: int, *words: str) -> None:
+    assert result.status_code == status, result.text
+    assert result.headers["content-type"].startswith("application/json")
+    assert set(result.json) == {"error"}
+    for word in words:
+        assert word in result.json["error"]
+
+
+# --- plain endpoints -----------------------------------------------------------------
+
+
+def test_ping(client: falcon.testing.TestClient) -> None:
+    result = client.simulate_get("/ping")
+    assert result.status_code == 200
+    assert result.json == {"ping": "pong"}
+
+
+def test_server_metadata_and_liveness(client: falcon.testing.TestClient) -> None:
+    meta = client.simulate_get("/v2").json
+    assert meta["name"] == "streamscore" and "respond-async" in meta["extensions"]
+    assert client.simulate_get("/v2/health/live").json == {"live": True}
+
+
+def test_ready_when_bus_partition_and_model(client: falcon.testing.TestClient) -> None:
+    result = client.simulate_get("/v2/health/ready")
+    assert result.status_code == 200
+    assert result.json["ready"] is True
+    assert all(result.json["checks"].values())
+
+
+@pytest.mark.parametrize(
+    ("breakage", "missing"),
+    [("bus", "bus"), ("partitions", "reply_partition"), ("catalogue", "model")],
+)
+def test_not_ready_says_what_is_missing(
+    bus: FakeBus, clock: list[int], breakage: str, missing: str
+) -> None:
+    catalogue = Catalogue()
+    if breakage != "catalogue":
+        catalogue.add_model(model())
+    catalogue.mark_loaded()
+    if breakage == "bus":
+        bus.up = False
+    if breakage == "partitions":
+        bus.partitions = []
+    client = falcon.testing.TestClient(create_app(bus, catalogue))
+    result = client.simulate_get("/v2/health/ready")
+    assert result.status_code == 503
+    assert result.json["ready"] is False
+    assert result.json["checks"][missing] is False
+    assert missing in result.json["error"]
+
+
+def test_model_list_and_metadata(client: falcon.testing.TestClient) -> None:
+    models = client.simulate_get("/v2/models").json["models"]
+    assert [m["name"] for m in models] == ["lin"]
+    meta = client.simulate_get("/v2/models/lin").json
+    assert meta["versions"] == ["1", "2"]
+    assert meta["version"] == "2" and meta["latest_version"] == 2
+    assert meta["kind"] == "multivariate" and meta["n_features"] == 2
+    assert meta["score"]["rmse"] == 0.2 and meta["score"]["version"] == 2
+    assert meta["inputs"][0]["shape"] == [-1, 2]
+    older = client.simulate_get("/v2/models/lin/versions/1").json
+    assert older["version"] == "1" and older["score"] is None
+
+
+def test_metadata_of_unknown_model_or_version_is_404(client: falcon.testing.TestClient) -> None:
+    assert_error(client.simulate_get("/v2/models/nope"), 404, "nope", "/v2/models")
+    assert_error(client.simulate_get("/v2/models/lin/versions/9"), 404, "version 9", "1, 2")
+    assert_error(client.simulate_get("/v2/models/lin/versions/zero"), 404)
+
+
+def test_unknown_route_and_method_are_json(client: falcon.testing.TestClient) -> None:
+    assert_error(client.simulate_get("/v3/nothing"), 404, "/openapi.json")
+    result = client.simulate_delete("/ping")
+    assert_error(result, 405, "DELETE", "GET")
+
+
+def test_openapi_describes_every_route(client: falcon.testing.TestClient) -> None:
+    result = client.simulate_get("/openapi.json")
+    assert result.status_code == 200
+    document = result.json
+    assert document == json.loads(openapi_document())
+    assert document["openapi"].startswith("3.")
+    expected = {
+        "/ping",
+        "/v2",
+        "/v2/health/live",
+        "/v2/health/ready",
+        "/v2/models",
+        "/v2/models/{name}",
+        "/v2/models/{name}/versions/{version}",
+        "/v2/models/{name}/infer",
+        "/v2/models/{name}/versions/{version}/infer",
+        "/v2/requests/{token}",
+        "/predict",
+        "/openapi.json",
+        "/metrics",
+    }
+    assert set(document["paths"]) == expected
+
+
+# --- inference -------------------------------------------------------------------------
+
+
+def test_infer_flat_data(client: falcon.testing.TestClient, bus: FakeBus) -> None:
+    body = oip([1.0, 2.0, 3.0, 1.0], [2, 2], id="req-7")
+    result = client.simulate_post("/v2/models/lin/infer", json=body)
+    assert result.status_code == 200, result.text
+    assert result.json == {
+        "model_name": "lin",
+        "model_version": "2",
+        "id": "req-7",
+        "outputs": [{"name": "predict", "shape": [2], "datatype": "FP64", "data": [0.5, 5.5]}],
+    }
+    assert bus.calls == [InferRequest("req-7", [[1.0, 2.0], [3.0, 1.0]], "lin", None)]
+
+
+def test_infer_nested_data_and_version(client: falcon.testing.TestClient, bus: FakeBus) -> None:
+    body = oip([[1, 2], [3, 1]], [2, 2])
+    result = client.simulate_post("/v2/models/lin/versions/1/infer", json=body)
+    assert result.status_code == 200, result.text
+    assert result.json["model_version"] == "1"
+    assert result.json["id"] == "gen"  # none given: the gateway's id
+    assert bus.calls[0].version == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        (b"{not json", ["not valid JSON"]),
+        (b"[1, 2]", ["JSON object"]),
+        (b"", ["empty"]),
+        (
+            b'{"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP64", "data": [NaN, 1]}]}',
+            ["NaN"],
+        ),
+        (json.dumps({"inputs": []}).encode(), ["'inputs'"]),
+        (json.dumps(oip([1, 2], [2])).encode(), ["shape", "[rows, features]"]),
+        (json.dumps(oip([1, 2, 3], [1, 2])).encode(), ["needs 2 numbers", "got 3"]),
+        (json.dumps(oip([[1, 2], [3]], [2, 2])).encode(), ["data[1]", "rows of 2"]),
+        (json.dumps(oip([1, True], [1, 2])).encode(), ["data[1]", "number"]),
+        (json.dumps(oip(["1", 2], [1, 2])).encode(), ["data[0]", "number"]),
+        (json.dumps(oip([1, 2], [1, 2], id="")).encode(), ["'id'"]),
+        (
+            b'{"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP64", "data": [1e999, 1]}]}',
+            ["too large"],
+        ),
+        (json.dumps(oip([10**400, 1], [1, 2])).encode(), ["too large"]),
+        (
+            json.dumps(
+                oip([1.5, 2], [1, 2])
+                | {
+                    "inputs": [
+                        {"name": "x", "shape": [1, 2], "datatype": "INT64", "data": [1.5, 2]}
+                    ]
+                }
+            ).encode(),
+            ["integer"],
+        ),
+        (
+            json.dumps(
+                {"inputs": [{"name": "x", "shape": [1, 2], "datatype": "BYTES", "data": [1, 2]}]}
+            ).encode(),
+            ["datatype"],
+        ),
+        (json.dumps({"inputs": [{"name": "x", "shape": [1, 2]}]}).encode(), ["missing"]),
+        (
+            json.dumps(
+                {"inputs": [{"name": "x", "shape": [1, 2], "datatype": {}, "data": [1, 2]}]}
+            ).encode(),
+            ["datatype"],
+        ),
+        (
+            json.dumps(
+                {"inputs": [{"name": 3, "shape": [1, 2], "datatype": "FP64", "data": [1, 2]}]}
+            ).encode(),
+            ["name"],
+        ),
+        (json.dumps({"inputs": ["x"]}).encode(), ["inputs[0]"]),
+    ],
+)
+def test_infer_bad_body_is_400(
+    client: falcon.testing.TestClient, bus: FakeBus, body: bytes, words: list[str]
+) -> None:
+    result = client.simulate_post("/v2/models/lin/infer", body=body)
+    assert_error(result, 400, *words)
+    assert bus.calls == []
+
+
+def test_wrong_feature_count_is_400_before_the_bus(
+    client: falcon.testing.TestClient, bus: FakeBus
+) -> None:
+    result = client.simulate_post("/v2/models/lin/infer", json=oip([1, 2, 3], [1, 3]))
+    assert_error(result, 400, "expected 2 features, got 3", "'lin' v2")
+    assert bus.calls == []
+
+
+def test_infer_unknown_model_or_version_is_404(
+    client: falcon.testing.TestClient, bus: FakeBus
+) -> None:
+    assert_error(
+        client.simulate_post("/v2/models/nope/infer", json=oip([1, 2], [1, 2])),
+        404,
+        "'nope'",
+        "'lin'",
+    )
+    result = client.simulate_post("/v2/models/lin/versions/7/infer", json=oip([1, 2], [1, 2]))
+    assert_error(result, 404, "no version 7")
+    assert bus.calls == []
+
+
+def test_body_too_large_is_413(client: falcon.testing.TestClient, bus: FakeBus) -> None:
+    data = [1.0] * 2000
+    result = client.simulate_post("/v2/models/lin/infer", json=oip(data, [1000, 2]))
+    assert_error(result, 413, "10000 bytes")
+    assert bus.calls == []
+
+
+def test_request_too_large_for_the_bus_is_413(
+    client: falcon.testing.TestClient, bus: FakeBus
+) -> None:
+    bus.error = RequestTooLargeError("the request encodes to 2000000 bytes")
+    assert_error(client.simulate_post("/predict", json={"x": [1, 2]}), 413, "encodes")
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "word"),
+    [
+        (ReplyTimeoutError("no reply within 5 s"), 504, "no reply"),
+        (TooManyPendingError("already waits for 1000 replies"), 503, "1000"),
+        (BusError("Kafka at x cannot be reached"), 503, "cannot be reached"),
+    ],
+)
+def test_bus_failures(
+    client: falcon.testing.TestClient, bus: FakeBus, error: Exception, status: int, word: str
+) -> None:
+    bus.error = error
+    result = client.simulate_post("/v2/models/lin/infer", json=oip([1, 2], [1, 2]))
+    assert_error(result, status, word)
+    if status == 503:
+        assert int(result.headers["retry-after"]) >= 1
+
+
+@pytest.mark.parametrize(("scorer_status", "status"), [(404, 404), (400, 400), (500, 503)])
+def test_scorer_errors_are_relayed(
+    client: falcon.testing.TestClient, bus: FakeBus, scorer_status: int, status: int
+) -> None:
+    bus.answer = lambda r: InferReply(
+        r.id, error="model 'lin' version 2 is not loaded", status=scorer_status
+    )
+    result = client.simulate_post("/v2/models/lin/infer", json=oip([1, 2], [1, 2]))
+    assert_error(result, status, "not loaded")
+
+
+def test_catalogue_still_loading_is_503(bus: FakeBus) -> None:
+    client = falcon.testing.TestClient(create_app(bus, Catalogue()))
+    result = client.simulate_post("/v2/models/lin/infer", json=oip([1, 2], [1, 2]))
+    assert_error(result, 503, "loading")
+
+
+def test_no_model_yet_is_503(bus: FakeBus) -> None:
+    catalogue = Catalogue()
+    catalogue.mark_loaded()
+    client = falcon.testing.TestClient(create_app(bus, catalogue))
+    assert_error(client.simulate_post("/predict", json={"x": [1, 2]}), 503, "no model")
+
+
+def test_a_bug_is_a_json_500(client: falcon.testing.TestClient, bus: FakeBus) -> None:
+    bus.error = RuntimeError("boom")
+    result = client.simulate_post("/v2/models/lin/infer", json=oip([1, 2], [1, 2]))
+    assert_error(result, 500, "internal error")
+    assert "boom" not in result.text
+
+
+# --- the short form ------------------------------------------------------------------
+
+
+def test_predict_one_row(client: falcon.testing.TestClient, bus: FakeBus) -> None:
+    result = client.simulate_post("/predict", json={"x": [1, 2]})
+    assert result.status_code == 200, result.text
+    assert result.json == {"id": "gen", "model": "lin", "version": 2, "prediction": 0.5}
+    assert bus.calls[0].model is None  # the scorer's serving model
+
+
+def test_predict_instances_with_model(client: falcon.testing.TestClient, bus: FakeBus) -> None:
+    body = {"instances": [[1, 2], [3, 1]], "model": "lin", "version": 1, "id": "abc"}
+    result = client.simulate_post("/predict", json=body)
+    assert result.json == {"id": "abc", "model": "lin", "version": 1, "predictions": [0.5, 5.5]}
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "word"),
+    [
+        ({"x": [1, 2], "instances": [[1, 2]]}, 400, "either"),
+        ({}, 400, "either"),
+        ({"x": []}, 400, "at least one"),
+        ({"x": [1, 2, 3]}, 400, "expected 2 features, got 3"),
+        ({"instances": [[1, 2], [1]]}, 400, "like the first"),
+        ({"instances": []}, 400, "non-empty"),
+        ({"x": [1, 2], "version": 1}, 400, "needs 'model'"),
+        ({"x": [1, 2], "version": 0, "model": "lin"}, 400, "'version'"),
+        ({"x": [1, 2], "model": "other"}, 404, "'other'"),
+    ],
+)
+def test_predict_errors(
+    client: falcon.testing.TestClient, bus: FakeBus, body: dict[str, object], status: int, word: str
+) -> None:
+    assert_error(client.simulate_post("/predict", json=body), status, word)
+    assert bus.calls == []
+
+
+# --- asynchronous inference ----------------------------------------------------------------
+
+
+def test_respond_async_then_poll(client: falcon.testing.TestClient, bus: FakeBus) -> None:
+    body = oip([1, 2], [1, 2], id="slow-1")
+    result = client.simulate_post(
+        "/v2/models/lin/infer", json=body, headers={"Prefer": "respond-async, wait=5"}
+    )
+    assert result.status_code == 202, result.text
+    location = result.headers["location"]
+    assert location.startswith("/v2/requests/3.")
+    assert result.headers["preference-applied"] == "respond-async"
+    assert result.json == {"id": "slow-1", "status": "pending", "location": location}
+    assert bus.calls == []  # not waited for
+
+    pending = client.simulate_get(location)
+    assert pending.status_code == 202
+    assert pending.headers["retry-after"] == "1"
+
+    bus.answer_async()
+    done = client.simulate_get(location)
+    assert done.status_code == 200
+    assert done.json["id"] == "slow-1" and done.json["outputs"][0]["data"] == [0.5]
+
+
+def test_async_scorer_error_is_relayed(client: falcon.testing.TestClient, bus: FakeBus) -> None:
+    bus.answer = lambda r: InferReply(r.id, error="bad request: x", status=400)
+    location = client.simulate_post(
+        "/v2/models/lin/infer", json=oip([1, 2], [1, 2]), headers={"Prefer": "respond-async"}
+    ).headers["location"]
+    bus.answer_async()
+    assert_error(client.simulate_get(location), 400, "bad request")
+
+
+def test_async_checks_the_request_first(client: falcon.testing.TestClient, bus: FakeBus) -> None:
+    result = client.simulate_post(
+        "/v2/models/lin/infer", json=oip([1, 2, 3], [1, 3]), headers={"Prefer": "respond-async"}
+    )
+    assert_error(result, 400, "expected 2 features")
+    assert bus.submitted == {}
+
+
+def test_unknown_or_expired_tokens_are_404(
+    client: falcon.testing.TestClient, clock: list[int]
+) -> None:
+    assert_error(client.simulate_get("/v2/requests/garbage"), 404, "not a request token")
+    token = AsyncTicket(3, NOW_MS, "async-0").token()
+    clock[0] = NOW_MS + 61_000
+    assert_error(client.simulate_get(f"/v2/requests/{token}"), 404, "expired")
+    clock[0] = NOW_MS - 3_600_000
+    assert_error(client.simulate_get(f"/v2/requests/{token}"), 404, "expired")
+
+
+# --- metrics ---------------------------------------------------------------------------------
+
+
+def test_metrics_count_routes_statuses_and_bus(client: falcon.testing.TestClient) -> None:
+    client.simulate_get("/ping")
+    client.simulate_get("/ping")
+    client.simulate_get("/v2/models/nope")
+    client.simulate_get("/no/such/thing")
+    result = client.simulate_get("/metrics")
+    assert result.status_code == 200
+    assert result.headers["content-type"].startswith("text/plain; version=0.0.4")
+    text = result.text
+    lines = text.splitlines()
+
+    def value(prefix: str) -> float:
+        found = [line for line in lines if line.startswith(prefix)]
+        assert len(found) == 1, (prefix, found)
+        return float(found[0].rsplit(" ", 1)[1])
+
+    ping = [line for line in lines if 'route="/ping"' in line and "requests_total" in line]
+    assert len(ping) == 1 and ping[0].endswith(" 2") and 'status="200"' in ping[0]
+    assert any('route="/v2/models/{name}"' in line and 'status="404"' in line for line in lines)
+    assert any('route="unmatched"' in line for line in lines)
+    assert value("streamscore_gateway_bus_timeouts_total{") == 1
+    assert value("streamscore_gateway_late_replies_total{") == 2
+    assert value("streamscore_gateway_pending_requests{") == 0
+    buckets = [
+        line
+        for line in lines
+        if line.startswith("streamscore_gateway_request_duration_seconds_bucket")
+        and 'route="/ping"' in line
+    ]
+    assert buckets[-1].endswith(" 2") and 'le="+Inf"' in buckets[-1]
+    assert "this gunicorn worker only" in text
