@@ -388,9 +388,9 @@ class Regressor(ABC):
         (``window=None``, the default) the R factor of the augmented design ``[Z | y]``,
         updated by incremental Householder QR; with ``window=W`` the last W raw rows in
         a ring buffer plus a queue of R factors of blocks of them (see `WindowQR`), so
-        the fit is exactly the fit on the last W points. ``fit`` equals ``partial_fit`` on the same rows in any
-        chunking, up to rounding. Batches are processed with vectorized numpy (no
-        per-row Python loop).
+        the fit is exactly the fit on the last W points. ``fit`` equals ``partial_fit``
+        on the same rows in any chunking, up to rounding. Batches are processed with
+        vectorized numpy (no per-row Python loop).
 
     Numerical stability
         The normal equations ``Z^T Z`` are never formed (they square the condition
