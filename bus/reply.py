@@ -502,13 +502,12 @@ class ReplyClient:
 
     def deliver(self, record: ConsumerRecord) -> None:
         """Hand one ``replies`` record to the request waiting for it, or drop it."""
-        with self._lock:
-            self._next_offset[record.partition] = record.offset + 1
         raw = header(record, CORRELATION_ID)
         correlation_id = raw.decode("ascii", "replace") if raw else ""
-        if correlation_id.startswith(ASYNC_PREFIX):
-            return  # read by `fetch`, from any process
         with self._lock:
+            self._next_offset[record.partition] = record.offset + 1
+            if correlation_id.startswith(ASYNC_PREFIX):
+                return  # read by `fetch`, from any process
             waiter = self._pending.pop(correlation_id, None)
             if waiter is None:
                 self._late += 1

@@ -131,6 +131,19 @@ class Catalogue:
         """True once the models that existed at start are all known."""
         return self._loaded.is_set()
 
+    def latest(self) -> list[VersionInfo]:
+        """The newest version of every model (cheap: for checks on the request path)."""
+        with self._lock:
+            return [versions[max(versions)] for versions in self._versions.values() if versions]
+
+    def lookup(self, name: str, version: int | None = None) -> VersionInfo | None:
+        """Version ``version`` (None: the newest) of model ``name``, or None if unseen."""
+        with self._lock:
+            versions = self._versions.get(name)
+            if not versions:
+                return None
+            return versions.get(max(versions) if version is None else version)
+
     def get(self, name: str) -> ModelEntry | None:
         """A snapshot of model ``name``, or None."""
         with self._lock:
@@ -239,4 +252,4 @@ class CatalogueFeed:
                 consumer.position(tp) >= targets[tp] for tp in models
             ):
                 self.catalogue.mark_loaded()
-                log.info("catalogue loaded: %d models", len(self.catalogue.models()))
+                log.info("catalogue loaded: %d models", len(self.catalogue.latest()))

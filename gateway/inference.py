@@ -147,7 +147,7 @@ class Inference:
             "bus": self.bus.reachable(),
             "reply_partition": bool(self.bus.owned_partitions()),
             "catalogue": self.catalogue.loaded(),
-            "model": bool(self.catalogue.models()),
+            "model": bool(self.catalogue.latest()),
         }
 
     def worker(self) -> int:
@@ -170,35 +170,33 @@ class Inference:
                 503, "the model catalogue is still loading; retry in a moment", retry_after_s=1
             )
         if rows.model is None:
-            models = self.catalogue.models()
-            if not models:
+            latest = self.catalogue.latest()
+            if not latest:
                 raise GatewayError(
                     503,
                     "no model has been trained yet: publish labelled points and retry",
                     retry_after_s=5,
                 )
-            widths = {m.latest.n_features for m in models}
+            widths = {info.n_features for info in latest}
             if len(widths) == 1 and rows.width not in widths:
                 raise bad(f"expected {widths.pop()} features, got {rows.width}")
             return
-        entry = self.catalogue.get(rows.model)
-        if entry is None:
-            known = ", ".join(repr(m.name) for m in self.catalogue.models()) or "none yet"
-            raise GatewayError(
-                404, f"unknown model {rows.model!r}; known models: {known} (GET /v2/models)"
-            )
-        info = entry.latest if rows.version is None else entry.version(rows.version)
+        info = self.catalogue.lookup(rows.model, rows.version)
         if info is None:
-            versions = ", ".join(str(v.version) for v in entry.versions)
-            raise GatewayError(
-                404,
-                f"model {rows.model!r} has no version {rows.version}; known versions: {versions}",
-            )
+            raise GatewayError(404, self._unknown(rows.model, rows.version))
         if rows.width != info.n_features:
             raise bad(
                 f"expected {info.n_features} features, got {rows.width} "
                 f"(model {info.name!r} v{info.version})"
             )
+
+    def _unknown(self, name: str, version: int | None) -> str:
+        entry = self.catalogue.get(name)
+        if entry is None:
+            known = ", ".join(repr(i.name) for i in self.catalogue.latest()) or "none yet"
+            return f"unknown model {name!r}; known models: {known} (GET /v2/models)"
+        versions = ", ".join(str(v.version) for v in entry.versions)
+        return f"model {name!r} has no version {version}; known versions: {versions}"
 
 
 def _checked(reply: InferReply) -> InferReply:

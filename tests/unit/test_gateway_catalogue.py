@@ -82,3 +82,17 @@ def test_loaded_only_when_marked() -> None:
     assert not catalogue.loaded()
     catalogue.mark_loaded()
     assert catalogue.loaded()
+
+
+def test_lookup_and_latest_without_snapshots() -> None:
+    catalogue = Catalogue()
+    for version in (1, 3, 2):
+        catalogue.add_model(model("a", version, n_features=version))
+    catalogue.add_model(model("b", 1))
+    assert [(i.name, i.version) for i in catalogue.latest()] == [("a", 3), ("b", 1)]
+    newest = catalogue.lookup("a")
+    assert newest is not None and newest.version == 3
+    second = catalogue.lookup("a", 2)
+    assert second is not None and second.n_features == 2
+    assert catalogue.lookup("a", 9) is None
+    assert catalogue.lookup("zzz") is None
