@@ -28,8 +28,32 @@ Json = dict[str, Any]
 # --- decoding helpers -------------------------------------------------------------
 
 
-def _reject_constant(name: str) -> float:
-    raise MessageError(f"expected a finite number, got {name}")
+class _Constants:
+    """``parse_constant`` for json.loads: keeps NaN and infinities, notes that one was seen."""
+
+    def __init__(self) -> None:
+        self.seen = False
+
+    def __call__(self, name: str) -> float:
+        self.seen = True
+        return float(name)
+
+
+def _non_finite(value: Any, path: str) -> tuple[str, float] | None:
+    """The path and value of the first non-finite number inside ``value``, if any."""
+    if type(value) is float and not math.isfinite(value):
+        return path, value
+    if isinstance(value, dict):
+        items: Any = ((f"{path}.{k}" if path else str(k), v) for k, v in value.items())
+    elif isinstance(value, list):
+        items = ((f"{path}[{i}]", v) for i, v in enumerate(value))
+    else:
+        return None
+    for sub_path, item in items:
+        found = _non_finite(item, sub_path)
+        if found is not None:
+            return found
+    return None
 
 
 def _describe(value: Any) -> str:
@@ -43,16 +67,29 @@ def load_object(raw: bytes | bytearray | str | None) -> Json:
         raise MessageError("expected a JSON object, got an empty value (tombstone)")
     if len(raw) > MAX_MESSAGE_BYTES:
         raise MessageError(f"message is {len(raw)} bytes; the limit is {MAX_MESSAGE_BYTES}")
+    constants = _Constants()
     try:
-        obj = json.loads(raw, parse_constant=_reject_constant)
+        # Decode here: json.loads would also take UTF-16 and UTF-32 bytes.
+        text = raw if isinstance(raw, str) else bytes(raw).decode("utf-8-sig")
+        obj = json.loads(text, parse_constant=constants)
     except UnicodeDecodeError as exc:
         raise MessageError(f"not UTF-8 text: {exc}") from None
     except json.JSONDecodeError as exc:
         raise MessageError(f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except ValueError:  # an integer of more digits than int() takes
+        raise MessageError("not JSON: a number has too many digits") from None
     except RecursionError:
         raise MessageError("not JSON: nested too deeply") from None
     if not isinstance(obj, dict):
-        raise MessageError(f"expected a JSON object, got {type(obj).__name__} {_describe(obj)}")
+        raise MessageError(f"expected a JSON object, got {_describe(obj)}")
+    if constants.seen:
+        try:
+            found = _non_finite(obj, "")
+        except RecursionError:
+            raise MessageError("not JSON: nested too deeply") from None
+        if found is not None:
+            path = found[0] if len(found[0]) <= 80 else found[0][:77] + "..."
+            raise MessageError(f"expected a finite number, got {_describe(found[1])}", field=path)
     return obj
 
 
@@ -61,11 +98,11 @@ def dump_object(obj: Json) -> bytes:
     return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
 
 
-def _required(obj: Json, name: str) -> Any:
+def _required(obj: Json, name: str, path: str | None = None) -> Any:
     try:
         return obj[name]
     except KeyError:
-        raise MessageError("required field is missing", field=name) from None
+        raise MessageError("required field is missing", field=path or name) from None
 
 
 def _is_number(value: Any) -> bool:
@@ -75,7 +112,10 @@ def _is_number(value: Any) -> bool:
 def _number(value: Any, name: str) -> float:
     if not _is_number(value):
         raise MessageError(f"expected a number, got {_describe(value)}", field=name)
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer too big for a float
+        number = math.inf
     if not math.isfinite(number):
         raise MessageError(f"expected a finite number, got {_describe(value)}", field=name)
     return number
@@ -122,9 +162,14 @@ def _features(value: Any, name: str) -> list[float]:
     for i, item in enumerate(value):
         if not _is_number(item):
             raise MessageError(f"expected a number, got {_describe(item)}", field=f"{name}[{i}]")
-        number = float(item)
+        try:
+            number = float(item)
+        except OverflowError:  # an integer too big for a float
+            number = math.inf
         if not math.isfinite(number):
-            raise MessageError(f"expected a finite number, got {item}", field=f"{name}[{i}]")
+            raise MessageError(
+                f"expected a finite number, got {_describe(item)}", field=f"{name}[{i}]"
+            )
         out.append(number)
     return out
 
@@ -218,7 +263,10 @@ class Prediction:
 
 def _quality(value: Any, name: str) -> dict[str, float | None]:
     obj = _object(value, name)
-    return {k: _optional_number(obj, k) for k in ("r2", "rmse", "mae")}
+    return {
+        k: None if obj.get(k) is None else _number(obj[k], f"{name}.{k}")
+        for k in ("r2", "rmse", "mae")
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,7 +301,7 @@ class ModelVersion:
                 f"expected at most {MAX_FEATURES}, got {n_features}", field="n_features"
             )
         trained_on = _object(_required(obj, "trained_on"), "trained_on")
-        _integer(_required(trained_on, "count"), "trained_on.count")
+        _integer(_required(trained_on, "count", "trained_on.count"), "trained_on.count")
         return cls(
             name=_string(_required(obj, "name"), "name", MAX_NAME_CHARS),
             version=_integer(_required(obj, "version"), "version", minimum=1),

@@ -35,11 +35,11 @@ class KafkaSettings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> KafkaSettings:
         """Read ``KAFKA_*`` variables; unset ones keep their defaults."""
         env = os.environ if env is None else env
-        protocol = env.get("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT").upper()
+        protocol = env_str(env, "KAFKA_SECURITY_PROTOCOL", "PLAINTEXT").upper()
         if protocol not in SECURITY_PROTOCOLS:
             choices = ", ".join(SECURITY_PROTOCOLS)
             raise ConfigError(f"KAFKA_SECURITY_PROTOCOL={protocol!r}: expected one of {choices}")
-        mechanism = env.get("KAFKA_SASL_MECHANISM") or None
+        mechanism = env_str(env, "KAFKA_SASL_MECHANISM", "") or None
         if mechanism is not None and mechanism.upper() not in SASL_MECHANISMS:
             raise ConfigError(
                 f"KAFKA_SASL_MECHANISM={mechanism!r}: expected one of {', '.join(SASL_MECHANISMS)}"

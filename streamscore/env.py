@@ -42,8 +42,10 @@ def env_float(
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r}: expected a number") from None
-    if math.isnan(value) or (minimum is not None and value < minimum):
-        raise ConfigError(f"{name}={raw}: must be a number of at least {minimum}")
+    if not math.isfinite(value):
+        raise ConfigError(f"{name}={raw!r}: expected a finite number")
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{name}={raw}: must be at least {minimum}")
     return value
 
 
