@@ -11,10 +11,10 @@ from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient
-from kafka.errors import KafkaError
+from kafka.errors import KafkaConfigurationError, KafkaError
 
 from bus.settings import KafkaSettings
-from streamscore.errors import BusError
+from streamscore.errors import BusError, ConfigError, StreamscoreError
 
 PRODUCER_DEFAULTS: dict[str, Any] = {
     "acks": "all",
@@ -39,7 +39,9 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
 }
 
 
-def _unreachable(settings: KafkaSettings, exc: Exception) -> BusError:
+def _client_error(settings: KafkaSettings, exc: Exception) -> StreamscoreError:
+    if isinstance(exc, KafkaConfigurationError):
+        return ConfigError(f"bad Kafka client setting: {exc}")
     return BusError(
         f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}. "
         "Is the broker up? (`streamscore kafka up` starts a local one)"
@@ -51,7 +53,7 @@ def make_producer(settings: KafkaSettings, **overrides: Any) -> KafkaProducer:
     try:
         return KafkaProducer(**{**settings.client_kwargs(), **PRODUCER_DEFAULTS, **overrides})
     except KafkaError as exc:
-        raise _unreachable(settings, exc) from exc
+        raise _client_error(settings, exc) from exc
 
 
 def make_consumer(
@@ -73,7 +75,7 @@ def make_consumer(
             **{**settings.client_kwargs(), **CONSUMER_DEFAULTS, "group_id": group_id, **overrides}
         )
     except KafkaError as exc:
-        raise _unreachable(settings, exc) from exc
+        raise _client_error(settings, exc) from exc
     if topics:
         deadline = time.monotonic() + metadata_wait_s
         for topic in topics:
@@ -94,4 +96,4 @@ def make_admin(settings: KafkaSettings, **overrides: Any) -> KafkaAdminClient:
     try:
         return KafkaAdminClient(**{**settings.client_kwargs(), **overrides})
     except KafkaError as exc:
-        raise _unreachable(settings, exc) from exc
+        raise _client_error(settings, exc) from exc

@@ -18,12 +18,17 @@ Headers = list[tuple[str, bytes]]
 def deadletter_headers(record: ConsumerRecord, reason: str, service: str) -> Headers:
     """The contract's headers: ``error`` and where the record came from."""
     return [
-        ("error", reason.encode()[:MAX_REASON_BYTES]),
+        ("error", _clip(reason, MAX_REASON_BYTES)),
         ("source-topic", record.topic.encode()),
         ("source-partition", str(record.partition).encode()),
         ("source-offset", str(record.offset).encode()),
         ("service", service.encode()),
     ]
+
+
+def _clip(text: str, limit: int) -> bytes:
+    """``text`` as UTF-8, cut to ``limit`` bytes without splitting a character."""
+    return text.encode()[:limit].decode(errors="ignore").encode()
 
 
 class DeadLetters:
