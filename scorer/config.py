@@ -30,6 +30,7 @@ class ScorerConfig:
     poll_timeout_ms: int = 100
     model_poll_interval_s: float = 0.05
     model_history: int = 10
+    request_max_age_s: float = 60.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ScorerConfig:
@@ -57,6 +58,9 @@ class ScorerConfig:
             hysteresis=env_float(env, "STREAMSCORE_SCORER_HYSTERESIS", cls.hysteresis, minimum=0.0),
             min_scored=env_int(env, "STREAMSCORE_SCORER_MIN_SCORED", cls.min_scored, minimum=1),
             max_batch=env_int(env, "STREAMSCORE_SCORER_MAX_BATCH", cls.max_batch, minimum=1),
+            request_max_age_s=env_float(
+                env, "STREAMSCORE_SCORER_REQUEST_MAX_AGE_S", cls.request_max_age_s, minimum=1.0
+            ),
         )
 
     @property

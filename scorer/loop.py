@@ -107,6 +107,7 @@ class Scorer:
             registry=self.registry,
             serving=self.serving,
             producer=self._side_producer,
+            max_age_s=config.request_max_age_s,
         )
 
     def serving(self) -> LiveModel | None:
@@ -129,6 +130,8 @@ class Scorer:
         next_models = next_stats = 0.0
         try:
             while not self._stop.is_set():
+                if self._requests.failed is not None:
+                    raise BusError(f"the request server failed: {self._requests.failed}")
                 now = time.monotonic()
                 if now >= next_models:
                     self._feed.poll(0)

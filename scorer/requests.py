@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 import numpy as np
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
+from kafka.errors import KafkaError
 
 from bus.clients import make_consumer
 from bus.messages import InferReply, InferRequest
@@ -54,7 +56,11 @@ class RequestServer:
     """A thread that consumes ``requests`` with its own consumer and replies at once.
 
     Requests never queue behind the points backlog: they have their own consumer
-    group, their own fetches and their own producer.
+    group, their own fetches and their own producer. A new group starts from the
+    earliest request still on the topic, so none sent while it joined is missed;
+    requests older than ``max_age_s`` are skipped (their caller stopped waiting).
+    Kafka errors (a rebalance during a commit, a broker restart) are logged and
+    retried; any other failure is kept in ``failed`` for the scorer to stop on.
     """
 
     def __init__(
@@ -66,16 +72,22 @@ class RequestServer:
         registry: ModelRegistry,
         serving: Callable[[], LiveModel | None],
         producer: KafkaProducer,
+        max_age_s: float = 60.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._registry = registry
         self._serving = serving
         self._producer = producer
+        self._max_age_ms = max_age_s * 1000
+        self._clock = clock
         self._consumer: KafkaConsumer = make_consumer(
-            settings, topic, group_id=group_id, auto_offset_reset="latest", fetch_max_wait_ms=10
+            settings, topic, group_id=group_id, auto_offset_reset="earliest", fetch_max_wait_ms=10
         )
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="requests", daemon=True)
         self.answered = 0
+        self.skipped = 0
+        self.failed: BaseException | None = None
 
     def start(self) -> None:
         """Start answering."""
@@ -89,18 +101,30 @@ class RequestServer:
     def _run(self) -> None:
         try:
             while not self._stop.is_set():
-                batches = self._consumer.poll(timeout_ms=100)
-                for records in batches.values():
-                    for record in records:
-                        self._handle(record)
-                if batches:
-                    self._producer.flush()
-                    self._consumer.commit()
-        except Exception:
-            log.exception("request server failed")
-            raise
+                try:
+                    self._serve_once()
+                except KafkaError as exc:
+                    log.warning("requests: %s; retrying", exc)
+                    self._stop.wait(0.5)
+        except Exception as exc:
+            log.exception("the request server failed")
+            self.failed = exc
         finally:
             self._consumer.close()
+
+    def _serve_once(self) -> None:
+        batches = self._consumer.poll(timeout_ms=100)
+        if not batches:
+            return
+        oldest = self._clock() * 1000 - self._max_age_ms
+        for records in batches.values():
+            for record in records:
+                if record.timestamp < oldest:
+                    self.skipped += 1
+                    continue
+                self._handle(record)
+        self._producer.flush()
+        self._consumer.commit()
 
     def _handle(self, record: ConsumerRecord) -> None:
         try:

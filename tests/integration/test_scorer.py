@@ -216,6 +216,13 @@ def test_answers_requests_on_their_own_path(
         (InferRequest("r4", [[0.5, 0.5]]), 200),
     ]
     producer = make_producer(kafka_settings)
+    stale = InferRequest("r0", [[1.0, 2.0]], "multivariate")
+    producer.send(
+        fresh_topics.requests,
+        value=stale.to_bytes(),
+        headers=ReplyAddress("r0-c", fresh_topics.replies, 1).request_headers(),
+        timestamp_ms=int((time.time() - 120) * 1000),
+    )
     sent_at = time.monotonic()
     for request, _ in requests:
         address = ReplyAddress(request.id + "-c", fresh_topics.replies, 1)
@@ -230,6 +237,7 @@ def test_answers_requests_on_their_own_path(
         record, reply = replies[(request.id + "-c").encode()]
         assert record.partition == 1
         assert reply.status == status, reply
+    assert b"r0-c" not in replies, "a request nobody waits for any more is skipped"
     assert replies[b"r1-c"][1].predictions == pytest.approx([0.5, 0.5], abs=1e-9)
     assert "expected 2 features, got 3" in (replies[b"r3-c"][1].error or "")
     assert elapsed < 5.0, f"requests waited {elapsed:.1f}s behind the points backlog"
