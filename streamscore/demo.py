@@ -184,7 +184,7 @@ def _fmt(value: float | None) -> str:
 
 
 def ask_gateway(bind: str, x: list[float], timeout_s: float = 30.0) -> dict[str, Any]:
-    """POST /predict, retrying while the gateway warms up (503); return its JSON answer."""
+    """POST /predict, retrying while the gateway warms up (503, 504); return its JSON answer."""
     request = urllib.request.Request(
         f"http://{bind}/predict",
         data=json.dumps({"x": x}).encode(),
@@ -197,7 +197,7 @@ def ask_gateway(bind: str, x: list[float], timeout_s: float = 30.0) -> dict[str,
                 result: dict[str, Any] = json.loads(answer.read())
                 return result
         except urllib.error.HTTPError as exc:
-            if exc.code != 503 or time.monotonic() > deadline:
+            if exc.code not in (503, 504) or time.monotonic() > deadline:
                 raise StreamscoreError(f"gateway answered {exc.code}: {exc.read()!r}") from exc
         except (urllib.error.URLError, OSError) as exc:
             if time.monotonic() > deadline:
