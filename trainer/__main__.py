@@ -1,0 +1,73 @@
+"""``streamscore trainer``: fit regressors on labelled points, publish model versions."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import replace
+from typing import Any
+
+from bus.settings import KafkaSettings
+from bus.topics import TopicLayout, Topics, ensure_topics
+from streamscore.errors import StreamscoreError
+from streamscore.logs import configure_logging
+from streamscore.shutdown import StopFlag
+from trainer.config import TrainerConfig, parse_models
+from trainer.trainer import Trainer
+
+log = logging.getLogger("trainer")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="streamscore trainer",
+        description=__doc__,
+        epilog="Every option has an environment variable (STREAMSCORE_TRAINER_*); see README. "
+        "Run one trainer per group at a time: a second one with the same transactional id "
+        "takes over and the first stops.",
+    )
+    parser.add_argument("--group", dest="group_id", help="consumer group and checkpoint key")
+    parser.add_argument("--transactional-id", help="the producer's transactional id")
+    parser.add_argument(
+        "--models", help="models to fit: [name=]kind[:degree],... e.g. multivariate,polynomial:3"
+    )
+    parser.add_argument("--publish-every", type=int, help="publish after this many new points")
+    parser.add_argument(
+        "--publish-interval", dest="publish_interval_s", type=float, help="...or after seconds"
+    )
+    parser.add_argument("--window", type=int, help="sliding window in points (0: cumulative)")
+    parser.add_argument("--n-features", type=int, help="the stream's dimension (0: learn it)")
+    parser.add_argument("--max-records", type=int, help="records per batch")
+    parser.add_argument("--workers", type=int, help="parsing processes (0: none)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the trainer until SIGTERM/SIGINT; exit 0 after a clean stop."""
+    args = _parser().parse_args(argv)
+    configure_logging("trainer")
+    try:
+        config = TrainerConfig.from_env()
+        overrides: dict[str, Any] = {k: v for k, v in vars(args).items() if v is not None}
+        if "models" in overrides:
+            overrides["models"] = parse_models(overrides["models"], setting="--models")
+        if overrides:
+            config = replace(config, **overrides)
+            config.check()
+        settings = KafkaSettings.from_env()
+        topics = Topics.from_env()
+        ensure_topics(settings, topics, TopicLayout.from_env())
+        stats = Trainer(settings, topics, config, stop=StopFlag().install()).run()
+    except StreamscoreError as exc:
+        log.error("%s", exc)
+        return 1
+    except KeyboardInterrupt:  # a second signal: stop now, nothing more is committed
+        log.warning("stopped at once; the next start resumes from the last checkpoint")
+        return 130
+    log.info("stopped after %d labelled points, %d versions", stats.labelled, stats.versions)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
