@@ -1,0 +1,232 @@
+"""``streamscore producer``: publish points from a source to the ``points`` topic.
+
+The source is the dummy function (points around a known function, with noise) or,
+with ``--file``, a CSV or JSON-lines file to replay. Every flag can also be set by
+an environment variable ``STREAMSCORE_PRODUCER_<FLAG>``; flags win.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, replace
+from typing import Any, TextIO
+
+from bus.clients import make_producer
+from bus.messages import Point
+from bus.settings import KafkaSettings
+from bus.topics import TopicLayout, Topics, ensure_topics
+from producer.config import ProducerConfig, env_name, flag_name, parse_columns
+from producer.loop import PublishSummary, publish
+from producer.progress import ProgressReporter
+from producer.sources import BadRows, DummySource, Source, drop_labels, open_file_source
+from streamscore.errors import ConfigError, StreamscoreError
+from streamscore.logs import configure_logging
+from streamscore.shutdown import StopFlag
+
+log = logging.getLogger(__name__)
+
+#: Bad rows listed in the summary (all are counted).
+SHOW_BAD_ROWS = 10
+#: How often the bar on a terminal is redrawn, in seconds.
+BAR_INTERVAL = 0.2
+
+
+# field -> (type, metavar, help); the help of each flag adds its variable and default.
+OPTIONS: dict[str, tuple[Callable[[str], Any], str, str]] = {
+    "file": (str, "PATH", "replay this CSV or JSON-lines file (.gz too; - is stdin); "
+             "without it, the dummy function is the source"),
+    "format": (str, "FMT", "file format: auto (from the extension), csv or jsonl"),
+    "columns": (parse_columns, "A,B", "CSV feature columns (default: all but id, y, ts, key)"),
+    "label_column": (str, "NAME", "CSV column holding the label y"),
+    "delimiter": (str, "CHAR", "CSV delimiter (default: tab for .tsv, else comma)"),
+    "function": (str, "NAME", "dummy function: linear, quadratic or cubic"),
+    "features": (int, "N", "dummy: number of features"),
+    "noise": (float, "SIGMA", "dummy: standard deviation of the Gaussian noise on y"),
+    "seed": (int, "N", "dummy: random seed (same seed, same points)"),
+    "drift_after": (int, "N", "dummy: change the function after N points (0: never)"),
+    "unlabelled": (float, "SHARE", "share of points sent without a label y (0 to 1)"),
+    "id_prefix": (str, "TEXT", "ids are <prefix><index:06d>, e.g. p-000017"),
+    "run_id": (str, "RUN", "prefix ids with <RUN>- so runs don't collide (auto: random)"),
+    "count": (int, "N", "stop after N points (0: no limit; a file stops at its end)"),
+    "rate": (float, "PER_S", "at most this many points per second (0: no limit)"),
+    "keys": (str, "MODE", "record keys: source (a CSV key column), none, "
+             "or a number K for entity-<i mod K>"),
+    "keep_ts": (bool, "", "keep a point's own ts instead of the send time"),
+    "progress_interval": (float, "SECONDS", "seconds between progress log lines "
+                          "(when stderr is not a terminal)"),
+    "linger_ms": (int, "MS", "producer linger.ms: how long a batch may wait to fill"),
+    "batch_size": (int, "BYTES", "producer batch.size per partition, in bytes"),
+}  # fmt: skip
+
+
+def build_parser(defaults: ProducerConfig) -> argparse.ArgumentParser:
+    """The command line, with ``defaults`` (from the environment) as each flag's default."""
+    parser = argparse.ArgumentParser(
+        prog="streamscore producer",
+        description=(__doc__ or "").replace("``", ""),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Kafka: KAFKA_BOOTSTRAP_SERVERS (and KAFKA_*); topic: STREAMSCORE_TOPIC_PREFIX "
+        "or STREAMSCORE_TOPIC_POINTS. Ctrl-C stops cleanly: flush, summary, exit 0.",
+    )
+    values = asdict(defaults)
+    for name, (kind, metavar, text) in OPTIONS.items():
+        shown = values[name]
+        shown = ",".join(shown) if isinstance(shown, tuple) else shown
+        shown = "bus.clients.PRODUCER_DEFAULTS" if shown is None else repr(shown)
+        flags = [flag_name(name)] + (["-n"] if name == "count" else [])
+        helptext = f"{text} [{env_name(name)}; default: {shown}]"
+        if kind is bool:
+            parser.add_argument(
+                *flags,
+                dest=name,
+                action=argparse.BooleanOptionalAction,
+                default=values[name],
+                help=helptext,
+            )
+            continue
+        parser.add_argument(
+            *flags, dest=name, type=kind, metavar=metavar, default=values[name], help=helptext
+        )
+    return parser
+
+
+def parse_config(argv: list[str], env: Mapping[str, str] | None = None) -> ProducerConfig:
+    """The configuration: ``STREAMSCORE_PRODUCER_*`` variables, then flags on top."""
+    base = ProducerConfig.from_env(env)
+    args = build_parser(base).parse_args(argv)
+    return replace(base, **{name: getattr(args, name) for name in OPTIONS})
+
+
+def build_source(config: ProducerConfig, id_prefix: str) -> tuple[Iterable[Point], BadRows]:
+    """The points to publish and where the source records its bad rows."""
+    if not config.file:
+        dummy = DummySource(
+            config.function,
+            config.features,
+            noise=config.noise,
+            seed=config.seed,
+            unlabelled=config.unlabelled,
+            drift_after=config.drift_after or None,
+            id_prefix=id_prefix,
+        )
+        return dummy, dummy.bad
+    source: Source = open_file_source(
+        config.file,
+        fmt=config.format,
+        columns=config.columns or None,
+        label_column=config.label_column,
+        delimiter=config.delimiter or None,
+        id_prefix=id_prefix,
+    )
+    return drop_labels(source, config.unlabelled, config.seed), source.bad
+
+
+def describe(config: ProducerConfig, topic: str, id_prefix: str) -> str:
+    """One line saying what this run publishes."""
+    if config.file:
+        what = f"file {config.file}"
+    else:
+        drift = f", drift after {config.drift_after:,}" if config.drift_after else ""
+        what = (
+            f"dummy {config.function} function of {config.features} feature(s), "
+            f"noise {config.noise}, seed {config.seed}{drift}"
+        )
+    count = f"{config.count:,} points" if config.count else "points"
+    rate = f" at {config.rate:,.0f}/s" if config.rate else ""
+    return f"publishing {count} from {what} to {topic!r}{rate}, ids {id_prefix}000000..."
+
+
+def format_summary(summary: PublishSummary, bad: BadRows, topic: str) -> str:
+    """The final report: sent, unlabelled, rate, and the first bad rows skipped."""
+    lines = [
+        f"sent {summary.sent:,} points to {topic!r} in {summary.elapsed:.2f} s "
+        f"({summary.rate:,.0f} points/s); {summary.labelled:,} labelled, "
+        f"{summary.unlabelled:,} unlabelled"
+    ]
+    if bad.count:
+        lines.append(f"skipped {bad.count:,} bad row(s) of {bad.source}:")
+        lines += [f"  {row}" for row in bad.first[:SHOW_BAD_ROWS]]
+        if bad.count > SHOW_BAD_ROWS:
+            lines.append(f"  ... and {bad.count - SHOW_BAD_ROWS:,} more")
+    if summary.failed:
+        lines.append(f"failed to deliver {summary.failed:,} point(s)")
+    if summary.error:
+        lines.append(f"error: {summary.error}")
+    if summary.stopped:
+        lines.append("stopped on request (signal)")
+    return "\n".join(lines)
+
+
+def run(
+    config: ProducerConfig,
+    settings: KafkaSettings,
+    topics: Topics,
+    layout: TopicLayout,
+    *,
+    stop: StopFlag,
+    out: TextIO,
+    err: TextIO,
+) -> int:
+    """Create missing topics, publish, print the summary; the exit code."""
+    id_prefix = config.id_prefix_for_run()
+    points, bad = build_source(config, id_prefix)
+    ensure_topics(settings, topics, layout)
+    producer = make_producer(settings, **config.producer_overrides())
+    log.info("%s", describe(config, topics.points, id_prefix))
+    tty = err.isatty()
+    reporter = ProgressReporter(
+        err,
+        total=config.count or None,
+        tty=tty,
+        interval=BAR_INTERVAL if tty else config.progress_interval,
+    )
+    try:
+        summary = publish(
+            points,
+            producer,
+            topics.points,
+            count=config.count or None,
+            rate=config.rate or None,
+            keys=config.key_fn(),
+            stamp=not config.keep_ts,
+            stop=stop,
+            progress=reporter,
+        )
+    finally:
+        reporter.finish()
+        producer.close(timeout=10)
+    print(format_summary(summary, bad, topics.points), file=out, flush=True)
+    return 1 if summary.error else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: 0 when done or stopped by a signal, 1 on a bus error, 2 on bad settings."""
+    args = sys.argv[1:] if argv is None else argv
+    configure_logging("producer")
+    try:
+        config = parse_config(args)
+        settings = KafkaSettings.from_env()
+        topics = Topics.from_env()
+        layout = TopicLayout.from_env()
+    except ConfigError as exc:
+        print(f"streamscore producer: {exc}", file=sys.stderr)
+        return 2
+    stop = StopFlag().install()
+    try:
+        return run(config, settings, topics, layout, stop=stop, out=sys.stdout, err=sys.stderr)
+    except ConfigError as exc:
+        print(f"streamscore producer: {exc}", file=sys.stderr)
+        return 2
+    except StreamscoreError as exc:
+        print(f"streamscore producer: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("streamscore producer: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
