@@ -106,7 +106,9 @@ def test_drift_brings_new_versions_and_scores_recover(
     kafka_settings: KafkaSettings, fresh_topics: Topics, pipeline: dict[str, str]
 ) -> None:
     n, drift = 24_000, 12_000
-    produce(pipeline, "--count", str(n), "--drift-after", str(drift), "--run-id", "drift")
+    # paced like a live stream, so scores come out every 500 labelled points rather
+    # than once per (large) catch-up batch
+    produce(pipeline, "--count", str(n), "--drift-after", str(drift), "--rate", "4000")
     read_until(kafka_settings, fresh_topics.predictions, all_predicted(n), 240)
     models = [
         ModelVersion.from_bytes(r.value)
