@@ -7,6 +7,8 @@ import logging
 import sys
 from dataclasses import replace
 
+from kafka.errors import KafkaError
+
 from bus.settings import KafkaSettings
 from bus.topics import TopicLayout, Topics, ensure_topics
 from scorer.config import DELIVERY_MODES, ScorerConfig
@@ -40,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
         stats = Scorer(settings, topics, config, stop=StopFlag().install()).run()
     except StreamscoreError as exc:
         log.error("%s", exc)
+        return 1
+    except KafkaError as exc:
+        log.error("Kafka failed and the scorer stops (its last batch is not committed): %s", exc)
         return 1
     log.info("stopped after %d points, %d predictions", stats.points, stats.predictions)
     return 0
