@@ -64,6 +64,7 @@ class RawBatch:
     count: int
     first_offset: int  # records before it were read already (a fetch from inside the batch)
     columns: Columns | None = None  # already decoded (message format v0/v1)
+    last_offset_delta: int = -1
 
     def decode(self) -> Columns:
         """Offsets, keys and values of the records at or after ``first_offset``."""
@@ -71,7 +72,10 @@ class RawBatch:
             return self.columns
         try:
             offsets, keys, values = decode_batch(
-                _decompress(self.body, self.codec), self.base_offset, self.count
+                _decompress(self.body, self.codec),
+                self.base_offset,
+                self.count,
+                contiguous=self.last_offset_delta == self.count - 1,
             )
         except (IndexError, CorruptBatchError) as exc:
             raise CorruptRecordError(f"record batch at offset {self.base_offset}: {exc}") from exc
@@ -166,23 +170,22 @@ def raw_batch(batch: DefaultRecordBatch, first_offset: int) -> RawBatch:
     """The undecoded records of a v2 batch."""
     body = bytes(memoryview(batch._buffer)[_HEADER_SIZE:])  # private: see the module doc
     return RawBatch(body, batch.compression_type, batch.base_offset, batch.records_count,
-                    first_offset)  # fmt: skip
+                    first_offset, None, batch.last_offset_delta)  # fmt: skip
 
 
-def decode_batch(
-    buf: bytes, base_offset: int, count: int
-) -> tuple[list[int], list[bytes | None], list[bytes | None]]:
+def decode_batch(buf: bytes, base_offset: int, count: int, *, contiguous: bool = False) -> Columns:
     """Offsets, keys and values of the ``count`` records in ``buf`` (v2 record format).
 
     Record := length attributes ts_delta offset_delta key_len key value_len value
-    headers, every integer a zigzag varint. Headers and timestamps are skipped.
+    headers, every integer a zigzag varint. Headers and timestamps are skipped; so
+    are offset deltas when the batch is ``contiguous`` (its last offset delta is
+    ``count - 1``: deltas 0, 1, ... count - 1, as producers write them).
     """
-    offsets: list[int] = []
+    offsets: list[int] = list(range(base_offset, base_offset + count)) if contiguous else []
     keys: list[bytes | None] = []
     values: list[bytes | None] = []
     add_offset, add_key, add_value = offsets.append, keys.append, values.append
     pos = 0
-    end = len(buf)
     for _ in range(count):
         # length
         b = buf[pos]
@@ -201,16 +204,21 @@ def decode_batch(
             pos += 1
         pos += 1
         # offset delta
-        b = buf[pos]
-        pos += 1
-        n = b & 0x7F
-        shift = 7
-        while b > 0x7F:
+        if contiguous:
+            while buf[pos] > 0x7F:
+                pos += 1
+            pos += 1
+        else:
             b = buf[pos]
             pos += 1
-            n |= (b & 0x7F) << shift
-            shift += 7
-        add_offset(base_offset + ((n >> 1) ^ -(n & 1)))
+            n = b & 0x7F
+            shift = 7
+            while b > 0x7F:
+                b = buf[pos]
+                pos += 1
+                n |= (b & 0x7F) << shift
+                shift += 7
+            add_offset(base_offset + ((n >> 1) ^ -(n & 1)))
         # key
         b = buf[pos]
         pos += 1
@@ -237,17 +245,19 @@ def decode_batch(
             pos += 1
             n |= (b & 0x7F) << shift
             shift += 7
-        n = (n >> 1) ^ -(n & 1)
-        if n >= 0:
+        if n & 1:  # negative: only -1 (null) is valid
+            if n != 1:
+                raise CorruptBatchError(f"record {len(values)} has a negative value length")
+            add_value(None)
+        else:
+            n >>= 1
             add_value(buf[pos : pos + n])
             pos += n
-        else:
-            add_value(None)
         if pos > record_end:
-            raise CorruptBatchError(f"record at offset {offsets[-1]} overruns its length")
+            raise CorruptBatchError(f"record {len(values) - 1} overruns its length")
         pos = record_end  # headers: skipped
-    if pos != end:
-        raise CorruptBatchError(f"{end - pos} bytes left after {count} records")
+    if pos != len(buf):
+        raise CorruptBatchError(f"{len(buf) - pos} bytes left after {count} records")
     return offsets, keys, values
 
 

@@ -96,6 +96,7 @@ class ParsePool:
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_worker_init,
             )
+            self._executor.submit(int)  # start the workers now, while the trainer starts
 
     def submit(self, chunk: Chunk, n_features: int | None) -> Future[ParsedChunk]:
         """Start parsing ``chunk``; in the caller while ``n_features`` is unknown."""

@@ -245,8 +245,16 @@ class Trainer:
         assert consumer is not None
         tps = [TopicPartition(self._topics.points, p) for p in partitions]
         consumer.assign(tps)
+        ends = consumer.end_offsets(tps)
         for tp in tps:
             offset = self._offsets.get(tp.partition)
+            if offset is not None and offset > ends[tp]:
+                raise StateError(
+                    f"the checkpoint of group {self._config.group_id!r} has read "
+                    f"{tp.topic}[{tp.partition}] up to offset {offset}, but the partition ends "
+                    f"at {ends[tp]}: was the topic recreated? Use another "
+                    "STREAMSCORE_TRAINER_GROUP to train from scratch"
+                )
             if offset is not None:
                 consumer.seek(tp, offset)
             else:
