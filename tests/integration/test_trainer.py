@@ -11,7 +11,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,12 +21,12 @@ from bus.clients import make_consumer, make_producer
 from bus.messages import ModelVersion, Point
 from bus.settings import KafkaSettings
 from bus.topics import Topics
+from streamscore.errors import BusError
 from streamscore.shutdown import StopFlag
 from trainer.config import TrainerConfig
 from trainer.trainer import Trainer
 
-ROOT = Path(__file__).resolve().parents[2]
-STREAMSCORE = ROOT / ".venv" / "bin" / "streamscore"
+TRAINER = [sys.executable, "-m", "streamscore", "trainer"]  # what `streamscore trainer` runs
 # y = 1 + 2 x0 - 3 x1 + 0.5 x0^3: the cubic model's coefficients, in polynomial_powers order
 # (x0, x1, x0^2, x0 x1, x1^2, x0^3, x0^2 x1, x0 x1^2, x1^3)
 TRUE_INTERCEPT = 1.0
@@ -120,7 +119,7 @@ def running(
         except BaseException as exc:
             errors.append(exc)
 
-    thread = threading.Thread(target=run, daemon=True)
+    thread = threading.Thread(target=run, daemon=True, name=f"trainer-{id(trainer)}")
     thread.start()
     try:
         yield trainer
@@ -130,6 +129,11 @@ def running(
         assert not thread.is_alive(), "the trainer did not stop"
         if errors:
             raise errors[0]
+
+
+def is_running(trainer: Trainer) -> bool:
+    """True while the thread `running` started for ``trainer`` is alive."""
+    return any(t.name == f"trainer-{id(trainer)}" for t in threading.enumerate())
 
 
 def check_versions(versions: list[ModelVersion]) -> None:
@@ -207,9 +211,7 @@ def test_publishes_increasing_valid_versions_close_to_the_truth(
 
 
 def _trainer_process(env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [str(STREAMSCORE), "trainer"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    return subprocess.Popen(TRAINER, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 @pytest.mark.parametrize(
@@ -366,12 +368,7 @@ def test_sigterm_exits_zero_promptly_after_publishing(
         "STREAMSCORE_TRAINER_PUBLISH_EVERY": "1000000",
         "STREAMSCORE_TRAINER_PUBLISH_INTERVAL_S": "3600",
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamscore", "trainer"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    process = subprocess.Popen(TRAINER, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         wait_until(
             "the trainer to read its points",
@@ -379,6 +376,8 @@ def test_sigterm_exits_zero_promptly_after_publishing(
             timeout_s=30,
         )
         time.sleep(1.0)
+        assert process.stderr is not None
+        os.set_blocking(process.stderr.fileno(), True)
         started = time.monotonic()
         process.send_signal(signal.SIGTERM)
         _, err = process.communicate(timeout=15)
@@ -403,3 +402,30 @@ def _peek(process: subprocess.Popen[bytes]) -> bytes:
     chunk = process.stderr.read() or b""
     _peeked[process.pid] = _peeked.get(process.pid, b"") + chunk
     return _peeked[process.pid]
+
+
+# --- one trainer at a time: a second copy fences the first ----------------------------------
+
+
+def test_a_second_trainer_takes_over_and_the_first_stops(
+    kafka_settings: KafkaSettings, fresh_topics: Topics, unique_name: Callable[[str], str]
+) -> None:
+    produce(kafka_settings, fresh_topics.points, make_points(2000, seed=7))
+    cfg = config(unique_name, publish_every=200, publish_interval_s=0.2)
+    with (
+        pytest.raises(BusError, match="took over"),
+        running(kafka_settings, fresh_topics, cfg) as first,
+    ):
+        wait_until("the first trainer's versions", lambda: first.stats.versions > 0)
+        with running(kafka_settings, fresh_topics, cfg) as second:
+            wait_until("the second trainer's start", lambda: second.stats.records > 0)
+            produce(kafka_settings, fresh_topics.points, make_points(1000, seed=8))
+            wait_until(
+                "the second trainer to train on everything",
+                lambda: trained_all(
+                    kafka_settings, fresh_topics.models, 3000, {"multivariate", "polynomial"}
+                ),
+            )
+            wait_until("the first trainer to stop", lambda: not is_running(first))
+    versions = read_versions(kafka_settings, fresh_topics.models)
+    check_versions(versions)
