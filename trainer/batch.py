@@ -15,6 +15,13 @@ Labelled points must have the stream's dimension (``n_features``, learned from t
 first valid labelled point when not configured) and values the models can expand;
 unlabelled points are only checked against the contract (the scorer checks them
 against its model) and are not used for training.
+
+Limit of the joined decode: the values are joined as they are, and the count of
+decoded objects is checked, so a value holding two objects or half of one is
+caught, unless records are crafted to make up for each other (one ending in
+``{"id":"a",`` and the next starting ``"x":[1],...}`` while a third holds two whole
+objects). Such records would be read as points without being dead-lettered; every
+point trained on is still a fully validated point.
 """
 
 from __future__ import annotations
