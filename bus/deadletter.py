@@ -10,6 +10,8 @@ from kafka.consumer.fetcher import ConsumerRecord
 log = logging.getLogger(__name__)
 
 MAX_REASON_BYTES = 4096
+LOG_FIRST = 20  # dead letters logged one by one; after that, every LOG_EVERY-th
+LOG_EVERY = 1000
 
 
 Headers = list[tuple[str, bytes]]
@@ -46,9 +48,15 @@ class DeadLetters:
 
     def send(self, record: ConsumerRecord, reason: str) -> None:
         """Publish ``record`` as it came, with ``reason`` in the ``error`` header."""
-        log.warning(
-            "dead letter %s[%d]@%d: %s", record.topic, record.partition, record.offset, reason
-        )
+        if self.count < LOG_FIRST or (self.count + 1) % LOG_EVERY == 0:
+            log.warning(
+                "dead letter #%d %s[%d]@%d: %s",
+                self.count + 1,
+                record.topic,
+                record.partition,
+                record.offset,
+                reason,
+            )
         value = record.value if record.value is not None or record.key is not None else b""
         self._producer.send(
             self._topic,

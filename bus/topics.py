@@ -87,7 +87,8 @@ def topic_specs(topics: Topics, layout: TopicLayout) -> list[NewTopic]:
     """The creation spec of every topic: partitions, replication and retention."""
     delete = {"cleanup.policy": "delete", "retention.ms": str(WEEK_MS)}
     short = {"cleanup.policy": "delete", "retention.ms": str(HOUR_MS)}
-    compact = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}
+    # the active segment is never compacted: roll it every 10 minutes so old versions go
+    compact = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0", "segment.ms": "600000"}
     # a prediction's timestamp is when the broker appended it: end-to-end latency is
     # that minus the point's ts
     appended = {**delete, "message.timestamp.type": "LogAppendTime"}
