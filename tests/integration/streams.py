@@ -14,7 +14,7 @@ import numpy as np
 from kafka.consumer.fetcher import ConsumerRecord
 
 from bus.clients import make_consumer, make_producer
-from bus.messages import ModelVersion, Point
+from bus.messages import ModelVersion, Point, Prediction
 from bus.settings import KafkaSettings
 from bus.topics import Topics
 from regressors import MultivariateRegressor
@@ -105,6 +105,35 @@ def service_env(settings: KafkaSettings, topics: Topics | None, **extra: str) ->
         env["STREAMSCORE_TOPIC_PREFIX"] = topics.points[: -len("points")]
     env.update(extra)
     return env
+
+
+def run_streamscore(
+    env: Mapping[str, str], *args: str, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """Run ``streamscore <args>`` to the end; its output is in the result."""
+    return subprocess.run(
+        [sys.executable, "-m", "streamscore", *args],
+        env=dict(env),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def predicted_ids(n: int) -> Callable[[list[ConsumerRecord]], bool]:
+    """A ``read_until`` condition: predictions for ``n`` distinct point ids were read."""
+    seen: set[str] = set()
+    read = 0
+
+    def done(records: list[ConsumerRecord]) -> bool:
+        nonlocal read
+        seen.update(Prediction.from_bytes(r.value).id for r in records[read:])
+        read = len(records)
+        return len(seen) >= n
+
+    return done
 
 
 def start_service(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -12,20 +10,20 @@ import pytest
 from bus.messages import ModelVersion, Prediction, Score
 from bus.settings import KafkaSettings
 from bus.topics import Topics
-from tests.integration.streams import ROOT, read_until, service_env, start_service, stop_service
+from tests.integration.streams import (
+    predicted_ids,
+    read_until,
+    run_streamscore,
+    service_env,
+    start_service,
+    stop_service,
+)
 
 
-def produce(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+def produce(env: dict[str, str], *args: str) -> None:
     """Run ``streamscore producer`` to the end."""
-    return subprocess.run(
-        [sys.executable, "-m", "streamscore", "producer", *args],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    )
+    result = run_streamscore(env, "producer", *args)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 @pytest.fixture
@@ -58,25 +56,12 @@ def pipeline(
         assert stop_service(trainer) == 0, (tmp_path / "trainer.log").read_text()[-3000:]
 
 
-def all_predicted(n: int) -> Callable[[list], bool]:  # type: ignore[type-arg]
-    seen: set[str] = set()
-    read = 0
-
-    def done(records: list) -> bool:  # type: ignore[type-arg]
-        nonlocal read
-        seen.update(Prediction.from_bytes(r.value).id for r in records[read:])
-        read = len(records)
-        return len(seen) >= n
-
-    return done
-
-
 def test_end_to_end(
     kafka_settings: KafkaSettings, fresh_topics: Topics, pipeline: dict[str, str]
 ) -> None:
     n = 20_000
     produce(pipeline, "--count", str(n), "--run-id", "e2e")
-    records = read_until(kafka_settings, fresh_topics.predictions, all_predicted(n), 240)
+    records = read_until(kafka_settings, fresh_topics.predictions, predicted_ids(n), 240)
     predictions = [Prediction.from_bytes(r.value) for r in records]
     assert len({p.id for p in predictions}) == n, "every point id gets a prediction"
 
@@ -109,7 +94,7 @@ def test_drift_brings_new_versions_and_scores_recover(
     # paced like a live stream, so scores come out every 500 labelled points rather
     # than once per (large) catch-up batch
     produce(pipeline, "--count", str(n), "--drift-after", str(drift), "--rate", "4000")
-    read_until(kafka_settings, fresh_topics.predictions, all_predicted(n), 240)
+    read_until(kafka_settings, fresh_topics.predictions, predicted_ids(n), 240)
     models = [
         ModelVersion.from_bytes(r.value)
         for r in read_until(kafka_settings, fresh_topics.models, lambda rs: False, 3)

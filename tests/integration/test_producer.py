@@ -18,7 +18,7 @@ from bus.settings import KafkaSettings
 from bus.topics import Topics
 from producer.loop import entity_keys, publish
 from producer.sources import DummySource
-from tests.integration.streams import ROOT, read_until, service_env
+from tests.integration.streams import ROOT, read_until, run_streamscore, service_env
 
 DATA = Path(__file__).parent.parent / "data"
 
@@ -41,15 +41,7 @@ def run_cli(
     env: dict[str, str], *args: str, timeout: float = 180
 ) -> subprocess.CompletedProcess[str]:
     """Run ``streamscore producer`` to the end and return what it printed."""
-    return subprocess.run(
-        [sys.executable, "-m", "streamscore", "producer", *args],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    return run_streamscore(env, "producer", *args, timeout=timeout)
 
 
 def sent_in(stdout: str) -> int:

@@ -23,6 +23,7 @@ from streamscore.shutdown import StopFlag
 from tests.integration.streams import (
     linear_model,
     linear_points,
+    predicted_ids,
     read_until,
     send_model,
     send_points,
@@ -34,20 +35,6 @@ from tests.integration.streams import (
 
 def predictions_of(records: list) -> list[Prediction]:  # type: ignore[type-arg]
     return [Prediction.from_bytes(r.value) for r in records]
-
-
-def ids_seen(n: int) -> Callable[[list], bool]:  # type: ignore[type-arg]
-    """A ``read_until`` condition: predictions for ``n`` distinct ids were read."""
-    seen: set[str] = set()
-    read = 0
-
-    def done(records: list) -> bool:  # type: ignore[type-arg]
-        nonlocal read
-        seen.update(Prediction.from_bytes(r.value).id for r in records[read:])
-        read = len(records)
-        return len(seen) >= n
-
-    return done
 
 
 @pytest.fixture
@@ -88,7 +75,7 @@ def test_holds_without_a_model_then_predicts_every_point(
     assert read_until(kafka_settings, fresh_topics.predictions, bool, timeout_s=1.0) == []
 
     send_model(kafka_settings, fresh_topics, linear_model(1))
-    records = read_until(kafka_settings, fresh_topics.predictions, ids_seen(len(points)))
+    records = read_until(kafka_settings, fresh_topics.predictions, predicted_ids(len(points)))
     predictions = predictions_of(records)
     assert {p.id for p in predictions} == {p.id for p in points}
     by_id = {p.id: p for p in points}
@@ -114,7 +101,7 @@ def test_hot_swap_within_a_second_and_no_gap(
     send_model(kafka_settings, fresh_topics, linear_model(1))
     run_scorer(fresh_topics)
     send_points(kafka_settings, fresh_topics, linear_points(500, seed=1))
-    read_until(kafka_settings, fresh_topics.predictions, ids_seen(500))
+    read_until(kafka_settings, fresh_topics.predictions, predicted_ids(500))
 
     published = time.time()
     send_model(kafka_settings, fresh_topics, linear_model(2, slope=3.0))
@@ -143,7 +130,7 @@ def test_hot_swap_within_a_second_and_no_gap(
     assert first_v2.timestamp / 1000 - published < 1.0
     # every point sent gets a prediction, before and after the swap
     sent = int(Prediction.from_bytes(records[-1].value).id.split("-")[1])
-    final = read_until(kafka_settings, fresh_topics.predictions, ids_seen(sent))
+    final = read_until(kafka_settings, fresh_topics.predictions, predicted_ids(sent))
     ids = {Prediction.from_bytes(r.value).id for r in final}
     assert all(f"p-{i}" in ids for i in range(sent)), "a gap in the predictions"
 
@@ -183,7 +170,7 @@ def test_poison_goes_to_deadletter_and_good_points_are_scored(
     producer.close()
     scorer = run_scorer(fresh_topics)
 
-    read_until(kafka_settings, fresh_topics.predictions, ids_seen(len(good)))
+    read_until(kafka_settings, fresh_topics.predictions, predicted_ids(len(good)))
     dead = read_until(
         kafka_settings, fresh_topics.deadletter, lambda rs: len(rs) >= len(BAD_VALUES)
     )
@@ -269,12 +256,12 @@ def test_exactly_once_survives_sigkill(
         "STREAMSCORE_SCORER_MAX_BATCH": "500",
     }
     first = _run_cli_scorer(kafka_settings, fresh_topics, tmp_path, "first", **env)
-    read_until(kafka_settings, fresh_topics.predictions, ids_seen(5000))
+    read_until(kafka_settings, fresh_topics.predictions, predicted_ids(5000))
     stop_service(first, signal.SIGKILL)  # type: ignore[arg-type]
     second = _run_cli_scorer(kafka_settings, fresh_topics, tmp_path, "second", **env)
     try:
         records = read_until(
-            kafka_settings, fresh_topics.predictions, ids_seen(len(points)), timeout_s=120
+            kafka_settings, fresh_topics.predictions, predicted_ids(len(points)), timeout_s=120
         )
     finally:
         assert stop_service(second) == 0  # type: ignore[arg-type]
@@ -296,12 +283,12 @@ def test_two_scorers_share_and_take_over(
     time.sleep(4.0)  # both join the group
     points = linear_points(40_000, seed=4)
     send_points(kafka_settings, fresh_topics, points[:20_000])
-    read_until(kafka_settings, fresh_topics.predictions, ids_seen(2000))
+    read_until(kafka_settings, fresh_topics.predictions, predicted_ids(2000))
     stop_service(one, signal.SIGKILL)  # type: ignore[arg-type]
     send_points(kafka_settings, fresh_topics, points[20_000:])
     try:
         records = read_until(
-            kafka_settings, fresh_topics.predictions, ids_seen(len(points)), timeout_s=120
+            kafka_settings, fresh_topics.predictions, predicted_ids(len(points)), timeout_s=120
         )
     finally:
         assert stop_service(two) == 0  # type: ignore[arg-type]
@@ -320,7 +307,7 @@ def test_sigterm_stops_cleanly(
         kafka_settings, fresh_topics, tmp_path, "term", STREAMSCORE_SCORER_GROUP=group
     )
     send_points(kafka_settings, fresh_topics, linear_points(1000))
-    read_until(kafka_settings, fresh_topics.predictions, ids_seen(1000))
+    read_until(kafka_settings, fresh_topics.predictions, predicted_ids(1000))
     started = time.monotonic()
     assert stop_service(scorer) == 0  # type: ignore[arg-type]
     assert time.monotonic() - started < 15

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Callable
@@ -12,21 +10,7 @@ from pathlib import Path
 
 from bus.settings import KafkaSettings
 from streamscore.broker import free_port
-from tests.integration.streams import ROOT, service_env
-
-
-def streamscore(
-    env: dict[str, str], *args: str, timeout: float = 300
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "streamscore", *args],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+from tests.integration.streams import run_streamscore, service_env
 
 
 def processes_with(marker: str) -> list[int]:
@@ -56,7 +40,7 @@ def test_demo_is_healthy_and_leaves_nothing_behind(
         "STREAMSCORE_DEMO_DRIFT_AFTER": "3000",
         "STREAMSCORE_DEMO_PUBLISH_EVERY": "1000",
     }
-    result = streamscore(env, "demo")
+    result = run_streamscore(env, "demo")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "result           HEALTHY" in result.stdout
     assert "predictions out  6000 distinct ids" in result.stdout
@@ -79,7 +63,7 @@ def test_up_status_down(
         "STREAMSCORE_GATEWAY_WORKERS": "2",
     }
     try:
-        up = streamscore(env, "up")
+        up = run_streamscore(env, "up")
         assert up.returncode == 0, up.stdout + up.stderr
         for name in ("trainer", "scorer", "gateway"):
             assert f"{name}: running" in up.stdout
@@ -92,7 +76,7 @@ def test_up_status_down(
             except OSError:
                 assert time.monotonic() < deadline, "the gateway did not answer /ping"
                 time.sleep(0.5)
-        status = streamscore(env, "status")
+        status = run_streamscore(env, "status")
         assert status.returncode == 0, status.stdout + status.stderr
         for name in ("trainer", "scorer", "gateway"):
             assert any(line.split()[:2] == [name, "up"] for line in status.stdout.splitlines()), (
@@ -101,10 +85,10 @@ def test_up_status_down(
         assert env["STREAMSCORE_TOPIC_PREFIX"] + "points" in status.stdout
         assert "consumer groups (lag):" in status.stdout
     finally:
-        down = streamscore(env, "down")
+        down = run_streamscore(env, "down")
     assert down.returncode == 0, down.stdout + down.stderr
     assert "stopped:" in down.stdout
     assert processes_with(f"STREAMSCORE_HOME={tmp_path}") == []
-    after = streamscore(env, "status")
+    after = run_streamscore(env, "status")
     assert after.returncode == 3, "status says not everything is up"
     assert "trainer    down" in after.stdout
