@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -110,6 +111,8 @@ class RequestServer:
             log.exception("the request server failed")
             self.failed = exc
         finally:
+            with contextlib.suppress(KafkaError):
+                self._consumer.commit()  # what commit_async may not have finished
             self._consumer.close()
 
     def _serve_once(self) -> None:
@@ -124,7 +127,9 @@ class RequestServer:
                     continue
                 self._handle(record)
         self._producer.flush()
-        self._consumer.commit()
+        # no round trip on the reply path: a request answered twice after a crash is
+        # harmless (the gateway drops a reply nobody waits for); close() commits the rest
+        self._consumer.commit_async()
 
     def _handle(self, record: ConsumerRecord) -> None:
         try:
