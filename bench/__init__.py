@@ -1,0 +1,1 @@
+"""Benchmarks: how fast streamscore is, against what. ``python -m bench`` runs them."""

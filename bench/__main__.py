@@ -1,0 +1,154 @@
+"""``python -m bench [NAME ...]``: run the benchmarks, print their table, write it as JSON.
+
+With no name every benchmark runs, in the issue's order, in one process run;
+``python -m bench scorer`` runs one (and what it needs: the pre-filled topic,
+the pass-through it is compared with). Figures go to ``bench/results/<stamp>.json``
+and a markdown table is printed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+
+from bench import bus_limit, gateway_load, hotswap, latency, scoring, training
+from bench.config import BenchConfig
+from bench.context import BenchContext, load_average, wait_for_quiet
+from bench.report import BenchResult, Row, render_table, targets_summary, write_results
+from streamscore.logs import configure_logging
+
+log = logging.getLogger("bench")
+
+Bench = Callable[[BenchContext, BenchConfig], BenchResult]
+
+#: name -> (title, function), in the order of the issue
+BENCHES: dict[str, tuple[str, Bench]] = {
+    "bus": ("1. bus limit", bus_limit.run),
+    "passthrough": ("2. pass-through", scoring.run_passthrough),
+    "scorer": ("3. scorer", scoring.run_scorer),
+    "latency": ("4. end-to-end latency", latency.run),
+    "gateway": ("5. gateway", gateway_load.run),
+    "trainer": ("6. trainer", training.run),
+    "hotswap": ("7. hot swap", hotswap.run),
+}
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for package in ("kafka-python", "crc32c", "numpy", "falcon", "gunicorn"):
+        try:
+            out[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            out[package] = "not installed"
+    return out
+
+
+def run_one(ctx: BenchContext, config: BenchConfig, name: str) -> BenchResult:
+    """Run one benchmark; a failure becomes an error in its result, not a crash of the run."""
+    title, bench = BENCHES[name]
+    load = load_average()
+    began = time.monotonic()
+    print(f"\n== {title} (load {load})", flush=True)
+    try:
+        result = bench(ctx, config)
+    except Exception as exc:  # the other benchmarks still run; the error is in the table
+        log.exception("%s failed", title)
+        result = BenchResult(title, error=f"{type(exc).__name__}: {exc}")
+        result.add("-", "FAILED", None, note=result.error or "")
+    finally:
+        ctx.stop_services()
+    result.seconds = time.monotonic() - began
+    result.load = load
+    print(render_table(result.rows), flush=True)
+    print(f"({result.seconds:.0f} s)", flush=True)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the named benchmarks (all by default); exit 1 if any failed."""
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument(
+        "names", nargs="*", metavar="NAME", help=f"any of {', '.join(BENCHES)} (default: all)"
+    )
+    parser.add_argument("--points", type=int, help="size of the pre-filled points topic")
+    parser.add_argument(
+        "--quiet-load",
+        type=float,
+        default=0.0,
+        help="first wait (up to 5 min) for the 1-minute load to fall to this (0: do not wait)",
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where the JSON goes")
+    args = parser.parse_args(argv)
+    unknown = [name for name in args.names if name not in BENCHES]
+    if unknown:
+        parser.error(f"unknown benchmark {', '.join(unknown)}; choose from {', '.join(BENCHES)}")
+    configure_logging("bench", os.environ.get("STREAMSCORE_LOG_LEVEL", "WARNING"))
+    names = args.names or list(BENCHES)
+    config = BenchConfig.from_env()
+    if args.points:
+        config = replace(config, points=args.points)
+    if args.quiet_load:
+        print(f"waiting for the 1-minute load to fall to {args.quiet_load} ...", flush=True)
+        wait_for_quiet(args.quiet_load, 300)
+    started = datetime.now(UTC)
+    command = " ".join(["python -m bench", *(argv if argv is not None else sys.argv[1:])])
+    ctx = BenchContext(dict(os.environ))
+    load_before = load_average()
+    results: list[BenchResult] = []
+    began = time.monotonic()
+    try:
+        print(ctx.open(), f"| {os.cpu_count()} CPUs | load {load_before}", flush=True)
+        for name in names:
+            results.append(run_one(ctx, config, name))
+    finally:
+        ctx.close()
+    elapsed = time.monotonic() - began
+    rows: list[Row] = [row for result in results for row in result.rows]
+    met, missed = targets_summary(rows)
+    table = render_table(rows)
+    load_after = load_average()
+    stamp = started.strftime("%Y%m%dT%H%M%SZ")
+    document = {
+        "command": command,
+        "started_at": started.isoformat(timespec="seconds"),
+        "seconds": elapsed,
+        "cpus": os.cpu_count(),
+        "load_before": load_before,
+        "load_after": load_after,
+        "versions": _versions(),
+        "config": config,
+        "targets": {"met": met, "missed": missed},
+        "benchmarks": [
+            {
+                "name": r.name,
+                "seconds": r.seconds,
+                "load": r.load,
+                "error": r.error,
+                "rows": [{**row.__dict__, "met": row.met} for row in r.rows],
+                "data": r.data,
+            }
+            for r in results
+        ],
+        "table": table,
+    }
+    path = write_results(args.out, stamp, document)
+    print(f"\n## streamscore benchmarks, {started:%Y-%m-%d %H:%M} UTC")
+    print(f"`{command}`: {elapsed / 60:.1f} min, {os.cpu_count()} CPUs, ", end="")
+    print(f"load {load_before} before, {load_after} after; targets met {met}, missed {missed}\n")
+    print(table)
+    print(f"\nfigures: {path}")
+    return 1 if any(r.error for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,209 @@
+"""5. Gateway: requests/s and p50 / p99 of ``POST /predict`` with 16 and 64 clients.
+
+The gateway runs as users run it (``streamscore gateway``: gunicorn, 4 gthread
+workers) in front of a scorer (``streamscore scorer``) that answers over the bus,
+without and then with a background flood of points (``streamscore producer``,
+unthrottled) that the same scorer has to score meanwhile. Beside it, the same
+requests go to the in-process baseline (`bench.baseline`: the model called in
+the web process, same gunicorn set-up), which shows what the bus costs.
+
+This run's ``requests`` and ``replies`` topics are created with ``LogAppendTime``,
+so each round trip splits into the scorer's share (request appended -> reply
+appended) and the gateway's (the rest).
+"""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import time
+from collections import Counter
+
+from bench.baseline import write_models
+from bench.config import BenchConfig
+from bench.context import BenchContext, assigned, end_offsets, stop_process
+from bench.load import LoadResult, predict_bodies, run_load
+from bench.models import default_models, publish
+from bench.report import BenchResult, Latency, ratio
+from bus.reply import CORRELATION_ID, header
+from bus.settings import KafkaSettings
+from bus.topics import TopicLayout, Topics
+from streamscore.broker import free_port
+from streamscore.errors import StreamscoreError
+
+log = logging.getLogger(__name__)
+
+CLIENTS = (16, 64)
+WORKERS = 4
+APPENDED = {"message.timestamp.type": "LogAppendTime", "retention.ms": "3600000"}
+THREADS = 16
+
+
+def answers(port: int, path: str, method: str = "GET", body: bytes | None = None) -> int:
+    """The status of one request on a new connection (0 when nothing answers)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        connection.request(method, path, body=body, headers={"Content-Type": "application/json"})
+        status = connection.getresponse().status
+    except OSError:
+        return 0
+    finally:
+        connection.close()
+    return status
+
+
+def readiness(port: int, path: str, method: str = "GET", body: bytes | None = None) -> Counter[int]:
+    """The statuses of 12 requests in a row, each on a new connection (so every worker)."""
+    return Counter(answers(port, path, method, body) for _ in range(12))
+
+
+def wait_ready(port: int, body: bytes, timeout_s: float) -> Counter[int]:
+    """Wait until 12 ``POST /predict`` in a row answer 200; the last statuses seen.
+
+    A worker that never gets ready shows up in these statuses (and in the load
+    run's failures) instead of stopping the benchmark.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        statuses = readiness(port, "/predict", "POST", body)
+        if statuses[200] == 12 or time.monotonic() >= deadline:
+            return statuses
+        time.sleep(0.5)
+
+
+def appended_at(settings: KafkaSettings, topic: str, since: dict[int, int]) -> dict[bytes, int]:
+    """Correlation id -> log-append time of the records written to ``topic`` after ``since``."""
+    out: dict[bytes, int] = {}
+    with assigned(settings, topic) as (consumer, partitions):
+        ends = consumer.end_offsets(partitions)
+        for tp in partitions:
+            consumer.seek(tp, since.get(tp.partition, 0))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(
+            consumer.position(tp) < end for tp, end in ends.items()
+        ):
+            for records in consumer.poll(timeout_ms=300).values():
+                for record in records:
+                    correlation = header(record, CORRELATION_ID)
+                    if correlation is not None:
+                        out[correlation] = record.timestamp
+    return out
+
+
+def scorer_share(
+    settings: KafkaSettings, topics: Topics, since: dict[str, dict[int, int]]
+) -> Latency:
+    """From each request's append to its reply's append: the scorer's part of a round trip.
+
+    The gateway's ``requests`` and ``replies`` topics of this run are created with
+    ``LogAppendTime``; the rest of a round trip is the gateway's (HTTP, producing
+    the request, consuming the reply).
+    """
+    requests = appended_at(settings, topics.requests, since[topics.requests])
+    replies = appended_at(settings, topics.replies, since[topics.replies])
+    return Latency.of([float(replies[c] - t) for c, t in requests.items() if c in replies])
+
+
+def _rows(result: BenchResult, case: str, load: LoadResult, note: str = "") -> None:
+    latency = load.latency
+    errors = sum(load.errors.values()) + sum(n for s, n in load.statuses.items() if s != 200)
+    detail = f"{load.ok:,} answers" + (f", {errors} failed" if errors else "")
+    result.add(case, "requests/s", load.rate, "req/s", target=">= 1000", note=note or detail)
+    target = "<= 20" if case.startswith("gateway, 16 clients") else ""
+    result.add(case, "p50", latency.p50, "ms")
+    result.add(case, "p99", latency.p99, "ms", target=target)
+    result.data[case] = {
+        "rate": load.rate,
+        "latency_ms": latency,
+        "statuses": dict(load.statuses),
+        "errors": dict(load.errors),
+        "seconds": load.seconds,
+    }
+
+
+def _load(port: int, clients: int, config: BenchConfig) -> LoadResult:
+    return run_load(
+        "127.0.0.1",
+        port,
+        "/predict",
+        predict_bodies(),
+        clients=clients,
+        seconds=config.gateway_seconds,
+        max_requests=config.gateway_max_requests,
+    )
+
+
+def run(ctx: BenchContext, config: BenchConfig) -> BenchResult:
+    """The gateway with and without a flood, then the in-process baseline."""
+    result = BenchResult("5. gateway")
+    layout = TopicLayout.from_env(ctx.env)
+    for name, partitions in (("requests", layout.partitions), ("replies", layout.reply_partitions)):
+        ctx.create_topic(ctx.prefix("gateway") + name, partitions, APPENDED)
+    topics = ctx.topics("gateway")
+    models = default_models()
+    publish(ctx.settings, topics.models, models)
+    group = f"bench-{ctx.run_id}-gateway"
+    port = free_port()
+    services = ctx.supervisor(
+        "gateway",
+        topics,
+        STREAMSCORE_SCORER_GROUP=group,
+        STREAMSCORE_SCORER_REQUESTS_GROUP=group + "-requests",
+        STREAMSCORE_GATEWAY_BIND=f"127.0.0.1:{port}",
+        STREAMSCORE_GATEWAY_WORKERS=str(WORKERS),
+        STREAMSCORE_GATEWAY_THREADS=str(THREADS),
+        STREAMSCORE_LOG_LEVEL="WARNING",
+    )
+    services.start("scorer", ["scorer"])
+    services.start("gateway", ["gateway"])
+    body = predict_bodies(1)[0]
+    statuses = wait_ready(port, body, 60)
+    result.data["readiness"] = dict(statuses)
+    if not statuses[200]:
+        raise StreamscoreError(f"the gateway never answered /predict; see {services.log_dir}")
+    if statuses[200] < 12:
+        result.add("gateway", "ready after 60 s", statuses[200] / 12, "x", note=(
+            f"statuses of 12 requests: {dict(statuses)} (0: no answer in 5 s); "
+            f"see {services.log_dir}"))  # fmt: skip
+    for flood in (False, True):
+        if flood:
+            before = sum(end_offsets(ctx.settings, topics.points).values())
+            flood_started = time.monotonic()
+            services.start("producer", ["producer"], STREAMSCORE_PRODUCER_FEATURES="3")
+            time.sleep(3)  # the flood is on
+        for clients in CLIENTS:
+            case = f"gateway, {clients} clients" + (", points flood" if flood else "")
+            since = {t: end_offsets(ctx.settings, t) for t in (topics.requests, topics.replies)}
+            _rows(result, case, _load(port, clients, config))
+            share = scorer_share(ctx.settings, topics, since)
+            result.add(case, "p99 request -> reply appended", share.p99, "ms",
+                       note=f"p50 {share.p50:.0f} ms (the scorer's share)")  # fmt: skip
+            result.data[case]["scorer_share_ms"] = share
+        if flood:
+            services.stop("producer")
+            flooded = sum(end_offsets(ctx.settings, topics.points).values()) - before
+            rate = ratio(flooded, time.monotonic() - flood_started)
+            result.add("points flood", "points/s", rate, "pts/s", note="offered by the producer")
+    services.stop_all(["gateway", "scorer"])
+
+    path = write_models(ctx.home / "baseline-models.jsonl", models)
+    port = free_port()
+    baseline = ctx.spawn(
+        "baseline",
+        ["-m", "gunicorn", "-w", str(WORKERS), "-k", "gthread", "--threads", str(THREADS),
+         "--keep-alive", "5", "-b", f"127.0.0.1:{port}", "bench.baseline:get_app()"],
+        {**ctx.env, "BENCH_BASELINE_MODELS": str(path)},
+    )  # fmt: skip
+    try:
+        if wait_ready(port, body, 60)[200] < 12:
+            raise StreamscoreError("the in-process baseline did not answer")
+        for clients in CLIENTS:
+            _rows(result, f"in-process baseline, {clients} clients", _load(port, clients, config))
+    finally:
+        stop_process(baseline)
+    for clients in CLIENTS:
+        gateway = result.data[f"gateway, {clients} clients"]["rate"]
+        local = result.data[f"in-process baseline, {clients} clients"]["rate"]
+        result.add(f"{clients} clients", "gateway / baseline", ratio(gateway, local), "x",
+                   note="requests/s over the bus as a share of in-process")  # fmt: skip
+    return result
