@@ -33,6 +33,7 @@ from streamscore.env import env_float, env_int
 from streamscore.errors import StreamscoreError
 from streamscore.logs import configure_logging
 from streamscore.processes import Supervisor
+from streamscore.services import with_bootstrap
 from streamscore.stats import percentile
 
 SERVICES = ("trainer", "scorer", "gateway")
@@ -224,7 +225,7 @@ class DemoRun:
             self._say(broker.up().describe())
         gateway_bind = f"127.0.0.1:{free_port()}"
         env = {
-            **self.env,
+            **with_bootstrap(self.env),
             "STREAMSCORE_TOPIC_PREFIX": f"demo-{run_id}.",
             "STREAMSCORE_TRAINER_GROUP": f"demo-{run_id}-trainer",
             "STREAMSCORE_TRAINER_TRANSACTIONAL_ID": f"demo-{run_id}-trainer",

@@ -35,11 +35,19 @@ def uses_local_broker(env: Mapping[str, str]) -> bool:
     return not env.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
 
 
+def with_bootstrap(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` with ``KAFKA_BOOTSTRAP_SERVERS`` set: the local broker's address if unset."""
+    if uses_local_broker(env):
+        return {**env, "KAFKA_BOOTSTRAP_SERVERS": BrokerConfig.from_env(env).bootstrap}
+    return dict(env)
+
+
 def up(env: Mapping[str, str]) -> int:
     """Start the broker (if local), create topics, start trainer, scorer and gateway."""
     broker_config = BrokerConfig.from_env(env)
     if uses_local_broker(env):
         print(LocalBroker(broker_config).up().describe())
+    env = with_bootstrap(env)
     settings = KafkaSettings.from_env(env)
     created = ensure_topics(settings, Topics.from_env(env), TopicLayout.from_env(env))
     if created:
@@ -86,6 +94,7 @@ def status(env: Mapping[str, str]) -> int:
         pid = services.pid(name)
         print(f"  {name:<10} {f'up (pid {pid})' if pid else 'down'}")
         healthy = healthy and (pid is not None or name not in SERVICES)
+    env = with_bootstrap(env)
     settings = KafkaSettings.from_env(env)
     topics = Topics.from_env(env)
     try:
