@@ -48,16 +48,15 @@ class Supervisor:
         return process.pid
 
     def pid(self, name: str) -> int | None:
-        """The service's pid while it runs; a stale pid file is removed."""
-        pid_file = self.run_dir / f"{name}.pid"
+        """The service's pid while it runs."""
+        recorded = self._recorded(name)
+        return recorded if recorded is not None and _is_streamscore(recorded) else None
+
+    def _recorded(self, name: str) -> int | None:
         try:
-            pid = int(pid_file.read_text().strip())
+            return int((self.run_dir / f"{name}.pid").read_text().strip())
         except (FileNotFoundError, ValueError):
             return None
-        if _is_streamscore(pid):
-            return pid
-        pid_file.unlink(missing_ok=True)
-        return None
 
     def names(self) -> list[str]:
         """Every service with a pid file."""
@@ -68,9 +67,18 @@ class Supervisor:
         return (self.run_dir / f"{name}.pid").exists() and self.pid(name) is None
 
     def stop(self, name: str, timeout_s: float = 20.0) -> bool:
-        """SIGTERM, then SIGKILL after ``timeout_s``; False if it was not running."""
+        """SIGTERM its process group, SIGKILL after ``timeout_s``; False if it was not running.
+
+        A service runs in its own session, so the group holds its children too
+        (gunicorn's workers); they are signalled even when the leader already died.
+        """
+        recorded = self._recorded(name)
         pid = self.pid(name)
+        (self.run_dir / f"{name}.pid").unlink(missing_ok=True)
         if pid is None:
+            if recorded is not None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(recorded, signal.SIGTERM)
             return False
         os.killpg(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
@@ -78,8 +86,8 @@ class Supervisor:
             time.sleep(0.1)
         if alive(pid):
             log.warning("%s (pid %d) did not stop in %.0fs; killing it", name, pid, timeout_s)
-            os.killpg(pid, signal.SIGKILL)
-        (self.run_dir / f"{name}.pid").unlink(missing_ok=True)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
         return True
 
     def stop_all(self, order: list[str]) -> list[str]:
@@ -117,7 +125,6 @@ def _is_streamscore(pid: int) -> bool:
     if not alive(pid):
         return False
     args = command_line(pid)
-    if args is None:
-        return True
-    # the gateway execs gunicorn
+    if not args or not any(args):
+        return True  # cannot tell (no /proc, or mid-exec: the gateway execs gunicorn)
     return any(b"streamscore" in arg or b"gunicorn" in arg for arg in args)
