@@ -123,12 +123,12 @@ class Publisher:
             return None
         try:
             return future.result()
-        except ProducerFencedError as exc:
-            raise BusError(
-                f"another trainer started with transactional id {self._transactional_id!r} and "
-                "took over; this one stops (run one trainer per group at a time)"
-            ) from exc
         except KafkaError as exc:
+            if _fenced(exc):
+                raise BusError(
+                    f"another trainer started with transactional id {self._transactional_id!r} "
+                    "and took over; this one stops (run one trainer per group at a time)"
+                ) from exc
             raise BusError(
                 f"a publication failed ({exc}); nothing of it was committed, and the next start "
                 "resumes from the last checkpoint"
@@ -162,3 +162,8 @@ class Publisher:
     def close(self) -> None:
         """Stop the background thread (after the transaction in flight, if any)."""
         self._executor.shutdown(wait=True)
+
+
+def _fenced(exc: BaseException) -> bool:
+    """True for a fenced producer, also when kafka-python wraps it in a later send's error."""
+    return any(isinstance(e, ProducerFencedError) for e in (exc, exc.__cause__, *exc.args))
