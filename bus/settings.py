@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from streamscore.env import env_int, env_str
@@ -12,6 +12,7 @@ from streamscore.errors import ConfigError
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+CLIENTS = ("kafka-python", "confluent")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI")
 
 
@@ -24,12 +25,13 @@ class KafkaSettings:
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
-    sasl_password: str | None = None
+    sasl_password: str | None = field(default=None, repr=False)
     ssl_cafile: str | None = None
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
-    ssl_password: str | None = None
+    ssl_password: str | None = field(default=None, repr=False)
     request_timeout_ms: int = 30_000
+    client: str = "kafka-python"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> KafkaSettings:
@@ -47,6 +49,11 @@ class KafkaSettings:
         if protocol.startswith("SASL") and mechanism is None:
             raise ConfigError(f"KAFKA_SECURITY_PROTOCOL={protocol} needs KAFKA_SASL_MECHANISM")
         bootstrap = env_str(env, "KAFKA_BOOTSTRAP_SERVERS", DEFAULT_BOOTSTRAP)
+        client = env_str(env, "STREAMSCORE_KAFKA_CLIENT", "kafka-python").lower()
+        if client not in CLIENTS:
+            raise ConfigError(
+                f"STREAMSCORE_KAFKA_CLIENT={client!r}: expected one of {', '.join(CLIENTS)}"
+            )
         return cls(
             bootstrap_servers=bootstrap,
             client_id=env_str(env, "KAFKA_CLIENT_ID", "streamscore"),
@@ -59,6 +66,7 @@ class KafkaSettings:
             ssl_keyfile=env.get("KAFKA_SSL_KEYFILE") or None,
             ssl_password=env.get("KAFKA_SSL_PASSWORD") or None,
             request_timeout_ms=env_int(env, "KAFKA_REQUEST_TIMEOUT_MS", 30_000, minimum=1000),
+            client=client,
         )
 
     def client_kwargs(self) -> dict[str, Any]:

@@ -1,7 +1,11 @@
 """Kafka clients with the project's defaults, made in one place.
 
-Every service gets its producers, consumers and admin clients here, so tuning
-(batching, acks, fetch sizes) and security settings are decided once.
+`driver_for` picks the client library (``STREAMSCORE_KAFKA_CLIENT``: kafka-python,
+the default, or confluent-kafka, an optional extra) behind the interface in
+`bus.clients.base`. Admin stays on kafka-python (``make_admin``).
+
+``make_producer`` / ``make_consumer`` are the kafka-python clients of the code not
+yet on the driver interface.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient
 from kafka.errors import KafkaConfigurationError, KafkaError
 
+from bus.clients.base import Driver
 from bus.settings import KafkaSettings
 from streamscore.errors import BusError, ConfigError, StreamscoreError
 
@@ -37,6 +42,22 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
     "heartbeat_interval_ms": 2_000,
     "metadata_max_age_ms": 30_000,
 }
+
+
+def driver_for(settings: KafkaSettings) -> Driver:
+    """The driver of the client library ``settings.client`` names."""
+    if settings.client == "confluent":
+        try:
+            from bus.clients.confluent import ConfluentDriver
+        except ImportError as exc:
+            raise ConfigError(
+                "STREAMSCORE_KAFKA_CLIENT=confluent needs the confluent-kafka package: "
+                "pip install 'streamscore[confluent]'"
+            ) from exc
+        return ConfluentDriver(settings)
+    from bus.clients.kafka_python import KafkaPythonDriver
+
+    return KafkaPythonDriver(settings)
 
 
 def _client_error(settings: KafkaSettings, exc: Exception) -> StreamscoreError:
