@@ -1,8 +1,11 @@
 """The local Apache Kafka broker: install its jars, start, check and stop it.
 
 The jars come from Maven Central through ``kafka/pom.xml`` into an ignored cache
-folder; the broker runs as one KRaft node (broker and controller) on loopback,
-with its data, pid file and log under a state folder. Nothing here needs Docker.
+folder. By default one KRaft node (broker and controller) runs on loopback, with
+its data, pid file and log under a state folder. ``brokers=3`` runs a local
+cluster instead: three such nodes, each with its own ports (counted up from the
+base ports) and folders, one controller quorum, and topics replicated three times
+with two copies in sync. Nothing here needs Docker.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import random
 import shutil
 import signal
 import socket
@@ -18,14 +22,14 @@ import tempfile
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from kafka.admin import KafkaAdminClient
 from kafka.errors import KafkaError
 
 from streamscore.env import env_int, env_str
-from streamscore.errors import BrokerError
+from streamscore.errors import BrokerError, ConfigError
 from streamscore.processes import alive, command_line
 
 log = logging.getLogger(__name__)
@@ -33,11 +37,51 @@ log = logging.getLogger(__name__)
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 KAFKA_DIR = PROJECT_ROOT / "kafka"
 MAIN_CLASS = "kafka.Kafka"
+MAX_BROKERS = 9
+#: Replicas of every topic in a local cluster, and how many must be in sync for a write.
+CLUSTER_REPLICATION = 3
+CLUSTER_MIN_INSYNC = 2
+
+
+@dataclass(frozen=True)
+class BrokerNode:
+    """One Kafka process of the local broker: its node id, ports and files."""
+
+    node_id: int
+    host: str
+    port: int
+    controller_port: int
+    state_dir: Path
+    log_file: Path
+
+    @property
+    def bootstrap(self) -> str:
+        """The node's client address."""
+        return f"{self.host}:{self.port}"
+
+    @property
+    def data_dir(self) -> Path:
+        """The node's log.dirs."""
+        return self.state_dir / "data"
+
+    @property
+    def pid_file(self) -> Path:
+        """The running node's process id."""
+        return self.state_dir / "kafka.pid"
+
+    @property
+    def properties_file(self) -> Path:
+        """The node's generated server.properties."""
+        return self.state_dir / "server.properties"
 
 
 @dataclass(frozen=True)
 class BrokerConfig:
-    """Where the local broker keeps its jars and state, and the ports it listens on."""
+    """Where the local broker keeps its jars and state, and the ports it listens on.
+
+    With ``brokers`` > 1, node ``i`` (1-based) listens on ``port + i - 1`` and
+    ``controller_port + i - 1``.
+    """
 
     home: Path = PROJECT_ROOT / ".streamscore"
     cache_dir: Path = PROJECT_ROOT / ".streamscore" / "cache"
@@ -47,29 +91,79 @@ class BrokerConfig:
     heap: str = "768m"
     start_timeout_s: float = 90.0
     stop_timeout_s: float = 30.0
+    brokers: int = 1
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> BrokerConfig:
         """Read ``STREAMSCORE_HOME``, ``STREAMSCORE_KAFKA_PORT`` and friends.
 
         The jar cache defaults to ``<home>/cache``; ``STREAMSCORE_CACHE`` lets brokers
-        with other homes share one.
+        with other homes share one. ``STREAMSCORE_KAFKA_BROKERS`` defaults to the size
+        of the cluster last started in this home (1 when none runs). Controller ports
+        start after the client ports; each node's heap defaults to 768m alone, 512m in
+        a cluster.
         """
         env = os.environ if env is None else env
         port = env_int(env, "STREAMSCORE_KAFKA_PORT", 9092, minimum=1)
         home = Path(env_str(env, "STREAMSCORE_HOME", str(cls.home)))
+        brokers = env_int(env, "STREAMSCORE_KAFKA_BROKERS", started_size(home), minimum=1)
+        if brokers > MAX_BROKERS:
+            raise ConfigError(
+                f"STREAMSCORE_KAFKA_BROKERS={brokers}: at most {MAX_BROKERS} local brokers"
+            )
         return cls(
             home=home,
             cache_dir=Path(env_str(env, "STREAMSCORE_CACHE", str(home / "cache"))),
             port=port,
-            controller_port=env_int(env, "STREAMSCORE_KAFKA_CONTROLLER_PORT", port + 1, minimum=1),
-            heap=env_str(env, "STREAMSCORE_KAFKA_HEAP", cls.heap),
+            controller_port=env_int(
+                env, "STREAMSCORE_KAFKA_CONTROLLER_PORT", port + brokers, minimum=1
+            ),
+            heap=env_str(env, "STREAMSCORE_KAFKA_HEAP", cls.heap if brokers == 1 else "512m"),
+            brokers=brokers,
         )
 
     @property
+    def nodes(self) -> tuple[BrokerNode, ...]:
+        """Every node of the local broker, node id 1 first."""
+        if self.brokers == 1:
+            return (
+                BrokerNode(
+                    1, self.host, self.port, self.controller_port, self.state_dir, self.log_file
+                ),
+            )
+        return tuple(
+            BrokerNode(
+                node_id=i,
+                host=self.host,
+                port=self.port + i - 1,
+                controller_port=self.controller_port + i - 1,
+                state_dir=self.state_dir / f"node-{i}",
+                log_file=self.home / "logs" / f"kafka-{i}.log",
+            )
+            for i in range(1, self.brokers + 1)
+        )
+
+    def node(self, node_id: int) -> BrokerNode:
+        """The node with this id (as Kafka reports it, e.g. as a partition's leader)."""
+        for node in self.nodes:
+            if node.node_id == node_id:
+                return node
+        raise BrokerError(f"the local broker has no node {node_id} (nodes 1 to {self.brokers})")
+
+    @property
     def bootstrap(self) -> str:
-        """The address clients connect to."""
-        return f"{self.host}:{self.port}"
+        """The address clients connect to (every node's, comma-separated, for a cluster)."""
+        return ",".join(node.bootstrap for node in self.nodes)
+
+    @property
+    def replication(self) -> int:
+        """Copies of every internal topic (and of topics created without a factor)."""
+        return min(CLUSTER_REPLICATION, self.brokers)
+
+    @property
+    def min_insync(self) -> int:
+        """Copies that must be in sync for a write with acks=all to succeed."""
+        return 1 if self.brokers == 1 else min(CLUSTER_MIN_INSYNC, self.replication)
 
     @property
     def lib_dir(self) -> Path:
@@ -78,50 +172,101 @@ class BrokerConfig:
 
     @property
     def state_dir(self) -> Path:
-        """This broker's data, config, pid file and log."""
+        """This broker's data, config, pid file and log (a cluster: a folder per node)."""
         return self.home / "kafka"
 
     @property
     def data_dir(self) -> Path:
-        """The broker's log.dirs."""
+        """The single node's log.dirs."""
         return self.state_dir / "data"
 
     @property
     def pid_file(self) -> Path:
-        """The running broker's process id."""
+        """The running single node's process id."""
         return self.state_dir / "kafka.pid"
 
     @property
     def log_file(self) -> Path:
-        """Where the broker's output goes."""
+        """Where the single node's output goes."""
         return self.home / "logs" / "kafka.log"
 
     @property
     def properties_file(self) -> Path:
-        """The generated server.properties."""
+        """The single node's generated server.properties."""
         return self.state_dir / "server.properties"
+
+    @property
+    def size_file(self) -> Path:
+        """Holds the number of nodes while a cluster of more than one is started."""
+        return self.state_dir / "cluster-size"
+
+    @property
+    def cluster_id_file(self) -> Path:
+        """The KRaft cluster id every node of a cluster is formatted with."""
+        return self.state_dir / "cluster-id"
+
+
+def started_size(home: Path) -> int:
+    """How many nodes the cluster started in ``home`` has (1 when none was)."""
+    try:
+        size = int((home / "kafka" / "cluster-size").read_text().strip())
+    except (OSError, ValueError):
+        return 1
+    return size if 1 <= size <= MAX_BROKERS else 1
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    """What one node of a local cluster is doing."""
+
+    node_id: int
+    state: str  # "up", "starting", "stopped"
+    pid: int | None
+    bootstrap: str
+
+    def describe(self) -> str:
+        """``node 2 up (pid 123)``."""
+        pid = f" (pid {self.pid})" if self.pid is not None else ""
+        return f"node {self.node_id} {self.state}{pid}"
 
 
 @dataclass(frozen=True)
 class BrokerStatus:
-    """What the local broker is doing right now."""
+    """What the local broker is doing right now.
 
-    state: str  # "up", "starting", "stopped"
+    For a cluster, ``nodes`` holds each node's state and ``state`` sums them up:
+    ``degraded`` when some nodes run and others are stopped.
+    """
+
+    state: str  # "up", "starting", "degraded", "stopped"
     pid: int | None
     bootstrap: str
     log_file: Path
+    nodes: tuple[NodeStatus, ...] = ()
 
     def describe(self) -> str:
         """One line for a person."""
+        if len(self.nodes) > 1:
+            if self.state == "stopped":
+                return "kafka is stopped"
+            each = ", ".join(node.describe() for node in self.nodes)
+            return (
+                f"kafka cluster of {len(self.nodes)} brokers is {self.state} at {self.bootstrap}: "
+                f"{each}; logs: {self.log_file}"
+            )
         if self.state == "up":
             return f"kafka is up at {self.bootstrap} (pid {self.pid}); log: {self.log_file}"
         if self.state == "starting":
             return f"kafka is starting (pid {self.pid}), not answering yet; log: {self.log_file}"
         return "kafka is stopped"
 
+    def pids(self) -> dict[int, int]:
+        """Node id -> pid of every running node."""
+        return {node.node_id: node.pid for node in self.nodes if node.pid is not None}
+
 
 class LocalBroker:
-    """Drives one local broker described by a BrokerConfig."""
+    """Drives the local broker (one node or a cluster) described by a BrokerConfig."""
 
     def __init__(self, config: BrokerConfig) -> None:
         self.config = config
@@ -168,49 +313,89 @@ class LocalBroker:
     # --- status ------------------------------------------------------------------
 
     def status(self) -> BrokerStatus:
-        """Up (answering), starting (process alive, port closed) or stopped."""
-        pid = self._live_pid()
-        if pid is None:
-            return BrokerStatus("stopped", None, self.config.bootstrap, self.config.log_file)
-        state = "up" if _port_open(self.config.host, self.config.port) else "starting"
-        return BrokerStatus(state, pid, self.config.bootstrap, self.config.log_file)
+        """Up (answering), starting (process alive, port closed), degraded or stopped."""
+        nodes = tuple(self._node_status(node) for node in self.config.nodes)
+        states = {node.state for node in nodes}
+        if states == {"up"}:
+            state = "up"
+        elif states == {"stopped"}:
+            state = "stopped"
+        elif "stopped" in states:
+            state = "degraded"
+        else:
+            state = "starting"
+        pid = next((node.pid for node in nodes if node.pid is not None), None)
+        log_file = self.config.log_file
+        if self.config.brokers > 1:
+            log_file = self.config.home / "logs"
+        return BrokerStatus(state, pid, self.config.bootstrap, log_file, nodes)
 
-    def _live_pid(self) -> int | None:
-        """The broker's pid if its process is alive; a stale pid file is removed."""
+    def _node_status(self, node: BrokerNode) -> NodeStatus:
+        pid = self._live_pid(node)
+        if pid is None:
+            return NodeStatus(node.node_id, "stopped", None, node.bootstrap)
+        state = "up" if _port_open(node.host, node.port) else "starting"
+        return NodeStatus(node.node_id, state, pid, node.bootstrap)
+
+    def _live_pid(self, node: BrokerNode) -> int | None:
+        """The node's pid if its process is alive; a stale pid file is removed."""
         try:
-            pid = int(self.config.pid_file.read_text().strip())
+            pid = int(node.pid_file.read_text().strip())
         except (FileNotFoundError, ValueError):
             return None
-        if _is_our_broker(pid, self.config.properties_file):
+        if _is_our_broker(pid, node.properties_file):
             return pid
-        log.info("removing stale pid file %s (pid %d is not running)", self.config.pid_file, pid)
-        self.config.pid_file.unlink(missing_ok=True)
+        log.info("removing stale pid file %s (pid %d is not running)", node.pid_file, pid)
+        node.pid_file.unlink(missing_ok=True)
         return None
 
     # --- up / down -----------------------------------------------------------------
 
     def up(self) -> BrokerStatus:
-        """Start the broker and wait until it answers; a no-op when it is already up."""
+        """Start every node that is not running and wait until all answer.
+
+        A no-op when everything is up; after a node was killed, this restarts it.
+        """
         current = self.status()
         if current.state == "up":
             return current
-        if current.state == "starting":
-            return self._wait_until_up(current.pid)
-        for port in (self.config.port, self.config.controller_port):
-            if _port_open(self.config.host, port):
+        if self.config.brokers > 1:
+            single = replace(self.config, brokers=1)
+            pid = LocalBroker(single)._live_pid(single.nodes[0])
+            if pid is not None:
                 raise BrokerError(
-                    f"port {port} on {self.config.host} is taken by another process; stop it or "
-                    "choose other ports with STREAMSCORE_KAFKA_PORT / "
-                    "STREAMSCORE_KAFKA_CONTROLLER_PORT"
+                    f"the single-node broker of {self.config.home} runs (pid {pid}); stop it "
+                    "with `streamscore kafka down` before starting a cluster there"
                 )
-        java = _java()
-        lib = self.install()
-        self._write_properties()
-        classpath = f"{lib}/*"
-        if not (self.config.data_dir / "meta.properties").exists():
-            self._format(java, classpath)
-        self.config.log_file.parent.mkdir(parents=True, exist_ok=True)
-        with self.config.log_file.open("ab") as out:
+        stopped = [
+            node
+            for node, state in zip(self.config.nodes, current.nodes, strict=True)
+            if state.state == "stopped"
+        ]
+        for node in stopped:
+            for port in (node.port, node.controller_port):
+                if _port_open(node.host, port):
+                    raise BrokerError(
+                        f"port {port} on {node.host} is taken by another process; stop it or "
+                        "choose other ports with STREAMSCORE_KAFKA_PORT / "
+                        "STREAMSCORE_KAFKA_CONTROLLER_PORT"
+                    )
+        processes: dict[int, subprocess.Popen[bytes]] = {}
+        if stopped:
+            java = _java()
+            classpath = f"{self.install()}/*"
+            for node in stopped:
+                self._write_properties(node)
+            self._format(java, classpath, stopped)
+            if self.config.brokers > 1:
+                self.config.size_file.write_text(f"{self.config.brokers}\n")
+            for node in stopped:
+                processes[node.node_id] = self._start(java, classpath, node)
+        return self._wait_until_up(processes)
+
+    def _start(self, java: str, classpath: str, node: BrokerNode) -> subprocess.Popen[bytes]:
+        node.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with node.log_file.open("ab") as out:
             process = subprocess.Popen(
                 [
                     java,
@@ -223,72 +408,115 @@ class LocalBroker:
                     "-cp",
                     classpath,
                     MAIN_CLASS,
-                    str(self.config.properties_file),
+                    str(node.properties_file),
                 ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
-        self.config.pid_file.write_text(f"{process.pid}\n")
-        return self._wait_until_up(process.pid, process)
+        node.pid_file.write_text(f"{process.pid}\n")
+        return process
 
     def down(self) -> bool:
-        """Stop the broker (SIGTERM, then SIGKILL after the timeout); False if it was not up."""
-        pid = self._live_pid()
-        if pid is None:
+        """Stop every node (SIGTERM, then SIGKILL after the timeout); False if none was up."""
+        running = [(node, pid) for node in self.config.nodes if (pid := self._live_pid(node))]
+        self.config.size_file.unlink(missing_ok=True)
+        if not running:
             return False
-        os.kill(pid, signal.SIGTERM)
+        for _, pid in running:
+            os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + self.config.stop_timeout_s
-        while alive(pid) and time.monotonic() < deadline:
+        while any(alive(pid) for _, pid in running) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if alive(pid):
-            log.warning(
-                "kafka (pid %d) did not stop in %.0fs; killing it", pid, self.config.stop_timeout_s
-            )
-            os.kill(pid, signal.SIGKILL)
-            while alive(pid):
-                time.sleep(0.05)
-        self.config.pid_file.unlink(missing_ok=True)
+        for node, pid in running:
+            if alive(pid):
+                log.warning(
+                    "kafka node %d (pid %d) did not stop in %.0fs; killing it",
+                    node.node_id,
+                    pid,
+                    self.config.stop_timeout_s,
+                )
+                os.kill(pid, signal.SIGKILL)
+                while alive(pid):
+                    time.sleep(0.05)
+            node.pid_file.unlink(missing_ok=True)
         return True
 
-    def _wait_until_up(
-        self, pid: int | None, process: subprocess.Popen[bytes] | None = None
-    ) -> BrokerStatus:
+    def kill(self, node_id: int, sig: int = signal.SIGKILL) -> int | None:
+        """Send ``sig`` (SIGKILL: a crash) to one node and wait until it is gone; its pid.
+
+        The pid file stays, as after a real crash; `up` starts the node again.
+        None when the node was not running.
+        """
+        node = self.config.node(node_id)
+        pid = self._live_pid(node)
+        if pid is None:
+            return None
+        os.kill(pid, sig)
+        deadline = time.monotonic() + self.config.stop_timeout_s
+        while alive(pid):
+            if time.monotonic() > deadline:
+                raise BrokerError(f"kafka node {node_id} (pid {pid}) did not die on signal {sig}")
+            time.sleep(0.05)
+        return pid
+
+    def _wait_until_up(self, processes: Mapping[int, subprocess.Popen[bytes]]) -> BrokerStatus:
         deadline = time.monotonic() + self.config.start_timeout_s
+        nodes = self.config.nodes
         while time.monotonic() < deadline:
-            code = process.poll() if process is not None else (None if pid and alive(pid) else 1)
-            if code is not None:
-                self.config.pid_file.unlink(missing_ok=True)
-                raise BrokerError(
-                    f"kafka exited during start (code {code}); see {self.config.log_file}:\n"
-                    + _tail(self.config.log_file)
-                )
-            if _port_open(self.config.host, self.config.port) and _answers(self.config.bootstrap):
+            for node in nodes:
+                process = processes.get(node.node_id)
+                code = process.poll() if process is not None else None
+                if process is None and self._live_pid(node) is None:
+                    code = 1
+                if code is not None:
+                    node.pid_file.unlink(missing_ok=True)
+                    which = "kafka" if len(nodes) == 1 else f"kafka node {node.node_id}"
+                    raise BrokerError(
+                        f"{which} exited during start (code {code}); see {node.log_file}:\n"
+                        + _tail(node.log_file)
+                    )
+            if all(_port_open(node.host, node.port) for node in nodes) and _answers(
+                self.config.bootstrap, len(nodes)
+            ):
                 return self.status()
             time.sleep(0.2)
         raise BrokerError(
             f"kafka did not answer on {self.config.bootstrap} within "
-            f"{self.config.start_timeout_s:.0f}s; see {self.config.log_file}"
+            f"{self.config.start_timeout_s:.0f}s; see {self.status().log_file}"
         )
 
-    def _write_properties(self) -> None:
+    def _write_properties(self, node: BrokerNode) -> None:
         template = (KAFKA_DIR / "server.properties.template").read_text()
-        self.config.state_dir.mkdir(parents=True, exist_ok=True)
-        self.config.properties_file.write_text(
+        voters = ",".join(f"{n.node_id}@{n.host}:{n.controller_port}" for n in self.config.nodes)
+        node.state_dir.mkdir(parents=True, exist_ok=True)
+        node.properties_file.write_text(
             template.format(
-                host=self.config.host,
-                port=self.config.port,
-                controller_port=self.config.controller_port,
-                data_dir=self.config.data_dir,
+                node_id=node.node_id,
+                voters=voters,
+                host=node.host,
+                port=node.port,
+                controller_port=node.controller_port,
+                data_dir=node.data_dir,
+                replication=self.config.replication,
+                min_insync=self.config.min_insync,
             )
         )
 
-    def _format(self, java: str, classpath: str) -> None:
-        """Format the KRaft storage once, with a fresh cluster id."""
-        self.config.data_dir.mkdir(parents=True, exist_ok=True)
-        result = subprocess.run(
-            [
+    def _format(self, java: str, classpath: str, nodes: list[BrokerNode]) -> None:
+        """Format the KRaft storage of nodes that have none (in parallel), once.
+
+        Every node of a cluster gets the same cluster id (kept in the state folder).
+        """
+        todo = [node for node in nodes if not (node.data_dir / "meta.properties").exists()]
+        if not todo:
+            return
+        cluster_id = self._cluster_id()
+        running: list[tuple[BrokerNode, subprocess.Popen[str]]] = []
+        for node in todo:
+            node.data_dir.mkdir(parents=True, exist_ok=True)
+            command = [
                 java,
                 "-cp",
                 classpath,
@@ -297,16 +525,32 @@ class LocalBroker:
                 "format",
                 "--ignore-formatted",
                 "-t",
-                _cluster_id(),
+                cluster_id,
                 "-c",
-                str(self.config.properties_file),
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise BrokerError(f"formatting kafka's storage failed:\n{result.stdout}{result.stderr}")
+                str(node.properties_file),
+            ]
+            process = subprocess.Popen(
+                command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            )
+            running.append((node, process))
+        failed = []
+        for node, process in running:
+            output, _ = process.communicate()
+            if process.returncode != 0:
+                failed.append(f"node {node.node_id}: {output}")
+        if failed:
+            raise BrokerError("formatting kafka's storage failed:\n" + "\n".join(failed))
+
+    def _cluster_id(self) -> str:
+        if self.config.brokers == 1:
+            return _cluster_id()
+        try:
+            return self.config.cluster_id_file.read_text().strip()
+        except FileNotFoundError:
+            cluster_id = _cluster_id()
+            self.config.cluster_id_file.parent.mkdir(parents=True, exist_ok=True)
+            self.config.cluster_id_file.write_text(f"{cluster_id}\n")
+            return cluster_id
 
 
 def free_port() -> int:
@@ -314,6 +558,28 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def free_port_range(count: int, *, low: int = 20_000, high: int = 32_000) -> int:
+    """The first of ``count`` consecutive loopback ports that are all free right now.
+
+    The range stays below Linux's ephemeral ports (32768 on), so outgoing
+    connections do not take them between this check and the broker's start.
+    """
+    for _ in range(200):
+        base = random.randrange(low, high - count)
+        if all(_bindable(port) for port in range(base, base + count)):
+            return base
+    raise BrokerError(f"found no {count} consecutive free ports between {low} and {high}")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _cluster_id() -> str:
@@ -337,14 +603,15 @@ def _port_open(host: str, port: int) -> bool:
         return False
 
 
-def _answers(bootstrap: str) -> bool:
-    """True once the broker answers a metadata request with itself as a live broker."""
+def _answers(bootstrap: str, brokers: int = 1) -> bool:
+    """True once the cluster answers a metadata request with ``brokers`` live brokers."""
     try:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), request_timeout_ms=3000)
     except KafkaError:
         return False
     try:
-        return bool(admin.describe_cluster().get("brokers"))
+        live = [b for b in admin.describe_cluster().get("brokers", []) if not b.get("is_fenced")]
+        return len(live) >= brokers
     except KafkaError:
         return False
     finally:
