@@ -7,6 +7,7 @@ clients and threads; none is shared across a fork.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -39,6 +40,7 @@ from gateway.resources import (
     ServerMetadata,
     error_body,
 )
+from streamscore.errors import MessageError
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +84,14 @@ def create_app(
         new_id=new_id,
     )
     app = falcon.App(middleware=[MetricsMiddleware(metrics)])
+    # ASCII JSON: any string a client sent (a lone surrogate escape too) can be echoed.
+    app.resp_options.media_handlers[falcon.MEDIA_JSON] = falcon.media.JSONHandler(
+        dumps=functools.partial(json.dumps, ensure_ascii=True)
+    )
     app.set_error_serializer(_serialize_error)
     app.add_error_handler(Exception, _unexpected)
     app.add_error_handler(GatewayError, _gateway_error)
+    app.add_error_handler(MessageError, _message_error)
 
     app.add_route("/ping", Ping())
     app.add_route("/v2", ServerMetadata(_version()))
@@ -116,6 +123,14 @@ def _gateway_error(
     if exc.retry_after_s is not None:
         resp.set_header("Retry-After", str(exc.retry_after_s))
     resp.media = {"error": exc.message}
+
+
+def _message_error(
+    req: falcon.Request, resp: falcon.Response, exc: MessageError, params: dict[str, Any]
+) -> None:
+    """A request the message contract refuses (e.g. a value out of range): the client's 400."""
+    resp.status = falcon.HTTP_400
+    resp.media = {"error": str(exc)}
 
 
 def _unexpected(

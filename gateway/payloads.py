@@ -22,6 +22,8 @@ NUMERIC_DATATYPES = frozenset(
     | {f"{sign}INT{bits}" for sign in ("", "U") for bits in (8, 16, 32, 64)}
 )
 OUTPUT_NAME = "predict"
+#: The largest model version a request may name (a signed 64-bit integer, like Kafka's).
+MAX_VERSION = 2**63 - 1
 
 
 class GatewayError(StreamscoreError):
@@ -39,16 +41,48 @@ def bad(message: str) -> GatewayError:
     return GatewayError(400, message)
 
 
+def bad_field(path: str, reason: str) -> GatewayError:
+    """A 400 error about one field of the body, named like ``field 'x[0]': <reason>``."""
+    return bad(f"field {path!r}: {reason}")
+
+
+def too_large(limit: int) -> GatewayError:
+    """The 413 error of a body over ``limit`` bytes."""
+    return GatewayError(413, f"the body is larger than {limit} bytes: send fewer rows per request")
+
+
+class LongInteger:
+    """An integer literal with more digits than Python converts (``sys.get_int_max_str_digits``).
+
+    Only ever made by `decode_json` for a body that holds one, so that the field can
+    be named in the 400 instead of failing the whole decode.
+    """
+
+    __slots__ = ("digits",)
+
+    def __init__(self, text: str) -> None:
+        self.digits = len(text.lstrip("-"))
+
+    def __repr__(self) -> str:
+        return f"<an integer of {self.digits} digits>"
+
+
+def _integer_or_long(text: str) -> int | LongInteger:
+    try:
+        return int(text)
+    except ValueError:
+        return LongInteger(text)
+
+
 def _reject_constant(name: str) -> float:
     raise bad(f"the body is not valid JSON: {name} is not a number; send finite numbers")
 
 
-def decode_json(raw: bytes) -> Json:
-    """Decode a request body that must be a JSON object."""
-    if not raw.strip():
-        raise bad("the body is empty: send a JSON object (see GET /openapi.json)")
+def _loads(raw: bytes, *, keep_long_integers: bool = False) -> Any:
     try:
-        obj = json.loads(raw, parse_constant=_reject_constant)
+        if keep_long_integers:
+            return json.loads(raw, parse_constant=_reject_constant, parse_int=_integer_or_long)
+        return json.loads(raw, parse_constant=_reject_constant)
     except UnicodeDecodeError:
         raise bad("the body is not UTF-8 text: send UTF-8 JSON") from None
     except json.JSONDecodeError as exc:
@@ -57,37 +91,65 @@ def decode_json(raw: bytes) -> Json:
         ) from None
     except RecursionError:
         raise bad("the body is nested too deeply") from None
+
+
+def decode_json(raw: bytes) -> Json:
+    """Decode a request body that must be a JSON object."""
+    if not raw.strip():
+        raise bad("the body is empty: send a JSON object (see GET /openapi.json)")
+    try:
+        obj = _loads(raw)
+    except ValueError:
+        # An integer past Python's int/str conversion limit (4300 digits by default).
+        # Decode again keeping such integers as markers: the field that holds one is
+        # named in the 400, and a field nobody reads is ignored like any other.
+        obj = _loads(raw, keep_long_integers=True)
     if not isinstance(obj, dict):
         raise bad(f"expected a JSON object as the body, got a JSON {type(obj).__name__}")
     return obj
 
 
+def _describe_long(value: Any) -> str:
+    if isinstance(value, LongInteger):
+        return repr(value)
+    raise TypeError(f"not JSON: {type(value).__name__}")
+
+
 def _describe(value: Any) -> str:
-    text = json.dumps(value)
+    if isinstance(value, LongInteger):
+        return f"an integer of {value.digits} digits"
+    try:
+        text = json.dumps(value, default=_describe_long)
+    except (TypeError, ValueError, RecursionError):
+        return f"a JSON {type(value).__name__}"
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _number(value: Any, where: str, integer: bool = False) -> float:
+def _number(value: Any, path: str, integer: bool = False) -> float:
+    if isinstance(value, LongInteger):
+        raise bad_field(
+            path, f"an integer of {value.digits} digits is too large; send finite numbers"
+        )
     if type(value) is not int and (integer or type(value) is not float):
         expected = "an integer" if integer else "a number"
-        raise bad(f"{where}: expected {expected}, got {_describe(value)}")
+        raise bad_field(path, f"expected {expected}, got {_describe(value)}")
     try:
         number = float(value)
     except OverflowError:
         number = math.inf
     if not math.isfinite(number):
-        raise bad(f"{where}: {_describe(value)} is too large; send finite numbers")
+        raise bad_field(path, f"{_describe(value)} is too large; send finite numbers")
     return number
 
 
-def _row(value: Any, where: str) -> list[float]:
+def _row(value: Any, path: str) -> list[float]:
     if not isinstance(value, list):
-        raise bad(f"{where}: expected an array of numbers, got {_describe(value)}")
+        raise bad_field(path, f"expected an array of numbers, got {_describe(value)}")
     if not value:
-        raise bad(f"{where}: expected at least one feature, got an empty array")
+        raise bad_field(path, "expected at least one feature, got an empty array")
     if len(value) > MAX_FEATURES:
-        raise bad(f"{where}: at most {MAX_FEATURES} features, got {len(value)}")
-    return [_number(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        raise bad_field(path, f"at most {MAX_FEATURES} features, got {len(value)}")
+    return [_number(v, f"{path}[{i}]") for i, v in enumerate(value)]
 
 
 def _optional_text(body: Json, name: str, limit: int) -> str | None:
@@ -95,21 +157,31 @@ def _optional_text(body: Json, name: str, limit: int) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or not 1 <= len(value) <= limit:
-        raise bad(f"{name!r}: expected a string of 1 to {limit} characters, got {_describe(value)}")
+        raise bad_field(
+            name, f"expected a string of 1 to {limit} characters, got {_describe(value)}"
+        )
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise bad_field(
+            name, "not valid Unicode (it holds a lone surrogate escape): send UTF-8 text"
+        ) from None
     return value
 
 
-def _rows(rows: Any, where: str) -> list[list[float]]:
+def _rows(rows: Any, path: str) -> list[list[float]]:
     if not isinstance(rows, list) or not rows:
-        raise bad(f"{where}: expected a non-empty array of rows, got {_describe(rows)}")
+        raise bad_field(path, f"expected a non-empty array of rows, got {_describe(rows)}")
     if len(rows) > MAX_INSTANCES:
-        raise bad(f"{where}: at most {MAX_INSTANCES} rows per request, got {len(rows)}; split it")
-    out = [_row(row, f"{where}[{i}]") for i, row in enumerate(rows)]
+        raise bad_field(
+            path, f"at most {MAX_INSTANCES} rows per request, got {len(rows)}; split it"
+        )
+    out = [_row(row, f"{path}[{i}]") for i, row in enumerate(rows)]
     for i, row in enumerate(out):
         if len(row) != len(out[0]):
-            raise bad(
-                f"{where}[{i}]: every row needs {len(out[0])} features like the first, "
-                f"got {len(row)}"
+            raise bad_field(
+                f"{path}[{i}]",
+                f"every row needs {len(out[0])} features like the first, got {len(row)}",
             )
     return out
 
@@ -141,25 +213,28 @@ def parse_infer(body: Json) -> Rows:
     request_id = _optional_text(body, "id", MAX_ID_CHARS)
     inputs = body.get("inputs")
     if not isinstance(inputs, list) or not inputs:
-        raise bad(
-            "'inputs': expected an array with one tensor, e.g. "
-            '{"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP64", "data": [0.5, 1.5]}]}'
+        raise bad_field(
+            "inputs",
+            "expected an array with one tensor, e.g. "
+            '{"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP64", "data": [0.5, 1.5]}]}',
         )
     if len(inputs) != 1:
-        raise bad(f"'inputs': expected one tensor (the feature matrix), got {len(inputs)}")
+        raise bad_field("inputs", f"expected one tensor (the feature matrix), got {len(inputs)}")
     tensor = inputs[0]
     if not isinstance(tensor, dict):
-        raise bad(f"'inputs[0]': expected an object, got {_describe(tensor)}")
+        raise bad_field("inputs[0]", f"expected an object, got {_describe(tensor)}")
     for name in ("name", "shape", "datatype", "data"):
         if name not in tensor:
-            raise bad(f"'inputs[0].{name}' is missing; a tensor has name, shape, datatype, data")
+            raise bad_field(
+                f"inputs[0].{name}", "missing; a tensor has name, shape, datatype and data"
+            )
     if not isinstance(tensor["name"], str):
-        raise bad(f"'inputs[0].name': expected a string, got {_describe(tensor['name'])}")
+        raise bad_field("inputs[0].name", f"expected a string, got {_describe(tensor['name'])}")
     datatype = tensor["datatype"]
     if not isinstance(datatype, str) or datatype not in NUMERIC_DATATYPES:
-        raise bad(
-            f"'inputs[0].datatype': expected a numeric type (FP64, FP32, INT64, ...), "
-            f"got {_describe(datatype)}"
+        raise bad_field(
+            "inputs[0].datatype",
+            f"expected a numeric type (FP64, FP32, INT64, ...), got {_describe(datatype)}",
         )
     shape = tensor["shape"]
     if (
@@ -167,35 +242,40 @@ def parse_infer(body: Json) -> Rows:
         or len(shape) != 2
         or not all(type(n) is int and n >= 1 for n in shape)
     ):
-        raise bad(
-            f"'inputs[0].shape': expected [rows, features] of positive integers, "
-            f"got {_describe(shape)}"
+        raise bad_field(
+            "inputs[0].shape",
+            f"expected [rows, features] of positive integers, got {_describe(shape)}",
         )
     n, d = shape
     if n > MAX_INSTANCES:
-        raise bad(f"'inputs[0].shape': at most {MAX_INSTANCES} rows per request, got {n}; split it")
+        raise bad_field(
+            "inputs[0].shape",
+            f"at most {MAX_INSTANCES} rows per request, got {_describe(n)}; split it",
+        )
     if d > MAX_FEATURES:
-        raise bad(f"'inputs[0].shape': at most {MAX_FEATURES} features, got {d}")
+        raise bad_field("inputs[0].shape", f"at most {MAX_FEATURES} features, got {_describe(d)}")
     data = tensor["data"]
     if not isinstance(data, list):
-        raise bad(f"'inputs[0].data': expected an array of numbers, got {_describe(data)}")
+        raise bad_field("inputs[0].data", f"expected an array of numbers, got {_describe(data)}")
     integer = datatype.startswith(("INT", "UINT"))
     if data and isinstance(data[0], list):
         if len(data) != n:
-            raise bad(f"'inputs[0].data': shape {shape} needs {n} rows, got {len(data)}")
+            raise bad_field("inputs[0].data", f"shape {shape} needs {n} rows, got {len(data)}")
         rows = []
         for i, row in enumerate(data):
-            where = f"'inputs[0].data[{i}]'"
+            path = f"inputs[0].data[{i}]"
             if not isinstance(row, list) or len(row) != d:
-                raise bad(f"{where}: shape {shape} needs rows of {d} numbers, got {_describe(row)}")
-            rows.append([_number(v, f"{where}[{j}]", integer) for j, v in enumerate(row)])
+                raise bad_field(
+                    path, f"shape {shape} needs rows of {d} numbers, got {_describe(row)}"
+                )
+            rows.append([_number(v, f"{path}[{j}]", integer) for j, v in enumerate(row)])
     else:
         if len(data) != n * d:
-            raise bad(
-                f"'inputs[0].data': shape {shape} needs {n * d} numbers (row-major), "
-                f"got {len(data)}"
+            raise bad_field(
+                "inputs[0].data",
+                f"shape {shape} needs {n * d} numbers (row-major), got {len(data)}",
             )
-        flat = [_number(v, f"'inputs[0].data[{i}]'", integer) for i, v in enumerate(data)]
+        flat = [_number(v, f"inputs[0].data[{i}]", integer) for i, v in enumerate(data)]
         rows = [flat[i * d : (i + 1) * d] for i in range(n)]
     return Rows(rows, id=request_id)
 
@@ -234,12 +314,14 @@ def parse_predict(body: Json) -> Rows:
         )
     model = _optional_text(body, "model", MAX_NAME_CHARS)
     version = body.get("version")
-    if version is not None and (type(version) is not int or version < 1):
-        raise bad(f"'version': expected an integer >= 1, got {_describe(version)}")
+    if version is not None and (type(version) is not int or not 1 <= version <= MAX_VERSION):
+        raise bad_field(
+            "version", f"expected an integer from 1 to {MAX_VERSION}, got {_describe(version)}"
+        )
     if version is not None and model is None:
         raise bad("'version' needs 'model': name the model whose version you want")
     request_id = _optional_text(body, "id", MAX_ID_CHARS)
-    rows = [_row(body["x"], "'x'")] if has_x else _rows(body["instances"], "'instances'")
+    rows = [_row(body["x"], "x")] if has_x else _rows(body["instances"], "instances")
     return Rows(rows, id=request_id, model=model, version=version, single=has_x)
 
 

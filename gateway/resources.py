@@ -19,22 +19,42 @@ from gateway.payloads import (
     parse_infer,
     parse_predict,
     predict_response,
+    too_large,
 )
 
 PLATFORM = "streamscore"
 
 
+def read_body(req: falcon.Request, limit: int) -> bytes:
+    """The request's body, at most ``limit`` bytes (413 past it), however it was framed.
+
+    With a Content-Length the declared size is checked first and exactly that much is
+    read; a chunked body (no Content-Length: the server hands it over de-chunked) is
+    read until its end, ``limit + 1`` bytes at most. Any other body is empty.
+    """
+    length = req.content_length
+    if length is not None:
+        if length > limit:
+            raise too_large(limit)
+        return req.bounded_stream.read(length)
+    if "chunked" not in (req.get_header("Transfer-Encoding") or "").lower():
+        return b""
+    parts: list[bytes] = []
+    size = 0
+    while size <= limit:
+        part = req.stream.read(limit + 1 - size)
+        if not part:
+            break
+        parts.append(part)
+        size += len(part)
+    if size > limit:
+        raise too_large(limit)
+    return b"".join(parts)
+
+
 def read_json(req: falcon.Request, limit: int) -> Json:
     """The request's body as a JSON object; 413 past ``limit`` bytes, 400 if it is not one."""
-    too_large = GatewayError(
-        413, f"the body is larger than {limit} bytes: send fewer rows per request"
-    )
-    if req.content_length is not None and req.content_length > limit:
-        raise too_large
-    raw = req.bounded_stream.read(limit + 1)
-    if len(raw) > limit:
-        raise too_large
-    return decode_json(raw)
+    return decode_json(read_body(req, limit))
 
 
 def prefers_async(req: falcon.Request) -> bool:
@@ -73,6 +93,8 @@ class Ping:
         """Answer pong."""
         resp.media = {"ping": "pong"}
 
+    on_head = on_get
+
 
 class ServerMetadata:
     """``GET /v2``: Open Inference Protocol server metadata."""
@@ -84,6 +106,8 @@ class ServerMetadata:
         """Name, version and extensions."""
         resp.media = {"name": PLATFORM, "version": self.version, "extensions": ["respond-async"]}
 
+    on_head = on_get
+
 
 class Live:
     """``GET /v2/health/live``: the process answers."""
@@ -91,6 +115,8 @@ class Live:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Always live while it can answer."""
         resp.media = {"live": True}
+
+    on_head = on_get
 
 
 class Ready:
@@ -111,6 +137,8 @@ class Ready:
             resp.set_header("Retry-After", "1")
         resp.media = body
 
+    on_head = on_get
+
 
 class ModelList:
     """``GET /v2/models``: every model the catalogue knows."""
@@ -123,6 +151,8 @@ class ModelList:
         resp.media = {
             "models": [model_metadata(e, e.latest, e.last_score) for e in self.catalogue.models()]
         }
+
+    on_head = on_get
 
 
 class ModelMetadata:
@@ -148,6 +178,8 @@ class ModelMetadata:
                 404, f"model {name!r} has no version {version}; known versions: {known}"
             )
         resp.media = model_metadata(entry, info, entry.scores.get(version))
+
+    on_head = on_get
 
 
 class Infer:
@@ -217,6 +249,8 @@ class OpenAPI:
         resp.content_type = falcon.MEDIA_JSON
         resp.data = self.document
 
+    on_head = on_get
+
 
 class MetricsResource:
     """``GET /metrics``: Prometheus text format."""
@@ -228,6 +262,8 @@ class MetricsResource:
         """This worker's metrics."""
         resp.content_type = CONTENT_TYPE
         resp.text = self.metrics.render()
+
+    on_head = on_get
 
 
 def error_body(req: falcon.Request, resp: falcon.Response, exc: falcon.HTTPError) -> Json:
