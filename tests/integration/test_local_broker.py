@@ -2,6 +2,7 @@
 
 Every test gets its own ``STREAMSCORE_HOME`` and free ports, and shares only the jar
 cache, so the broker other people use (the default home, port 9092) is never touched.
+One test starts a cluster of three nodes and kills the leader of a partition.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -19,11 +21,13 @@ from pathlib import Path
 
 import pytest
 from kafka import TopicPartition
+from kafka.admin import ConfigResource, ConfigResourceType
 
 from bus.clients import make_admin, make_consumer, make_producer
 from bus.messages import Point
 from bus.settings import KafkaSettings
-from streamscore.broker import BrokerConfig, LocalBroker, free_port
+from bus.topics import TopicLayout, Topics, ensure_topics
+from streamscore.broker import BrokerConfig, LocalBroker, free_port, free_port_range
 
 pytestmark = pytest.mark.skipif(
     not (os.environ.get("JAVA_HOME") or shutil.which("java")),
@@ -259,3 +263,155 @@ def test_a_broker_that_dies_while_starting_points_at_its_log(
     assert "Invalid maximum heap size" in log_file.read_text()
     assert not home.config.pid_file.exists()
     assert cli(home, "status").returncode == STOPPED
+
+
+# --- a local cluster of three nodes --------------------------------------------------
+
+
+def cluster_home(tmp_path: Path) -> Home:
+    """A home for a three-node cluster: six consecutive free ports from a base port."""
+    base = free_port_range(6)
+    path = tmp_path / "cluster"
+    env = {
+        **os.environ,
+        "STREAMSCORE_HOME": str(path),
+        "STREAMSCORE_CACHE": str(BrokerConfig.from_env().cache_dir),
+        "STREAMSCORE_KAFKA_PORT": str(base),
+        "STREAMSCORE_KAFKA_HEAP": "512m",
+    }
+    env.pop("STREAMSCORE_KAFKA_BROKERS", None)
+    env.pop("STREAMSCORE_KAFKA_CONTROLLER_PORT", None)
+    return Home(path, base, base + 3, env)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Home]:
+    """A cluster home; whatever runs in it is stopped after the test, even on failure."""
+    home = cluster_home(tmp_path)
+    yield home
+    LocalBroker(replace(home.config, brokers=3)).down()
+    for pid in broker_processes(home.path):
+        os.kill(pid, 9)
+
+
+def leader_of(settings: KafkaSettings, topic: str, partition: int) -> int:
+    """The node id leading ``partition`` of ``topic``."""
+    admin = make_admin(settings)
+    try:
+        (described,) = admin.describe_topics([topic])
+    finally:
+        admin.close()
+    for info in described["partitions"]:
+        if info["partition_index"] == partition:
+            return int(info["leader_id"])
+    raise AssertionError(f"{topic} has no partition {partition}: {described}")
+
+
+def test_cluster_config_gives_each_node_its_ports_and_folders(tmp_path: Path) -> None:
+    config = BrokerConfig.from_env(
+        {"STREAMSCORE_HOME": str(tmp_path), "STREAMSCORE_KAFKA_PORT": "19092"}
+        | {"STREAMSCORE_KAFKA_BROKERS": "3"}
+    )
+    nodes = config.nodes
+    assert [(n.node_id, n.port, n.controller_port) for n in nodes] == [
+        (1, 19092, 19095),
+        (2, 19093, 19096),
+        (3, 19094, 19097),
+    ]
+    assert [n.pid_file for n in nodes] == [
+        tmp_path / "kafka" / f"node-{i}" / "kafka.pid" for i in (1, 2, 3)
+    ]
+    assert nodes[2].log_file == tmp_path / "logs" / "kafka-3.log"
+    assert config.bootstrap == "127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094"
+    assert (config.replication, config.min_insync, config.heap) == (3, 2, "512m")
+    single = BrokerConfig.from_env({"STREAMSCORE_HOME": str(tmp_path)})
+    assert [(n.port, n.controller_port, n.pid_file) for n in single.nodes] == [
+        (9092, 9093, tmp_path / "kafka" / "kafka.pid")
+    ]
+    assert (single.replication, single.min_insync, single.heap) == (1, 1, "768m")
+
+
+def test_a_three_node_cluster_rides_through_the_loss_of_a_partition_leader(
+    cluster: Home, unique_name: Callable[[str], str]
+) -> None:
+    up = subprocess.run(
+        [sys.executable, "-m", "streamscore", "kafka", "up", "--brokers", "3"],
+        env=cluster.env,
+        capture_output=True,
+        text=True,
+        timeout=150,
+        check=False,
+    )
+    assert up.returncode == 0, up.stderr
+    bootstrap = ",".join(f"127.0.0.1:{cluster.port + i}" for i in range(3))
+    assert up.stdout.startswith(f"kafka cluster of 3 brokers is up at {bootstrap}: node 1 up")
+    assert len(broker_processes(cluster.path)) == 3
+    config = cluster.config  # down and status find the cluster without being told its size
+    assert config.brokers == 3
+    assert cli(cluster, "status").returncode == 0
+
+    settings = replace(KafkaSettings.from_env({}), bootstrap_servers=bootstrap)
+    topics = Topics.with_prefix(unique_name("c") + ".")
+    ensure_topics(settings, topics, TopicLayout(partitions=3, reply_partitions=1))
+    admin = make_admin(settings)
+    try:
+        (described,) = admin.describe_topics([topics.points])
+        resource = ConfigResource(ConfigResourceType.TOPIC, topics.points, ["min.insync.replicas"])
+        configs = admin.describe_configs([resource])
+    finally:
+        admin.close()
+    assert {len(p["replica_nodes"]) for p in described["partitions"]} == {3}
+    assert configs["topic"][topics.points]["min.insync.replicas"]["value"] == "2"
+
+    producer = make_producer(settings, request_timeout_ms=10_000)
+    try:
+        for i in range(50):
+            producer.send(topics.points, value=f"before-{i}".encode(), partition=0)
+        producer.flush(timeout=30)
+
+        leader = leader_of(settings, topics.points, 0)
+        leader_pid = config.node(leader).pid_file.read_text().strip()
+        os.kill(int(leader_pid), signal.SIGKILL)
+        killed_at = time.monotonic()
+        futures = [
+            producer.send(topics.points, value=f"after-{i}".encode(), partition=0)
+            for i in range(50)
+        ]
+        for future in futures:  # acks=all: two of the three copies have each record
+            future.get(timeout=60)
+        assert time.monotonic() - killed_at < 60
+    finally:
+        producer.close(timeout=5)
+    assert leader_of(settings, topics.points, 0) != leader
+
+    consumer = make_consumer(settings, group_id=None)
+    try:
+        consumer.assign([TopicPartition(topics.points, 0)])
+        consumer.seek_to_beginning()
+        values: list[bytes] = []
+        deadline = time.monotonic() + 60
+        while len(values) < 100 and time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=200).values():
+                values.extend(record.value for record in batch)
+    finally:
+        consumer.close()
+    expected = [f"before-{i}".encode() for i in range(50)]
+    assert values == expected + [f"after-{i}".encode() for i in range(50)]
+
+    degraded = cli(cluster, "status")
+    assert degraded.returncode == STOPPED
+    assert f"node {leader} stopped" in degraded.stdout
+    assert degraded.stdout.startswith("kafka cluster of 3 brokers is degraded")
+
+    again = cli(cluster, "up", timeout_s=150)  # starts the killed node again
+    assert again.returncode == 0, again.stderr
+    assert f"node {leader} up (pid " in again.stdout
+    assert len(broker_processes(cluster.path)) == 3
+
+    down = cli(cluster, "down")
+    assert (down.returncode, down.stdout.strip()) == (0, "kafka stopped")
+    assert broker_processes(cluster.path) == []
+    assert (cli(cluster, "status").returncode, BrokerConfig.from_env(cluster.env).brokers) == (
+        STOPPED,
+        1,
+    )
