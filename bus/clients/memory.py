@@ -433,6 +433,7 @@ class MemoryConsumer(Consumer):
         self._assigned: set[TopicPartition] = set()
         self._positions: dict[TopicPartition, int] = {}
         self._closed = False
+        self._revoking = False
         self._start = 0
 
     def subscribe(
@@ -512,7 +513,8 @@ class MemoryConsumer(Consumer):
             if self._group_id is None:
                 raise BusError("commit needs a consumer with a group_id")
             group = broker._groups.get(self._group_id)
-            if self.subscription and group is not None and group.generation != self._generation:
+            stale = group is not None and group.generation != self._generation
+            if self.subscription and stale and not self._revoking:
                 raise TransientBusError(
                     f"commit failed: group {self._group_id!r} rebalanced; the records come again"
                 )
@@ -573,7 +575,12 @@ class MemoryConsumer(Consumer):
         if generation == self._generation and mine == self._assigned:
             return
         if self._assigned and self._on_revoke is not None:
-            self._on_revoke(sorted(self._assigned))
+            # as in Kafka, the revoke callback runs before the member rejoins: it may commit
+            self._revoking = True
+            try:
+                self._on_revoke(sorted(self._assigned))
+            finally:
+                self._revoking = False
         self._generation = generation
         self._assigned = mine
         self._positions = {}
