@@ -163,7 +163,7 @@ def test_a_poison_record_is_dead_lettered_and_the_rest_pass(
     values = seed(broker, 20, partitions=2)
     poison = broker.produce(IN, b"poison", key=b"bad-key", partition=1)
     values += [broker.produce(IN, b"after", partition=1).value or b""]
-    step, stats = run_copy(broker, delivery)
+    _, stats = run_copy(broker, delivery)
 
     assert Counter(outputs(broker)) == Counter(values)
     (letter,) = broker.records(DLQ)
