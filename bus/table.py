@@ -36,6 +36,7 @@ DEFAULT_RETRY_S = 300.0
 FIRST_WINDOW = 1000
 READ_TIMEOUT_S = 30.0
 POLL_S = 0.2
+MAX_BACKOFF_S = 5.0
 
 
 class Table:
@@ -51,6 +52,7 @@ class Table:
         topic_wait_s: float | None = 15.0,
         retry_s: float = DEFAULT_RETRY_S,
         partition_check_s: float = 30.0,
+        backoff_s: float = 0.1,
         stop: StopFlag | None = None,
         clock: Callable[[], float] = time.monotonic,
         consumer_options: Mapping[str, Any] | None = None,
@@ -71,7 +73,7 @@ class Table:
         self._caught_up = False
         self._next_check = 0.0
         self._fault_since: float | None = None
-        self._backoff = 0.1
+        self._backoff_start = self._backoff = backoff_s
 
     # --- following ---------------------------------------------------------------------
 
@@ -131,7 +133,7 @@ class Table:
                 self._clock() - self._fault_since,
             )
             self._fault_since = None
-            self._backoff = 0.1
+            self._backoff = self._backoff_start
         latest = self.latest
         if latest is not None:
             for record in records:
@@ -279,7 +281,7 @@ class Table:
                 f"(last: {exc}); check that the brokers (KAFKA_BOOTSTRAP_SERVERS) are up"
             ) from exc
         self._stop.wait(self._backoff)
-        self._backoff = min(self._backoff * 2, 5.0)
+        self._backoff = min(self._backoff * 2, MAX_BACKOFF_S)
 
     def _progress(self) -> str:
         consumer = self._opened()
