@@ -23,6 +23,7 @@ class GatewayConfig:
     max_pending: int = 1000
     max_body_bytes: int = 1_000_000
     async_ttl_ms: int = 600_000
+    client_timeout_ms: int = 30_000
     reply_group: str = ""  # "" = "<replies topic>.gateway"
     access_log: bool = False
 
@@ -48,6 +49,9 @@ class GatewayConfig:
             async_ttl_ms=env_int(
                 env, "STREAMSCORE_GATEWAY_ASYNC_TTL_MS", cls.async_ttl_ms, minimum=1000
             ),
+            client_timeout_ms=env_int(
+                env, "STREAMSCORE_GATEWAY_CLIENT_TIMEOUT_MS", cls.client_timeout_ms, minimum=100
+            ),
             reply_group=env_str(env, "STREAMSCORE_GATEWAY_REPLY_GROUP", ""),
             access_log=env_bool(env, "STREAMSCORE_GATEWAY_ACCESS_LOG", cls.access_log),
         )
@@ -56,6 +60,11 @@ class GatewayConfig:
     def timeout_s(self) -> float:
         """The reply timeout in seconds."""
         return self.timeout_ms / 1000
+
+    @property
+    def client_timeout_s(self) -> float:
+        """How long a client may take to send one whole request, in seconds."""
+        return self.client_timeout_ms / 1000
 
     def reply_group_for(self, replies_topic: str) -> str:
         """The consumer group of every gateway worker's reply consumer."""

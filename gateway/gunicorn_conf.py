@@ -16,7 +16,9 @@ _config = GatewayConfig.from_env()
 
 bind = [_config.bind]
 workers = _config.workers
-worker_class = "gthread"
+# gthread that hands a request to a thread only once it has all arrived, and answers
+# gunicorn's own errors (400, 414, 431, ...) in JSON: see gateway/worker.py.
+worker_class = "gateway.worker.GatewayWorker"
 threads = _config.threads
 preload_app = False
 timeout = 30

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Protocol
 
 import falcon
 
@@ -36,13 +37,13 @@ def read_body(req: falcon.Request, limit: int) -> bytes:
     if length is not None:
         if length > limit:
             raise too_large(limit)
-        return req.bounded_stream.read(length)
+        return _read(req.bounded_stream, length)
     if "chunked" not in (req.get_header("Transfer-Encoding") or "").lower():
         return b""
     parts: list[bytes] = []
     size = 0
     while size <= limit:
-        part = req.stream.read(limit + 1 - size)
+        part = _read(req.stream, limit + 1 - size)
         if not part:
             break
         parts.append(part)
@@ -50,6 +51,19 @@ def read_body(req: falcon.Request, limit: int) -> bytes:
     if size > limit:
         raise too_large(limit)
     return b"".join(parts)
+
+
+class _Readable(Protocol):
+    def read(self, size: int, /) -> bytes: ...
+
+
+def _read(stream: _Readable, size: int) -> bytes:
+    try:
+        return stream.read(size)
+    except Exception as exc:  # the server's own error: a malformed chunk, a body cut short
+        raise GatewayError(
+            400, f"the body could not be read ({type(exc).__name__}: {exc}): send it whole"
+        ) from exc
 
 
 def read_json(req: falcon.Request, limit: int) -> Json:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -689,6 +690,24 @@ def test_a_chunked_body_over_the_limit_is_413(bus: FakeBus, catalogue: Catalogue
     assert status.startswith("413"), answer
     assert "1000 bytes" in json.loads(answer)["error"]
     assert bus.calls == []
+
+
+class BrokenChunks(io.BytesIO):
+    """A server's de-chunking stream that meets a malformed chunk."""
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        raise ValueError("Invalid chunk size: 'zz'")
+
+
+def test_a_body_the_server_cannot_read_is_400(client: falcon.testing.TestClient) -> None:
+    environ = falcon.testing.create_environ(
+        method="POST", path="/predict", headers={"Transfer-Encoding": "chunked"}
+    )
+    environ["wsgi.input"] = BrokenChunks()
+    start = falcon.testing.StartResponseMock()
+    answer = b"".join(client.app(environ, start))
+    assert start.status.startswith("400")
+    assert "Invalid chunk size" in json.loads(answer)["error"]
 
 
 def test_a_body_without_length_or_chunks_is_empty(client: falcon.testing.TestClient) -> None:
