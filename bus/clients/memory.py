@@ -454,12 +454,15 @@ class MemoryConsumer(Consumer):
             broker._join(self._group_id, self)
 
     def assign(self, partitions: Sequence[TopicPartition]) -> None:
-        """Read exactly ``partitions`` (positions of partitions kept stay as they are)."""
+        """Read exactly ``partitions``, each from the group's committed offset (or the reset).
+
+        Like confluent-kafka, and stricter than kafka-python, a new assignment
+        forgets every position, also those of partitions assigned before.
+        """
         with self._broker._lock:
             self._broker._call("assign")
-            new = {TopicPartition(*tp) for tp in partitions}
-            self._positions = {tp: o for tp, o in self._positions.items() if tp in new}
-            self._assigned = new
+            self._positions = {}
+            self._assigned = {TopicPartition(*tp) for tp in partitions}
 
     def assignment(self) -> set[TopicPartition]:
         """The partitions read now."""
