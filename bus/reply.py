@@ -38,6 +38,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError
 
 from bus.clients import make_consumer, make_producer
+from bus.clients.base import Record
 from bus.messages import MAX_MESSAGE_BYTES, InferReply, InferRequest
 from bus.settings import KafkaSettings
 from streamscore.errors import BusError, MessageError
@@ -57,7 +58,7 @@ ASYNC_PREFIX = "async-"
 CLOCK_SKEW_MS = 10_000
 
 
-def header(record: ConsumerRecord, name: str) -> bytes | None:
+def header(record: ConsumerRecord | Record, name: str) -> bytes | None:
     """The value of the first header called ``name``, or None."""
     for key, value in record.headers or ():
         if key == name:
@@ -86,7 +87,7 @@ class ReplyAddress:
         return [(CORRELATION_ID, self.correlation_id.encode())]
 
     @classmethod
-    def of_request(cls, record: ConsumerRecord) -> ReplyAddress:
+    def of_request(cls, record: ConsumerRecord | Record) -> ReplyAddress:
         """Read the reply address from a request's headers, or raise MessageError."""
         values = {}
         for name in (CORRELATION_ID, REPLY_TOPIC, REPLY_PARTITION):

@@ -7,12 +7,11 @@ import logging
 import sys
 from dataclasses import replace
 
-from kafka.errors import KafkaError
-
+from bus.clients import driver_for
 from bus.settings import KafkaSettings
 from bus.topics import TopicLayout, Topics, ensure_topics
 from scorer.config import DELIVERY_MODES, ScorerConfig
-from scorer.loop import Scorer
+from scorer.service import Scorer
 from streamscore.errors import StreamscoreError
 from streamscore.logs import configure_logging
 from streamscore.shutdown import StopFlag
@@ -39,12 +38,9 @@ def main(argv: list[str] | None = None) -> int:
         settings = KafkaSettings.from_env()
         topics = Topics.from_env()
         ensure_topics(settings, topics, TopicLayout.from_env())
-        stats = Scorer(settings, topics, config, stop=StopFlag().install()).run()
+        stats = Scorer(driver_for(settings), topics, config, stop=StopFlag().install()).run()
     except StreamscoreError as exc:
         log.error("%s", exc)
-        return 1
-    except KafkaError as exc:
-        log.error("Kafka failed and the scorer stops (its last batch is not committed): %s", exc)
         return 1
     log.info("stopped after %d points, %d predictions", stats.points, stats.predictions)
     return 0

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import logging
-import time
 
-from kafka import KafkaConsumer
-from kafka.structs import TopicPartition
-
-from bus.clients import make_consumer
+from bus.clients.base import Driver, Producer, Record
 from bus.deadletter import DeadLetters
 from bus.messages import ModelVersion
-from bus.settings import KafkaSettings
+from bus.table import Table
 from scorer.registry import ModelRegistry, load_model
-from streamscore.errors import BusError, StreamscoreError
+from streamscore.errors import StreamscoreError
+from streamscore.shutdown import StopFlag
 
 log = logging.getLogger(__name__)
 
@@ -21,60 +18,69 @@ log = logging.getLogger(__name__)
 class ModelFeed:
     """Reads every partition of ``models`` from the start (no consumer group) into a registry.
 
-    A model message that breaks the contract, or whose params do not validate, goes
-    to the dead-letter topic and is never loaded.
+    A model message that breaks the contract, whose params do not validate, or
+    (with a signing key) whose signature does not match goes to the dead-letter
+    topic and is never loaded. Dead letters of models are rare: they get a
+    producer of their own, flushed at once.
     """
 
     def __init__(
         self,
-        settings: KafkaSettings,
+        driver: Driver,
         topic: str,
         registry: ModelRegistry,
-        deadletters: DeadLetters,
+        deadletter_topic: str,
+        *,
+        stop: StopFlag | None = None,
     ) -> None:
+        self._driver = driver
         self._registry = registry
-        self._deadletters = deadletters
-        self._consumer: KafkaConsumer = make_consumer(settings, group_id=None)
-        partitions = self._consumer.partitions_for_topic(topic)
-        if not partitions:
-            raise BusError(f"topic {topic!r} does not exist; run `streamscore topics` first")
-        self._partitions = [TopicPartition(topic, p) for p in sorted(partitions)]
-        self._consumer.assign(self._partitions)
-        self._consumer.seek_to_beginning(*self._partitions)
+        self._deadletter_topic = deadletter_topic
+        self._table = Table(driver, topic, stop=stop)
+        self._producer: Producer | None = None
+        self._deadletters: DeadLetters | None = None
 
     def catch_up(self, timeout_s: float = 30.0) -> None:
         """Load everything already on the topic (the latest version of every name)."""
-        end = self._consumer.end_offsets(self._partitions)
-        deadline = time.monotonic() + timeout_s
-        while any(self._consumer.position(tp) < end[tp] for tp in self._partitions):
-            if time.monotonic() > deadline:
-                raise BusError(f"could not read the models topic to its end in {timeout_s:.0f}s")
-            self.poll(200)
+        self._table.open()
+        self._load(self._table.catch_up(timeout_s))
         log.info("models loaded: %s", describe(self._registry) or "none yet")
 
-    def poll(self, timeout_ms: int) -> int:
+    def poll(self, timeout_s: float) -> int:
         """Load what arrived; return how many new versions went live."""
+        return self._load(self._table.poll(timeout_s))
+
+    def _load(self, records: list[Record]) -> int:
         loaded = 0
-        for records in self._consumer.poll(timeout_ms=timeout_ms).values():
-            for record in records:
-                if record.value is None:
-                    name = record.key.decode(errors="replace") if record.key else ""
-                    log.info("model %r deleted from the models topic", name)
-                    self._registry.remove(name)
-                    continue
-                try:
-                    model = load_model(ModelVersion.from_bytes(record.value))
-                except StreamscoreError as exc:
-                    self._deadletters.send(record, f"unusable model: {exc}")
-                    continue
-                if self._registry.add(model):
-                    loaded += 1
-                    log.info("model %s v%d is live", model.name, model.version)
+        for record in records:
+            if record.value is None:
+                name = record.key.decode(errors="replace") if record.key else ""
+                log.info("model %r deleted from the models topic", name)
+                self._registry.remove(name)
+                continue
+            try:
+                model = load_model(ModelVersion.from_bytes(record.value))
+            except StreamscoreError as exc:
+                self._deadletter(record, f"unusable model: {exc}")
+                continue
+            if self._registry.add(model):
+                loaded += 1
+                log.info("model %s v%d is live", model.name, model.version)
         return loaded
 
+    def _deadletter(self, record: Record, reason: str) -> None:
+        if self._deadletters is None:
+            self._producer = self._driver.producer(linger_ms=0)
+            self._deadletters = DeadLetters(self._producer, self._deadletter_topic, "scorer")
+        assert self._producer is not None
+        self._deadletters.send(record, reason)
+        self._producer.flush()
+
     def close(self) -> None:
-        """Close the consumer."""
-        self._consumer.close()
+        """Close the reader (and the dead-letter producer, if one was made)."""
+        self._table.close()
+        if self._producer is not None:
+            self._producer.close()
 
 
 def describe(registry: ModelRegistry) -> str:

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import threading
 import time
 from collections.abc import Callable
 
 import numpy as np
-from kafka import KafkaConsumer, KafkaProducer
-from kafka.consumer.fetcher import ConsumerRecord
-from kafka.errors import KafkaError
 
-from bus.clients import make_consumer
+from bus.clients.base import Headers, Record
 from bus.messages import InferReply, InferRequest
 from bus.reply import ReplyAddress
-from bus.settings import KafkaSettings
+from bus.stream import Outcome, Step
 from scorer.registry import LiveModel, ModelRegistry
 from streamscore.errors import MessageError, ModelError
 
@@ -50,108 +45,98 @@ def answer(
         values = model.predict(np.asarray(request.instances, dtype=np.float64))
     except ModelError as exc:
         return InferReply(request.id, error=str(exc), status=400)
+    if not np.isfinite(values).all():
+        return InferReply(
+            request.id,
+            error=f"the prediction is not a finite number (model {model.name!r} "
+            f"v{model.version}); check the inputs' scale",
+            status=400,
+        )
     return InferReply(request.id, model.name, model.version, [float(v) for v in values])
 
 
-class RequestServer:
-    """A thread that consumes ``requests`` with its own consumer and replies at once.
+class RequestStep(Step):
+    """Answers the gateway's inference requests; the kernel runs it on a consumer of its own.
 
     Requests never queue behind the points backlog: they have their own consumer
-    group, their own fetches and their own producer. A new group starts from the
-    earliest request still on the topic, so none sent while it joined is missed;
-    requests older than ``max_age_s`` are skipped (their caller stopped waiting).
-    Kafka errors (a rebalance during a commit, a broker restart) are logged and
-    retried; any other failure is kept in ``failed`` for the scorer to stop on.
+    group, fetches and producer (a second `bus.stream.StreamRunner`, at-least-once:
+    a request answered twice after a crash is harmless, the gateway drops a reply
+    nobody waits for). A new group starts from the earliest request still on the
+    topic; requests older than ``max_age_s`` are skipped (their caller stopped
+    waiting). A request whose reply address is missing, malformed, or not a
+    partition of the configured ``replies`` topic cannot be answered: it goes to
+    the dead-letter topic with the reason, and nothing is written anywhere else.
     """
 
     def __init__(
         self,
-        settings: KafkaSettings,
         *,
-        topic: str,
-        group_id: str,
+        replies_topic: str,
+        reply_partitions: Callable[[], int],
         registry: ModelRegistry,
         serving: Callable[[], LiveModel | None],
-        producer: KafkaProducer,
         max_age_s: float = 60.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        self._replies_topic = replies_topic
+        self._reply_partitions = reply_partitions
         self._registry = registry
         self._serving = serving
-        self._producer = producer
         self._max_age_ms = max_age_s * 1000
         self._clock = clock
-        self._consumer: KafkaConsumer = make_consumer(
-            settings, topic, group_id=group_id, auto_offset_reset="earliest", fetch_max_wait_ms=10
-        )
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="requests", daemon=True)
         self.answered = 0
         self.skipped = 0
-        self.failed: BaseException | None = None
 
-    def start(self) -> None:
-        """Start answering."""
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Finish the current requests, commit, leave the group."""
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        try:
-            while not self._stop.is_set():
-                try:
-                    self._serve_once()
-                except KafkaError as exc:
-                    log.warning("requests: %s; retrying", exc)
-                    self._stop.wait(0.5)
-        except Exception as exc:
-            log.exception("the request server failed")
-            self.failed = exc
-        finally:
-            with contextlib.suppress(KafkaError):
-                self._consumer.commit()  # what commit_async may not have finished
-            self._consumer.close()
-
-    def _serve_once(self) -> None:
-        batches = self._consumer.poll(timeout_ms=100)
-        if not batches:
-            return
+    def process(self, records: list[Record]) -> Outcome:
+        """One reply per answerable request, dead letters for the others."""
+        outcome = Outcome()
+        values: list[bytes | None] = []
+        keys: list[bytes | None] = []
+        partitions: list[int | None] = []
+        headers: list[Headers | None] = []
         oldest = self._clock() * 1000 - self._max_age_ms
-        for records in batches.values():
-            for record in records:
-                if record.timestamp < oldest:
-                    self.skipped += 1
-                    continue
-                self._handle(record)
-        self._producer.flush()
-        # no round trip on the reply path: a request answered twice after a crash is
-        # harmless (the gateway drops a reply nobody waits for); close() commits the rest
-        self._consumer.commit_async()
+        skipped = 0
+        for record in records:
+            if record.timestamp < oldest:
+                skipped += 1
+                continue
+            try:
+                address = self._address(record)
+            except MessageError as exc:
+                outcome.deadletters.append((record, f"cannot answer the request: {exc}"))
+                continue
+            try:
+                reply = answer(InferRequest.from_bytes(record.value), self._registry, self._serving)
+            except MessageError as exc:
+                reply = InferReply(address.correlation_id, error=f"bad request: {exc}", status=400)
+            values.append(reply.to_bytes())
+            keys.append(address.correlation_id.encode())
+            partitions.append(address.partition)
+            headers.append(address.reply_headers())
+        if values:
+            outcome.add(self._replies_topic, values, keys, partitions, headers)
+        outcome.context = (len(values), skipped)
+        return outcome
 
-    def _handle(self, record: ConsumerRecord) -> None:
-        try:
-            address = ReplyAddress.of_request(record)
-        except MessageError as exc:
-            log.warning(
-                "request at %s[%d]@%d dropped: %s",
-                record.topic,
-                record.partition,
-                record.offset,
-                exc,
+    def committed(self, outcome: Outcome) -> None:
+        """Count what was answered and skipped."""
+        if isinstance(outcome.context, tuple):
+            answered, skipped = outcome.context
+            self.answered += answered
+            self.skipped += skipped
+
+    def _address(self, record: Record) -> ReplyAddress:
+        """The request's reply address, checked against the configured ``replies`` topic."""
+        address = ReplyAddress.of_request(record)
+        if address.topic != self._replies_topic:
+            raise MessageError(
+                f"reply topic {address.topic!r} is not this scorer's replies topic "
+                f"{self._replies_topic!r}"
             )
-            return
-        try:
-            reply = answer(InferRequest.from_bytes(record.value), self._registry, self._serving)
-        except MessageError as exc:
-            reply = InferReply(address.correlation_id, error=f"bad request: {exc}", status=400)
-        self._producer.send(
-            address.topic,
-            value=reply.to_bytes(),
-            key=address.correlation_id.encode(),
-            partition=address.partition,
-            headers=address.reply_headers(),
-        )
-        self.answered += 1
+        count = self._reply_partitions()
+        if address.partition >= count:
+            raise MessageError(
+                f"reply partition {address.partition} does not exist "
+                f"({self._replies_topic!r} has {count})"
+            )
+        return address

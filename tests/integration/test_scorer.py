@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from bus.clients import make_admin, make_producer
+from bus.clients import driver_for, make_admin, make_producer
 from bus.messages import InferReply, InferRequest, Prediction, Score
 from bus.reply import ReplyAddress, header
 from bus.settings import KafkaSettings
 from bus.topics import Topics
 from scorer.config import ScorerConfig
-from scorer.loop import Scorer
+from scorer.service import Scorer
 from streamscore.shutdown import StopFlag
 from tests.integration.streams import (
     linear_model,
@@ -52,7 +52,8 @@ def run_scorer(
             transactional_id=unique_name("tx"),
             scores_interval_s=0.5,
         )
-        scorer = Scorer(kafka_settings, topics, replace(base, **config), stop=stop)  # type: ignore[arg-type]
+        config_ = replace(base, **config)  # type: ignore[arg-type]
+        scorer = Scorer(driver_for(kafka_settings), topics, config_, stop=stop)
         thread = threading.Thread(target=scorer.run, daemon=True)
         thread.start()
         running.append((stop, thread))

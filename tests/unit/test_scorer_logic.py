@@ -1,37 +1,17 @@
-"""The scorer's pure logic: batch parsing, registry, serving policy, scoreboard, requests."""
+"""The scorer's pure logic: registry, serving policy, scoreboard, requests."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from kafka.consumer.fetcher import ConsumerRecord
 
-from bus.messages import InferRequest, ModelVersion, Point
+from bus.messages import InferRequest, ModelVersion
 from regressors import MultivariateRegressor, PolynomialRegressor, Regressor
-from scorer.batch import parse_points
 from scorer.policy import ServingPolicy
 from scorer.quality import Scoreboard
 from scorer.registry import LiveModel, ModelRegistry, load_model
 from scorer.requests import answer
 from streamscore.errors import ModelError
-
-
-def record(value: bytes | None, offset: int = 0) -> ConsumerRecord:
-    return ConsumerRecord(
-        topic="points",
-        partition=0,
-        leader_epoch=None,
-        offset=offset,
-        timestamp=0,
-        timestamp_type=0,
-        key=None,
-        value=value,
-        headers=[],
-        checksum=None,
-        serialized_key_size=-1,
-        serialized_value_size=len(value or b""),
-        serialized_header_size=-1,
-    )
 
 
 def fitted(kind: str = "multivariate", slope: float = 2.0) -> Regressor:
@@ -56,40 +36,6 @@ def message(name: str, version: int, regressor: Regressor, rmse: float = 0.1) ->
 
 def live(name: str, version: int = 1, rmse: float = 0.1) -> LiveModel:
     return load_model(message(name, version, fitted(), rmse))
-
-
-# --- batch parsing ----------------------------------------------------------------
-
-
-def test_parse_keeps_order_and_separates_bad_records() -> None:
-    values = [
-        Point("a", [1.0, 2.0], 3.0).to_bytes(),
-        b"{broken",
-        Point("b", [0.5, 0.25]).to_bytes(),
-        b'{"id": "c", "x": [NaN]}',
-        None,
-        b'"just a string"',
-    ]
-    batch = parse_points([record(v, i) for i, v in enumerate(values)])
-    assert [p.id for p in batch.points] == ["a", "b"]
-    assert [r.offset for r in batch.records] == [0, 2]
-    reasons = {r.offset: reason for r, reason in batch.invalid}
-    assert set(reasons) == {1, 3, 4, 5}
-    assert "not JSON" in reasons[1]
-    assert "finite" in reasons[3]
-    assert "tombstone" in reasons[4]
-    assert "expected a JSON object" in reasons[5]
-
-
-def test_parse_fast_path_agrees_with_slow_path() -> None:
-    good = [Point(f"p{i}", [float(i), -1.5], float(i) if i % 2 else None) for i in range(50)]
-    fast = parse_points([record(p.to_bytes(), i) for i, p in enumerate(good)])
-    assert fast.points == good
-    # a value holding two JSON items must not shift the others
-    tricky = [good[0].to_bytes(), b'{"id": "x", "x": [1]}, {"id": "y", "x": [2]}']
-    batch = parse_points([record(v, i) for i, v in enumerate(tricky)])
-    assert [p.id for p in batch.points] == ["p0"]
-    assert [r.offset for r, _ in batch.invalid] == [1]
 
 
 # --- registry -----------------------------------------------------------------------

@@ -1,0 +1,252 @@
+"""The scorer's step: a batch of ``points`` in; predictions, due scores and dead letters out.
+
+The stream kernel (`bus.stream`) runs it: it polls, sends what `process` returns,
+commits, and only then calls `committed`, where the rolling scores learn from the
+batch's labels (a batch redone after a fault is not counted twice). `process`
+changes no lasting state, so the kernel can redo a batch, or one record at a time.
+
+While no model serves, `tick` holds the input: points are not even polled, the
+stream waits, and scoring starts at the first unscored point.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import numpy as np
+
+from bus.clients.base import Record, TransientBusError
+from bus.codec import PointColumns, decode_points, encode_predictions
+from bus.stream import Outcome, Step
+from bus.topics import Topics
+from scorer.models_feed import ModelFeed
+from scorer.policy import ServingPolicy
+from scorer.quality import Scoreboard
+from scorer.registry import FloatArray, LiveModel, ModelRegistry
+
+log = logging.getLogger(__name__)
+
+# (model, labels, that model's predictions) for the labelled points of a batch
+Labelled = tuple[LiveModel, FloatArray, FloatArray]
+T = TypeVar("T")
+
+
+@dataclass
+class ScoringStats:
+    """What the step has had committed."""
+
+    points: int = 0
+    predictions: int = 0
+    deadletters: int = 0
+
+
+@dataclass(slots=True)
+class _Done:
+    """What `committed` needs of an outcome."""
+
+    points: int
+    predictions: int
+    deadletters: int
+    labelled: list[Labelled]
+
+
+class ScoringStep(Step):
+    """Predicts every valid point with the serving model; publishes rolling scores when due."""
+
+    def __init__(
+        self,
+        topics: Topics,
+        *,
+        registry: ModelRegistry,
+        policy: ServingPolicy,
+        board: Scoreboard,
+        feed: ModelFeed,
+        prediction_partitions: int,
+        model_poll_interval_s: float = 0.05,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._topics = topics
+        self.registry = registry
+        self.policy = policy
+        self.board = board
+        self._feed = feed
+        self._partitions = prediction_partitions
+        self._model_poll_interval_s = model_poll_interval_s
+        self._clock = clock
+        self._monotonic = monotonic
+        self._next_models = 0.0
+        self.stats = ScoringStats()
+
+    def serving(self) -> LiveModel | None:
+        """The model answering right now (None while holding)."""
+        return self.policy.serving(self.registry.latest())
+
+    # --- kernel hooks ------------------------------------------------------------------
+
+    def tick(self) -> bool:
+        """Load new model versions now and then; hold the input while no model serves."""
+        now = self._monotonic()
+        if now >= self._next_models:
+            self._feed.poll(0)
+            self._next_models = now + self._model_poll_interval_s
+        if self.serving() is None:
+            self._feed.poll(0.5)  # hold: wait for a model, do not touch points
+            return self.serving() is not None
+        return True
+
+    def process(self, records: list[Record]) -> Outcome:
+        """Predictions for the valid points, dead letters for the others, scores when due."""
+        model = self.serving()
+        if model is None:  # the models topic lost its last model between tick and here
+            raise TransientBusError("no model serves any more: holding the stream")
+        columns = decode_points([r.value for r in records])
+        outcome = Outcome()
+        for i, reason in columns.invalid:
+            outcome.deadletters.append((records[i], reason))
+        labelled: list[Labelled] = []
+        predicted = 0
+        if columns.index:
+            predicted, labelled = self._predict(records, columns, model, outcome)
+        self._add_scores(outcome)
+        outcome.context = _Done(len(records), predicted, len(outcome.deadletters), labelled)
+        return outcome
+
+    def idle(self) -> Outcome | None:
+        """Scores due on the timer while no point arrives."""
+        outcome = Outcome()
+        self._add_scores(outcome)
+        if not outcome.outputs:
+            return None
+        outcome.context = _Done(0, 0, 0, [])
+        return outcome
+
+    def committed(self, outcome: Outcome) -> None:
+        """Count the batch and let the rolling scores learn its labels."""
+        done = outcome.context
+        if not isinstance(done, _Done):  # the kernel's own outcome of dead letters
+            self.stats.deadletters += len(outcome.deadletters)
+            return
+        self.stats.points += done.points
+        self.stats.predictions += done.predictions
+        self.stats.deadletters += done.deadletters
+        self._learn(done.labelled)
+
+    # --- the work ----------------------------------------------------------------------
+
+    def _predict(
+        self, records: list[Record], columns: PointColumns, model: LiveModel, outcome: Outcome
+    ) -> tuple[int, list[Labelled]]:
+        """Predict the valid points (of the model's width); add outputs and dead letters."""
+        keep = self._fitting(records, columns, model, outcome)
+        if not keep:
+            return 0, []
+        x = np.array(_pick(columns.x, keep, len(columns)), dtype=np.float64)
+        values = model.predict(x)
+        finite = np.isfinite(values)
+        if not finite.all():
+            reason = (
+                f"the prediction is not a finite number (model {model.name!r} v{model.version})"
+            )
+            for k in np.flatnonzero(~finite).tolist():
+                outcome.deadletters.append((records[columns.index[keep[k]]], reason))
+            good = np.flatnonzero(finite)
+            keep, x, values = [keep[k] for k in good.tolist()], x[good], values[good]
+            if not keep:
+                return 0, []
+        n = len(columns)
+        sources = [records[i] for i in _pick(columns.index, keep, n)]
+        ys = _pick(columns.y, keep, n)
+        stamps = [
+            r.timestamp if t is None else t
+            for r, t in zip(sources, _pick(columns.ts, keep, n), strict=True)
+        ]
+        encoded = encode_predictions(
+            _pick(columns.ids, keep, n),
+            values.tolist(),
+            ys,
+            stamps,
+            model=model.name,
+            version=model.version,
+        )
+        partitions = self._partitions
+        outcome.add(
+            self._topics.predictions,
+            encoded,  # type: ignore[arg-type]
+            [r.key for r in sources],
+            [None if r.key is not None else r.partition % partitions for r in sources],
+        )
+        return len(encoded), self._labelled(model, x, ys, values)
+
+    def _fitting(
+        self, records: list[Record], columns: PointColumns, model: LiveModel, outcome: Outcome
+    ) -> list[int]:
+        """Positions (in ``columns``) of the points with the model's feature count."""
+        width = model.n_features
+        if set(map(len, columns.x)) == {width}:
+            return list(range(len(columns)))
+        keep: list[int] = []
+        for k, row in enumerate(columns.x):
+            if len(row) == width:
+                keep.append(k)
+            else:
+                reason = (
+                    f"expected {width} features, got {len(row)} "
+                    f"(model {model.name!r} v{model.version})"
+                )
+                outcome.deadletters.append((records[columns.index[k]], reason))
+        return keep
+
+    def _labelled(
+        self, serving: LiveModel, x: FloatArray, labels: list[float | None], values: FloatArray
+    ) -> list[Labelled]:
+        """(model, y, prediction) for every live model on the labelled points."""
+        if None not in labels:
+            y_true = np.asarray(labels, dtype=np.float64)
+            x_labelled, served = x, values
+        else:
+            index = [i for i, y in enumerate(labels) if y is not None]
+            if not index:
+                return []
+            y_true = np.asarray([labels[i] for i in index], dtype=np.float64)
+            x_labelled, served = x[index], values[index]
+        out = [(serving, y_true, served)]
+        for model in self.registry.latest().values():
+            if model.name != serving.name and model.n_features == x.shape[1]:
+                predicted = model.predict(x_labelled)
+                if np.isfinite(predicted).all():
+                    out.append((model, y_true, predicted))
+        return out
+
+    def _add_scores(self, outcome: Outcome) -> None:
+        now = self._clock()
+        if not self.board.due(now):
+            return
+        scores = self.board.publish(now)
+        if scores:
+            outcome.add(
+                self._topics.scores,
+                [s.to_bytes() for s in scores],
+                [s.model.encode() for s in scores],
+            )
+
+    def _learn(self, labelled: list[Labelled]) -> None:
+        """Update rolling scores (after the commit, so a redone batch is not counted twice)."""
+        live = self.registry.latest()
+        self.board.retire(live.values())
+        if not labelled:
+            return
+        self.board.labelled(len(labelled[0][1]))
+        for model, y_true, y_pred in labelled:
+            if live.get(model.name) is model:
+                self.board.update(model, y_true, y_pred)
+        self.policy.review(live, self.board)
+
+
+def _pick(column: list[T], keep: list[int], size: int) -> list[T]:
+    """The items of ``column`` at ``keep`` (the column itself when nothing was left out)."""
+    return column if len(keep) == size else [column[k] for k in keep]
