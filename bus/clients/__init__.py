@@ -15,33 +15,21 @@ from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient
-from kafka.errors import KafkaConfigurationError, KafkaError
+from kafka.errors import KafkaError
 
 from bus.clients.base import Driver
+from bus.clients.kafka_python import CONSUMER_DEFAULTS, PRODUCER_DEFAULTS, connect_error
 from bus.settings import KafkaSettings
-from streamscore.errors import BusError, ConfigError, StreamscoreError
+from streamscore.errors import BusError, ConfigError
 
-PRODUCER_DEFAULTS: dict[str, Any] = {
-    "acks": "all",
-    "linger_ms": 5,
-    "batch_size": 256 * 1024,
-    "max_request_size": 4 * 1024 * 1024,
-    "retries": 2**31 - 1,
-    "enable_idempotence": True,
-}
-
-CONSUMER_DEFAULTS: dict[str, Any] = {
-    "enable_auto_commit": False,
-    "auto_offset_reset": "earliest",
-    "isolation_level": "read_committed",
-    "max_poll_records": 5000,
-    "fetch_max_bytes": 64 * 1024 * 1024,
-    "max_partition_fetch_bytes": 8 * 1024 * 1024,
-    "fetch_max_wait_ms": 100,
-    "session_timeout_ms": 10_000,
-    "heartbeat_interval_ms": 2_000,
-    "metadata_max_age_ms": 30_000,
-}
+__all__ = [
+    "CONSUMER_DEFAULTS",
+    "PRODUCER_DEFAULTS",
+    "driver_for",
+    "make_admin",
+    "make_consumer",
+    "make_producer",
+]
 
 
 def driver_for(settings: KafkaSettings) -> Driver:
@@ -60,21 +48,12 @@ def driver_for(settings: KafkaSettings) -> Driver:
     return KafkaPythonDriver(settings)
 
 
-def _client_error(settings: KafkaSettings, exc: Exception) -> StreamscoreError:
-    if isinstance(exc, KafkaConfigurationError):
-        return ConfigError(f"bad Kafka client setting: {exc}")
-    return BusError(
-        f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}. "
-        "Is the broker up? (`streamscore kafka up` starts a local one)"
-    )
-
-
 def make_producer(settings: KafkaSettings, **overrides: Any) -> KafkaProducer:
     """A producer with the project's defaults (idempotent, acks=all, batched)."""
     try:
         return KafkaProducer(**{**settings.client_kwargs(), **PRODUCER_DEFAULTS, **overrides})
     except KafkaError as exc:
-        raise _client_error(settings, exc) from exc
+        raise connect_error(settings, exc) from exc
 
 
 def make_consumer(
@@ -96,7 +75,7 @@ def make_consumer(
             **{**settings.client_kwargs(), **CONSUMER_DEFAULTS, "group_id": group_id, **overrides}
         )
     except KafkaError as exc:
-        raise _client_error(settings, exc) from exc
+        raise connect_error(settings, exc) from exc
     if topics:
         deadline = time.monotonic() + metadata_wait_s
         for topic in topics:
@@ -117,4 +96,4 @@ def make_admin(settings: KafkaSettings, **overrides: Any) -> KafkaAdminClient:
     try:
         return KafkaAdminClient(**{**settings.client_kwargs(), **overrides})
     except KafkaError as exc:
-        raise _client_error(settings, exc) from exc
+        raise connect_error(settings, exc) from exc
