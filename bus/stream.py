@@ -26,6 +26,16 @@ Failures are handled here, once:
   or redone (exactly-once: uncommitted work of a lost generation is aborted).
 - *stop flag*: finish the batch in hand, flush, commit, close.
 
+With ``background_commit`` (exactly-once only) a transaction commits on a thread
+of its own while the step goes on with the next batches: at most one is in
+flight; outcomes that come meanwhile are held (their outputs unsent) until it is
+done, then written into the next transaction; a commit asked for meanwhile starts
+once it is done. A failed background commit is a fault like any other (all work
+since the last commit that went through is redone). At stop, the last commits
+are waited for ``finish_timeout_s`` at most; one still in flight then is left to
+Kafka (it commits, or is aborted when the transactional id is next used) and the
+work it held is read again at the next start.
+
 The loop does no per-record Python work beyond sending outputs and noting the
 last offset of each partition (one dict comprehension, ~35 ns a record).
 
@@ -43,6 +53,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -203,6 +214,9 @@ class StreamConfig:
     ``mode`` ``subscribe`` joins the consumer group for ``topics``; ``assign``
     reads every partition of them itself (no rebalancing), from where
     `StepHooks.start` says, and picks up partitions added later.
+    ``background_commit`` (exactly-once only) commits each transaction on a
+    thread while the step goes on (see the module's docstring);
+    ``finish_timeout_s`` bounds how long a stop waits for those commits.
     """
 
     topics: tuple[str, ...]
@@ -223,6 +237,8 @@ class StreamConfig:
     partition_check_s: float = 30.0
     producer_options: Mapping[str, Any] = field(default_factory=dict)
     consumer_options: Mapping[str, Any] = field(default_factory=dict)
+    background_commit: bool = False
+    finish_timeout_s: float = 10.0
 
     def __post_init__(self) -> None:
         if not self.topics:
@@ -242,6 +258,11 @@ class StreamConfig:
             raise ConfigError(
                 f"{self.service}: backoff {self.backoff_s}s..{self.backoff_max_s}s: "
                 "the start must be positive and at most the maximum"
+            )
+        if self.background_commit and not self.exactly_once:
+            raise ConfigError(
+                f"{self.service}: background commits are for exactly-once delivery "
+                "(at-least-once already commits offsets asynchronously)"
             )
 
     @property
@@ -326,6 +347,9 @@ class StreamRunner:
         self._backoff = config.backoff_s
         self._doing = "start"
         self._next_partition_check = 0.0
+        self._flight: _Flight | None = None  # the background commit in flight
+        self._held: list[Outcome] = []  # outcomes that came while it flies, not written yet
+        self._commit_wanted = False  # an outcome asked for a commit while it flies
 
     # --- the loop ----------------------------------------------------------------------
 
@@ -369,6 +393,8 @@ class StreamRunner:
         try:
             if self._dirty:
                 self._recover()
+                if self._dirty:  # stopped while a background commit was in flight
+                    return
             action()
         except FencedError as exc:
             raise self._fenced(exc) from exc
@@ -384,6 +410,8 @@ class StreamRunner:
 
     def _round(self) -> None:
         step, config = self._step, self._config
+        if self._flight is not None:
+            self._land()
         if not step.tick():
             self._stop.wait(config.poll_timeout_s)
             return
@@ -520,7 +548,14 @@ class StreamRunner:
     # --- writing and committing --------------------------------------------------------
 
     def _write(self, outcome: Outcome) -> None:
-        """Send ``outcome``'s outputs and dead letters (opening a transaction if needed)."""
+        """Send ``outcome``'s outputs and dead letters (opening a transaction if needed).
+
+        While a background commit is in flight the outcome is held, to be written
+        once it is done.
+        """
+        if self._flight is not None:
+            self._held.append(outcome)
+            return
         self._done.append(outcome)
         if not outcome.outputs and not outcome.deadletters:
             return
@@ -563,6 +598,9 @@ class StreamRunner:
         """Make everything since the last commit durable, with its offsets; tell the step."""
         producer, consumer = self._producer, self._consumer
         assert producer is not None and consumer is not None
+        if self._flight is not None:  # one at a time: this one starts once that one is done
+            self._commit_wanted = True
+            return
         offsets = self._pending
         durable = bool(offsets or self._written)
         if self._eos:
@@ -571,6 +609,9 @@ class StreamRunner:
                     self._doing = "begin_transaction"
                     producer.begin_transaction()
                     self._in_txn = True
+                if self._config.background_commit:
+                    self._launch(offsets, durable)
+                    return
                 if offsets:
                     self._doing = "send_offsets_to_transaction"
                     producer.send_offsets_to_transaction(offsets, consumer.group_metadata())
@@ -587,16 +628,74 @@ class StreamRunner:
                 self._doing = "commit"
                 consumer.commit(offsets, asynchronous=True)
                 self._unsynced.update(offsets)
-        self._origin.update(offsets)
         self._pending = {}
         self._written = False
+        tally, self._tally = self._tally, StreamStats()
+        done, self._done = self._done, []
+        self._settled(offsets, durable, tally, done)
+
+    def _settled(
+        self,
+        offsets: dict[TopicPartition, int],
+        durable: bool,
+        tally: StreamStats,
+        done: list[Outcome],
+    ) -> None:
+        """A commit went through: note where it left the partitions, count it, tell the step."""
+        self._origin.update(offsets)
         if durable:
             self.stats.commits += 1
-        self.stats.add(self._tally)
-        self._tally = StreamStats()
-        done, self._done = self._done, []
+        self.stats.add(tally)
         for outcome in done:
             self._step.committed(outcome)
+
+    # --- background commits -------------------------------------------------------------
+
+    def _launch(self, offsets: dict[TopicPartition, int], durable: bool) -> None:
+        """Commit the open transaction, with ``offsets``, on a thread of its own.
+
+        The work it covers leaves ``_done`` and ``_tally``; ``_pending`` keeps its
+        offsets until it is done (a failure redoes everything since the last commit).
+        """
+        consumer = self._consumer
+        assert consumer is not None and self._producer is not None
+        self._doing = "group_metadata"
+        group = consumer.group_metadata() if offsets else None
+        flight = _Flight(dict(offsets), durable, self._tally, self._done)
+        self._tally, self._done, self._written = StreamStats(), [], False
+        self._flight = flight
+        flight.start(self._producer, group, f"{self._config.service}-commit")
+
+    def _land(self, wait_s: float = 0.0, *, resume: bool = True) -> bool:
+        """Settle the background commit if it is done (waiting up to ``wait_s``).
+
+        Returns False while it is still in flight. Raises its error if it failed
+        (the transaction stays open, to be aborted). ``resume``: then write the
+        outcomes held meanwhile, and start the commit asked for meanwhile.
+        """
+        flight = self._flight
+        if flight is None:
+            return True
+        if not flight.finished.wait(wait_s):
+            return False
+        self._flight = None
+        if flight.error is not None:
+            self._doing = flight.doing
+            raise flight.error
+        self._in_txn = False
+        pending = self._pending
+        for tp, offset in flight.offsets.items():
+            if pending.get(tp) == offset:
+                del pending[tp]
+        self._settled(flight.offsets, flight.durable, flight.tally, flight.done)
+        if resume:
+            held, self._held = self._held, []
+            for outcome in held:
+                self._write(outcome)
+            if self._commit_wanted:
+                self._commit_wanted = False
+                self._commit()
+        return True
 
     # --- faults ------------------------------------------------------------------------
 
@@ -642,7 +741,21 @@ class StreamRunner:
             self._backoff = self._config.backoff_s
 
     def _recover(self) -> None:
-        """Drop the uncommitted work: abort the transaction, seek back, tell the step."""
+        """Drop the uncommitted work: abort the transaction, seek back, tell the step.
+
+        A background commit in flight is waited for first (while the stop flag is
+        not set: stopped, this returns with the work still to recover).
+        """
+        if self._flight is not None:
+            while not self._flight.finished.wait(0.05):
+                if self._stop.is_set():
+                    return
+            try:
+                self._land(resume=False)
+            except TransientBusError as exc:  # its work is redone with the rest
+                log.debug("%s: the background commit failed too: %s", self._config.service, exc)
+        self._held = []
+        self._commit_wanted = False
         self._abort()
         consumer = self._consumer
         assert consumer is not None
@@ -861,6 +974,15 @@ class StreamRunner:
     def _finish(self) -> None:
         """Commit the batch in hand and what the step writes last; sync the last offsets."""
         config = self._config
+        deadline = time.monotonic() + config.finish_timeout_s
+        try:
+            if not self._settle(deadline):
+                return
+        except FencedError as exc:
+            raise self._fenced(exc) from exc
+        except TransientBusError as exc:
+            self._dirty = True
+            log.debug("%s: the background commit failed: %s", config.service, exc)
         if self._dirty:
             log.warning(
                 "%s: stopping with uncommitted work lost to a fault: it is read again "
@@ -875,6 +997,8 @@ class StreamRunner:
                 self._write(final)
             if self._pending or self._done or self._in_txn:
                 self._commit()
+            if not self._settle(deadline):
+                return
             if self._unsynced and self._consumer is not None:
                 owned = self._consumer.assignment()
                 offsets = {tp: o for tp, o in self._unsynced.items() if tp in owned}
@@ -893,7 +1017,23 @@ class StreamRunner:
             )
             self._drop_open_transaction()
 
+    def _settle(self, deadline: float) -> bool:
+        """Stop: land background commits until none is left (True), or ``deadline`` passes."""
+        while self._flight is not None:
+            if not self._land(max(0.0, deadline - time.monotonic())):
+                log.warning(
+                    "%s: a commit is still in flight after %.0fs: stopping without it; "
+                    "if it does not complete, what it held is read again at the next start",
+                    self._config.service,
+                    self._config.finish_timeout_s,
+                )
+                return False
+        self._commit_wanted = False  # the last commit covers it
+        return True
+
     def _drop_open_transaction(self) -> None:
+        if self._flight is not None:  # still committing: leave it to Kafka
+            return
         if self._in_txn and self._producer is not None:
             self._in_txn = False
             try:
@@ -913,6 +1053,44 @@ class StreamRunner:
         producer, self._producer = self._producer, None
         if producer is not None:
             _close_quietly(producer)
+
+
+class _Flight:
+    """A transaction committing on a thread of its own, and the work it covers."""
+
+    def __init__(
+        self,
+        offsets: dict[TopicPartition, int],
+        durable: bool,
+        tally: StreamStats,
+        done: list[Outcome],
+    ) -> None:
+        self.offsets = offsets
+        self.durable = durable
+        self.tally = tally
+        self.done = done
+        self.error: BusError | None = None
+        self.doing = "send_offsets_to_transaction"
+        self.finished = threading.Event()
+
+    def start(self, producer: Producer, group: object, name: str) -> None:
+        """Send the offsets to the transaction and commit it, on a daemon thread."""
+        thread = threading.Thread(target=self._fly, args=(producer, group), name=name, daemon=True)
+        thread.start()
+
+    def _fly(self, producer: Producer, group: object) -> None:
+        try:
+            if self.offsets:
+                producer.send_offsets_to_transaction(self.offsets, group)
+            self.doing = "commit_transaction"
+            producer.commit_transaction()
+        except BusError as exc:
+            self.error = exc
+        except Exception as exc:  # a client's bug: the loop stops with it, not this thread
+            self.error = BusError(f"committing the transaction failed unexpectedly: {exc!r}")
+            self.error.__cause__ = exc
+        finally:
+            self.finished.set()
 
 
 def _close_quietly(producer: Producer) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -10,7 +12,15 @@ from typing import Any
 
 import pytest
 
-from bus.clients.base import Chunk, Record, TopicPartition, TransientBusError
+from bus.clients.base import (
+    Chunk,
+    Driver,
+    Headers,
+    Producer,
+    Record,
+    TopicPartition,
+    TransientBusError,
+)
 from bus.clients.memory import MemoryBroker
 from bus.stream import (
     ChunkStep,
@@ -497,6 +507,161 @@ def test_a_revoke_settles_the_uncommitted_work(broker: MemoryBroker, delivery: s
         assert (stats.aborts, step.rewinds) == (1, 1)
 
 
+# --- background commits ----------------------------------------------------------------
+
+
+class GatedProducer(Producer):
+    """A producer whose ``commit_transaction`` waits until the test opens the gate."""
+
+    def __init__(self, inner: Producer, gate: threading.Event, started: list[float]) -> None:
+        self._inner = inner
+        self._gate = gate
+        self._started = started
+
+    def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        *,
+        key: bytes | None = None,
+        partition: int | None = None,
+        headers: Headers | None = None,
+    ) -> None:
+        self._inner.send(topic, value, key=key, partition=partition, headers=headers)
+
+    def flush(self, timeout_s: float = 30.0) -> None:
+        self._inner.flush(timeout_s)
+
+    def partition_count(self, topic: str) -> int:
+        return self._inner.partition_count(topic)
+
+    def init_transactions(self) -> None:
+        self._inner.init_transactions()
+
+    def begin_transaction(self) -> None:
+        self._inner.begin_transaction()
+
+    def send_offsets_to_transaction(
+        self, offsets: Mapping[TopicPartition, int], group: object
+    ) -> None:
+        self._inner.send_offsets_to_transaction(offsets, group)
+
+    def commit_transaction(self) -> None:
+        self._started.append(time.monotonic())
+        assert self._gate.wait(30), "the test never opened the gate"
+        self._inner.commit_transaction()
+
+    def abort_transaction(self) -> None:
+        self._inner.abort_transaction()
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        self._inner.close(timeout_s)
+
+
+class GatedDriver(Driver):
+    """The memory driver, with commits that wait for ``gate``."""
+
+    name = "gated"
+
+    def __init__(self, broker: MemoryBroker) -> None:
+        self._inner = broker.driver()
+        self.gate = threading.Event()
+        self.commits: list[float] = []
+
+    def producer(self, **options: Any) -> Producer:
+        return GatedProducer(self._inner.producer(**options), self.gate, self.commits)
+
+    def consumer(self, **options: Any) -> Any:
+        return self._inner.consumer(**options)
+
+
+def background_runner(driver: Driver, step: Step, stop: StopFlag, **overrides: Any) -> StreamRunner:
+    config = StreamConfig(
+        topics=(IN,),
+        group_id=GROUP,
+        service="test",
+        delivery="exactly-once",
+        transactional_id=TXID,
+        deadletter_topic=DLQ,
+        poll_timeout_s=0.0,
+        backoff_s=0.001,
+        backoff_max_s=0.004,
+        background_commit=True,
+        **overrides,
+    )
+    return StreamRunner(driver, config, step, stop=stop)
+
+
+def test_background_commits_let_the_step_go_on_and_hold_its_outputs(
+    broker: MemoryBroker,
+) -> None:
+    values = seed(broker, 60, partitions=1)
+    driver = GatedDriver(broker)
+    seen: dict[int, tuple[int, dict[TopicPartition, int], int]] = {}
+
+    def watch(call: int) -> None:
+        written = len(broker.records(OUT, committed_only=False))
+        seen[call] = (written, broker.committed_offsets(GROUP), len(driver.commits))
+        if call == 4:
+            driver.gate.set()
+
+    stop = StopFlag()
+    step = Copy(stop, before=watch)
+    stats = background_runner(driver, step, stop, max_batch=10).run()
+    # the first batch's commit waits; batches 2 to 4 are processed meanwhile, unsent
+    assert [seen[call] for call in (2, 3, 4)] == [(10, {}, 1)] * 3
+    assert Counter(outputs(broker)) == Counter(values)  # then each is committed once
+    assert broker.committed_offsets(GROUP) == {TopicPartition(IN, 0): 60}
+    assert stats.records == stats.outputs == 60
+    assert 2 <= stats.commits < stats.batches == 6  # the held batches share commits
+    assert [o.outputs[0].values[0] for o in step.done] == [
+        f"v{i}".encode() for i in range(0, 60, 10)
+    ]
+
+
+def test_a_failed_background_commit_redoes_everything_since_the_last_one(
+    broker: MemoryBroker,
+) -> None:
+    values = seed(broker, 60)
+    broker.fail_next("commit_transaction", TransientBusError("coordinator moved"))
+    stop = StopFlag()
+    step = Copy(stop)
+    stats = background_runner(broker.driver(), step, stop, max_batch=25).run()
+    assert broker.pending_faults("commit_transaction") == 0
+    assert Counter(outputs(broker)) == Counter(values)
+    assert broker.committed_offsets(GROUP) == ends(broker)
+    assert (stats.faults, stats.aborts, step.rewinds) == (1, 1, 1)
+    assert stats.records == 60
+
+
+def test_a_fenced_background_commit_stops_the_runner(broker: MemoryBroker) -> None:
+    seed(broker, 10)
+    stop = StopFlag()
+    step = Copy(stop, before=lambda call: broker.fence(TXID) if call == 1 else None)
+    with pytest.raises(BusError, match=f"transactional id '{TXID}' took over"):
+        background_runner(broker.driver(), step, stop).run()
+    assert outputs(broker) == []
+
+
+def test_a_stop_waits_for_a_stuck_commit_a_bounded_time(
+    broker: MemoryBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    seed(broker, 10, partitions=1)
+    driver = GatedDriver(broker)
+    stop = StopFlag()
+    step = Copy(stop)
+    started = time.monotonic()
+    try:
+        with caplog.at_level(logging.WARNING, logger="bus.stream"):
+            stats = background_runner(driver, step, stop, finish_timeout_s=0.3).run()
+    finally:
+        driver.gate.set()
+    assert time.monotonic() - started < 3.0
+    assert len(driver.commits) == 1
+    assert stats.commits == 0 and step.done == []
+    assert any("still in flight" in r.getMessage() for r in caplog.records)
+
+
 # --- configuration ---------------------------------------------------------------------
 
 
@@ -510,6 +675,8 @@ def test_config_refuses_what_cannot_work() -> None:
         StreamConfig(**base, mode="steal")
     with pytest.raises(ConfigError, match="no input topic"):
         StreamConfig(**{**base, "topics": ()})
+    with pytest.raises(ConfigError, match="background commits are for exactly-once"):
+        StreamConfig(**base, background_commit=True)
     assert StreamConfig(**base).retry_s == 300.0
 
 
