@@ -88,3 +88,27 @@ class KafkaSettings:
         }
         kwargs.update({k: v for k, v in optional.items() if v is not None})
         return kwargs
+
+    def librdkafka_config(self) -> dict[str, Any]:
+        """The same settings as librdkafka properties (confluent-kafka producer and consumer)."""
+        config: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "client.id": self.client_id,
+            "security.protocol": self.security_protocol,
+            "socket.timeout.ms": self.request_timeout_ms,
+        }
+        optional = {
+            "sasl.mechanism": self.sasl_mechanism,
+            "sasl.username": self.sasl_username,
+            "sasl.password": self.sasl_password,
+            "ssl.ca.location": self.ssl_cafile,
+            "ssl.certificate.location": self.ssl_certfile,
+            "ssl.key.location": self.ssl_keyfile,
+            "ssl.key.password": self.ssl_password,
+        }
+        config.update({k: v for k, v in optional.items() if v is not None})
+        return config
+
+    def secrets(self) -> list[str]:
+        """The values no log may show (passwords), for the logging set-up to redact."""
+        return [s for s in (self.sasl_password, self.ssl_password) if s]

@@ -1,0 +1,825 @@
+"""The confluent-kafka driver: `bus.clients.base` on librdkafka (``client=confluent``).
+
+Producers report deliveries only when they fail (``delivery.report.only.error``):
+the callback keeps the error, and the next ``flush`` / ``commit_transaction``
+raises it, classified. A full local queue (``BufferError``) is drained by serving
+the client's callbacks, then the record is queued again.
+
+Consumers take what librdkafka has prefetched without waiting (``consume`` with
+no timeout) and block only when nothing is there, for one message: a poll returns
+as soon as there is something to return, like kafka-python's. Chunks are built
+straight from the messages, column by column.
+
+librdkafka leaves a consumer's position on the commit marker that ends a
+transaction (its position is the last record delivered + 1), so a reader of a
+topic written transactionally would never see its position reach the end
+offset. Partition-EOF events (``enable.partition.eof``) carry the offset the
+fetcher reached; `position` reports that when it is further. Before anything was
+read, librdkafka has no position at all; `position` then reports what the next
+fetch starts from (a seek, the committed offset, or the reset policy).
+
+What librdkafka raises when things go wrong (found against a single Kafka 4.1
+broker killed with SIGKILL and restarted, and `classify` maps):
+
+- broker killed during a transaction, back within the transaction timeout:
+  sends are retried and the commit succeeds once the broker is back; a commit
+  while it is away fails after its timeout with a retriable ``_TIMED_OUT`` /
+  ``_TRANSPORT``: `TransientBusError`;
+- broker away longer than the transaction timeout: the coordinator aborts the
+  transaction; librdkafka reports an abortable error (``txn_requires_abort``,
+  e.g. ``INVALID_PRODUCER_EPOCH`` or ``_FENCED`` after the epoch bump) on the
+  commit: `TransientBusError` (abort, redo the batch). A fence seen after the
+  transaction has been open longer than its timeout is treated the same way;
+  within the timeout it is another instance: `FencedError`;
+- plain sends and commits while the broker is away: ``_MSG_TIMED_OUT`` /
+  ``_TRANSPORT`` / ``_TIMED_OUT`` / ``COORDINATOR_NOT_AVAILABLE``: `TransientBusError`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from confluent_kafka import (  # type: ignore[import-untyped]
+    OFFSET_BEGINNING,
+    KafkaError,
+    KafkaException,
+)
+from confluent_kafka import Consumer as ConfluentConsumer
+from confluent_kafka import Producer as ConfluentProducer
+from confluent_kafka import TopicPartition as ConfluentTopicPartition
+
+from bus.clients.base import (
+    Chunk,
+    Columns,
+    Consumer,
+    Driver,
+    FencedError,
+    Headers,
+    Producer,
+    RebalanceCallback,
+    Record,
+    RecordTooLargeError,
+    TopicPartition,
+    TransientBusError,
+)
+from bus.settings import KafkaSettings
+from streamscore.errors import BusError, ConfigError, StreamscoreError
+
+log = logging.getLogger(__name__)
+librdkafka_log = logging.getLogger(__name__ + ".librdkafka")
+
+PRODUCER_DEFAULTS: dict[str, Any] = {
+    "enable.idempotence": True,
+    "acks": "all",
+    "linger.ms": 5,
+    "batch.size": 1024 * 1024,
+    "message.max.bytes": 4 * 1024 * 1024,
+    "queue.buffering.max.messages": 500_000,
+    "delivery.report.only.error": True,
+    "partitioner": "murmur2_random",  # a key goes where Java clients and kafka-python put it
+}
+
+CONSUMER_DEFAULTS: dict[str, Any] = {
+    "enable.auto.commit": False,
+    "enable.auto.offset.store": False,
+    "auto.offset.reset": "earliest",
+    "isolation.level": "read_committed",
+    "fetch.max.bytes": 64 * 1024 * 1024,
+    "max.partition.fetch.bytes": 8 * 1024 * 1024,
+    "fetch.wait.max.ms": 100,
+    "session.timeout.ms": 10_000,
+    "heartbeat.interval.ms": 2_000,
+    "topic.metadata.refresh.interval.ms": 30_000,
+    "enable.partition.eof": True,
+}
+MAX_POLL_RECORDS = 5000
+
+# neutral option -> librdkafka property
+PRODUCER_OPTIONS = {
+    "transactional_id": "transactional.id",
+    "linger_ms": "linger.ms",
+    "batch_size": "batch.size",
+    "acks": "acks",
+    "max_request_size": "message.max.bytes",
+    "transaction_timeout_ms": "transaction.timeout.ms",
+}
+CONSUMER_OPTIONS = {
+    "group_id": "group.id",
+    "group_instance_id": "group.instance.id",
+    "max_poll_records": None,  # the driver's own batch limit
+    "fetch_max_wait_ms": "fetch.wait.max.ms",
+    "read_committed": "isolation.level",
+    "auto_offset_reset": "auto.offset.reset",
+    "session_timeout_ms": "session.timeout.ms",
+    "heartbeat_interval_ms": "heartbeat.interval.ms",
+}
+ACKS = {"all": "all", "-1": "all", -1: "all", "1": 1, 1: 1, "0": 0, 0: 0}
+OFFSET_RESETS = ("earliest", "latest")
+DEFAULT_TRANSACTION_TIMEOUT_MS = 60_000  # librdkafka's default
+BLOCK_S = 60.0  # the longest a transactional call waits for the broker
+
+_FENCED_CODES = (KafkaError._FENCED, KafkaError.PRODUCER_FENCED)
+_TOO_LARGE_CODES = (KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE)
+_CONFIG_CODES = (KafkaError._INVALID_ARG, KafkaError.INVALID_CONFIG)
+_TRANSIENT_CODES = tuple(
+    getattr(KafkaError, name)
+    for name in (
+        "_TRANSPORT",
+        "_ALL_BROKERS_DOWN",
+        "_TIMED_OUT",
+        "_MSG_TIMED_OUT",
+        "_TIMED_OUT_QUEUE",
+        "_WAIT_COORD",
+        "_PURGE_QUEUE",
+        "_PURGE_INFLIGHT",
+        "_PREV_IN_PROGRESS",
+        "_NO_OFFSET",
+        "_ASSIGNMENT_LOST",
+        "_MAX_POLL_EXCEEDED",
+        "_UNKNOWN_PARTITION",
+        "REQUEST_TIMED_OUT",
+        "NETWORK_EXCEPTION",
+        "NOT_COORDINATOR",
+        "COORDINATOR_NOT_AVAILABLE",
+        "COORDINATOR_LOAD_IN_PROGRESS",
+        "NOT_LEADER_FOR_PARTITION",
+        "LEADER_NOT_AVAILABLE",
+        "REBALANCE_IN_PROGRESS",
+        "ILLEGAL_GENERATION",
+        "UNKNOWN_MEMBER_ID",
+        "CONCURRENT_TRANSACTIONS",
+        "INVALID_PRODUCER_EPOCH",
+        "UNKNOWN_PRODUCER_ID",
+        "OUT_OF_ORDER_SEQUENCE_NUMBER",
+        "TRANSACTION_ABORTABLE",
+        "NOT_ENOUGH_REPLICAS",
+        "NOT_ENOUGH_REPLICAS_AFTER_APPEND",
+        "KAFKA_STORAGE_ERROR",
+        "FENCED_LEADER_EPOCH",
+        "UNKNOWN_LEADER_EPOCH",
+        "STALE_MEMBER_EPOCH",
+        "FENCED_MEMBER_EPOCH",
+        "UNSTABLE_OFFSET_COMMIT",
+    )
+    if hasattr(KafkaError, name)
+)
+# Errors a consumer reports as messages that mean "nothing to read here yet": logged, skipped.
+_INFORMATIONAL_CODES = (
+    KafkaError._TRANSPORT,
+    KafkaError._ALL_BROKERS_DOWN,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError._UNKNOWN_PARTITION,
+    KafkaError._UNKNOWN_TOPIC,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError._MAX_POLL_EXCEEDED,
+)
+_EOF = KafkaError._PARTITION_EOF
+
+
+def _library_error(exc: BaseException | KafkaError) -> KafkaError | None:
+    if isinstance(exc, KafkaError):
+        return exc
+    if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
+        return exc.args[0]
+    return None
+
+
+def classify(exc: BaseException | KafkaError, doing: str, *, txn_age_s: float = 0.0,
+             txn_timeout_s: float = float("inf")) -> StreamscoreError:  # fmt: skip
+    """The streamscore error for a confluent-kafka error met while ``doing`` something.
+
+    ``txn_age_s``: how long the producer's transaction has been open; a fence seen
+    after ``txn_timeout_s`` is the coordinator aborting it (see the module doc).
+    Chain the result to the library's exception (``raise classify(exc, ...) from exc``).
+    """
+    error = _library_error(exc)
+    if error is None:
+        return BusError(f"{doing} failed ({exc}); check the broker, the topic and the settings")
+    code = error.code()
+    what = f"{error.name()}: {error.str()}"
+    if code == KafkaError.FENCED_INSTANCE_ID:
+        return FencedError(
+            f"{doing}: another consumer with the same group instance id joined the group "
+            f"({what}); stop this one (give every instance its own id)"
+        )
+    if code in _FENCED_CODES:
+        if txn_age_s > txn_timeout_s:
+            return TransientBusError(
+                f"{doing}: the transaction was open {txn_age_s:.0f}s, longer than its "
+                f"{txn_timeout_s:.0f}s timeout, and the coordinator aborted it ({what}); "
+                "make a new producer and redo the batch"
+            )
+        return FencedError(
+            f"{doing}: another producer with the same transactional id started and took over "
+            f"({what}); stop this one (run one instance per transactional id)"
+        )
+    if code in _TOO_LARGE_CODES:
+        return RecordTooLargeError(
+            f"{doing}: a record is larger than the broker or max_request_size accepts ({what}); "
+            "make it smaller or raise the limit"
+        )
+    if code in _CONFIG_CODES:
+        return ConfigError(f"{doing}: bad Kafka client setting ({what}); fix the setting")
+    if code in _TRANSIENT_CODES or error.retriable() or error.txn_requires_abort():
+        return TransientBusError(
+            f"{doing}: the broker is unreachable, busy or moved on ({what}); retry with backoff "
+            "and redo what was not committed"
+        )
+    if error.fatal():
+        return BusError(
+            f"{doing}: the client hit a fatal error ({what}); this producer cannot be used "
+            "any more: make a new one"
+        )
+    return BusError(f"{doing} failed ({what}); check the broker, the topic and the settings")
+
+
+def _unknown(options: Mapping[str, Any], known: Mapping[str, Any], what: str) -> None:
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"unknown {what} option(s) {', '.join(unknown)}: expected some of {', '.join(known)}"
+        )
+
+
+def _client_callbacks(config: dict[str, Any]) -> dict[str, Any]:
+    """Route librdkafka's logs and global errors through Python logging (redacted there)."""
+    config["logger"] = librdkafka_log
+    config["error_cb"] = _log_client_error
+    return config
+
+
+def _log_client_error(error: KafkaError) -> None:
+    if error.fatal():
+        log.error("Kafka client fatal error: %s", error.str())
+    else:
+        log.debug("Kafka client error (retried by the client): %s", error.str())
+
+
+def producer_config(settings: KafkaSettings, options: Mapping[str, Any]) -> dict[str, Any]:
+    """librdkafka producer properties for the neutral ``options`` (without callbacks)."""
+    _unknown(options, PRODUCER_OPTIONS, "producer")
+    config = {
+        **settings.librdkafka_config(),
+        "request.timeout.ms": settings.request_timeout_ms,
+        **PRODUCER_DEFAULTS,
+    }
+    for name, value in options.items():
+        if value is not None:
+            config[PRODUCER_OPTIONS[name]] = value
+    if "acks" in options:
+        if options["acks"] not in ACKS:
+            raise ConfigError(f"producer option acks={options['acks']!r}: expected all, 1 or 0")
+        config["acks"] = ACKS[options["acks"]]
+        if config["acks"] != "all":
+            if options.get("transactional_id"):
+                raise ConfigError("a transactional producer needs acks=all")
+            config["enable.idempotence"] = False  # idempotence needs acks=all
+    return config
+
+
+def consumer_config(settings: KafkaSettings, options: Mapping[str, Any]) -> dict[str, Any]:
+    """librdkafka consumer properties for the neutral ``options`` (without callbacks).
+
+    librdkafka needs a group id even for a consumer that only assigns partitions:
+    one of its own is made up then (nothing is ever committed to it).
+    """
+    _unknown(options, CONSUMER_OPTIONS, "consumer")
+    config = {**settings.librdkafka_config(), **CONSUMER_DEFAULTS}
+    for name, value in options.items():
+        prop = CONSUMER_OPTIONS[name]
+        if value is None or prop is None:
+            continue
+        if name == "read_committed":
+            config[prop] = "read_committed" if value else "read_uncommitted"
+        elif name == "auto_offset_reset" and value not in OFFSET_RESETS:
+            raise ConfigError(
+                f"consumer option auto_offset_reset={value!r}: expected earliest or latest"
+            )
+        else:
+            config[prop] = value
+    if "group.id" not in config:
+        if "group.instance.id" in config:
+            raise ConfigError("consumer option group_instance_id needs a group_id")
+        config["group.id"] = f"{settings.client_id}-unjoined-{uuid.uuid4().hex[:12]}"
+    return config
+
+
+class ConfluentDriver(Driver):
+    """Producers and consumers on confluent-kafka (librdkafka)."""
+
+    name = "confluent"
+
+    def __init__(self, settings: KafkaSettings) -> None:
+        self.settings = settings
+
+    def producer(self, **options: Any) -> ConfluentKafkaProducer:
+        """A producer (idempotent, acks=all unless told otherwise)."""
+        config = producer_config(self.settings, options)
+        producer = ConfluentKafkaProducer(self.settings, config)
+        return producer
+
+    def consumer(self, **options: Any) -> ConfluentKafkaConsumer:
+        """A consumer with manual commits and read_committed isolation by default."""
+        joined = options.get("group_id") is not None
+        max_records = options.get("max_poll_records") or MAX_POLL_RECORDS
+        config = consumer_config(self.settings, options)
+        return ConfluentKafkaConsumer(self.settings, config, joined=joined, max_records=max_records)
+
+
+def _make(kind: type[Any], settings: KafkaSettings, config: dict[str, Any]) -> Any:
+    try:
+        return kind(_client_callbacks(dict(config)))
+    except KafkaException as exc:
+        raise classify(exc, f"creating a Kafka client for {settings.bootstrap_servers}") from exc
+
+
+class ConfluentKafkaProducer(Producer):
+    """A `Producer` on ``confluent_kafka.Producer``."""
+
+    def __init__(self, settings: KafkaSettings, config: dict[str, Any]) -> None:
+        self._settings = settings
+        self._failures: list[KafkaError] = []
+        self._client = _make(
+            ConfluentProducer, settings, {**config, "on_delivery": self._on_delivery}
+        )
+        self._produce = self._client.produce
+        self._transactional_id = config.get("transactional.id")
+        self._txn_timeout_s = (
+            config.get("transaction.timeout.ms") or DEFAULT_TRANSACTION_TIMEOUT_MS
+        ) / 1000
+        self._txn_started: float | None = None
+        self._groups: dict[str, object] = {}
+
+    def _on_delivery(self, error: KafkaError | None, message: Any) -> None:
+        if error is not None:
+            self._failures.append(error)
+
+    def _error(self, exc: BaseException | KafkaError, doing: str) -> StreamscoreError:
+        age = 0.0 if self._txn_started is None else time.monotonic() - self._txn_started
+        return classify(exc, doing, txn_age_s=age, txn_timeout_s=self._txn_timeout_s)
+
+    def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        *,
+        key: bytes | None = None,
+        partition: int | None = None,
+        headers: Headers | None = None,
+    ) -> None:
+        """Queue one record (raises `RecordTooLargeError` at once when it is over the limit)."""
+        if headers is not None and type(headers) is not list:
+            headers = list(headers)
+        try:
+            self._produce(
+                topic, value, key, -1 if partition is None else partition, headers=headers
+            )
+        except BufferError:
+            self._wait_for_room(topic, value, key, partition, headers)
+        except KafkaException as exc:
+            raise self._error(exc, f"sending a record to {topic!r}") from exc
+
+    def _wait_for_room(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None,
+        partition: int | None,
+        headers: Headers | None,
+    ) -> None:
+        """The local queue is full: let it drain (serving callbacks), then queue the record."""
+        deadline = time.monotonic() + BLOCK_S
+        while True:
+            self._client.poll(0.05)
+            try:
+                self._produce(
+                    topic, value, key, -1 if partition is None else partition, headers=headers
+                )
+                return
+            except BufferError as exc:
+                if time.monotonic() > deadline:
+                    raise TransientBusError(
+                        f"the producer's queue stayed full for {BLOCK_S:.0f}s (is the broker "
+                        "reachable?); retry later"
+                    ) from exc
+            except KafkaException as exc:
+                raise self._error(exc, f"sending a record to {topic!r}") from exc
+
+    def flush(self, timeout_s: float = 30.0) -> None:
+        """Wait until everything queued is acknowledged; raise the first failure since then."""
+        try:
+            remaining = self._client.flush(timeout_s)
+        except KafkaException as exc:
+            raise self._error(exc, "flushing the producer") from exc
+        self._raise_failures()
+        if remaining:
+            raise TransientBusError(
+                f"{remaining} records were not acknowledged within {timeout_s:.0f}s "
+                "(is the broker reachable?); retry"
+            )
+
+    def _raise_failures(self) -> None:
+        if self._failures:
+            error = self._failures[0]
+            self._failures = []
+            exc = KafkaException(error)
+            raise self._error(exc, "writing a record") from exc
+
+    def partition_count(self, topic: str) -> int:
+        """How many partitions ``topic`` has (from fresh metadata)."""
+        try:
+            metadata = self._client.list_topics(
+                topic, timeout=self._settings.request_timeout_ms / 1000
+            )
+        except KafkaException as exc:
+            raise self._error(exc, f"reading the partitions of topic {topic!r}") from exc
+        found = metadata.topics.get(topic)
+        if found is None or found.error is not None or not found.partitions:
+            raise BusError(
+                f"topic {topic!r} does not exist on {self._settings.bootstrap_servers}; "
+                "create it with `streamscore topics`"
+            )
+        return len(found.partitions)
+
+    def init_transactions(self) -> None:
+        """Register the transactional id (fences older instances with the same id)."""
+        try:
+            self._client.init_transactions(BLOCK_S)
+        except KafkaException as exc:
+            raise self._error(exc, f"initialising transactions ({self._transactional_id})") from exc
+
+    def begin_transaction(self) -> None:
+        """Start a transaction."""
+        try:
+            self._client.begin_transaction()
+        except KafkaException as exc:
+            raise self._error(exc, "beginning a transaction") from exc
+        self._txn_started = time.monotonic()
+
+    def _group_metadata(self, group: object) -> object:
+        """librdkafka's group metadata for a group id: asked of a consumer of that group, once."""
+        if not isinstance(group, str):
+            return group
+        if group not in self._groups:
+            config = {**self._settings.librdkafka_config(), "group.id": group}
+            consumer = _make(ConfluentConsumer, self._settings, config)
+            try:
+                self._groups[group] = consumer.consumer_group_metadata()
+            finally:
+                consumer.close()
+        return self._groups[group]
+
+    def send_offsets_to_transaction(
+        self, offsets: Mapping[TopicPartition, int], group: object
+    ) -> None:
+        """Commit consumer offsets within the transaction (KIP-447 with group metadata)."""
+        positions = [ConfluentTopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        try:
+            self._client.send_offsets_to_transaction(
+                positions, self._group_metadata(group), BLOCK_S
+            )
+        except KafkaException as exc:
+            raise self._error(exc, "adding consumer offsets to the transaction") from exc
+
+    def commit_transaction(self) -> None:
+        """Commit the transaction (flushes first: a failed record fails the commit)."""
+        self.flush(BLOCK_S)
+        try:
+            self._client.commit_transaction(BLOCK_S)
+        except KafkaException as exc:
+            raise self._error(exc, "committing the transaction") from exc
+        self._txn_started = None
+
+    def abort_transaction(self) -> None:
+        """Abort the transaction; what it wrote is never visible to read_committed readers."""
+        try:
+            self._client.abort_transaction(BLOCK_S)
+        except KafkaException as exc:
+            raise self._error(exc, "aborting the transaction") from exc
+        finally:
+            self._client.poll(0)
+            self._failures = []  # purged records of the aborted transaction
+        self._txn_started = None
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Flush what can be flushed within ``timeout_s`` and release the client."""
+        try:
+            remaining = self._client.flush(timeout_s)
+        except KafkaException as exc:
+            log.warning("closing the producer: %s", exc)
+            return
+        if remaining:
+            log.warning("closing the producer with %d records not acknowledged", remaining)
+
+
+def _ours(partitions: Sequence[Any]) -> list[TopicPartition]:
+    return sorted(TopicPartition(tp.topic, tp.partition) for tp in partitions)
+
+
+_new = object.__new__
+_set_topic = getattr(Record, "topic").__set__  # noqa: B009
+_set_partition = getattr(Record, "partition").__set__  # noqa: B009
+_set_offset = getattr(Record, "offset").__set__  # noqa: B009
+_set_key = getattr(Record, "key").__set__  # noqa: B009
+_set_value = getattr(Record, "value").__set__  # noqa: B009
+_set_timestamp = getattr(Record, "timestamp").__set__  # noqa: B009
+_set_headers = getattr(Record, "headers").__set__  # noqa: B009
+
+
+class ConfluentKafkaConsumer(Consumer):
+    """A `Consumer` on ``confluent_kafka.Consumer``."""
+
+    def __init__(
+        self, settings: KafkaSettings, config: dict[str, Any], *, joined: bool, max_records: int
+    ) -> None:
+        self._settings = settings
+        self._joined = joined
+        self._max_records = max_records
+        self._earliest = config.get("auto.offset.reset") == "earliest"
+        self._timeout_s = settings.request_timeout_ms / 1000
+        self._eof: dict[tuple[str, int], int] = {}  # where the fetcher reached the end
+        self._seeked: dict[tuple[str, int], int] = {}  # seeks not followed by a record yet
+        self._callback_error: BaseException | None = None
+        self._on_assign: RebalanceCallback | None = None
+        self._on_revoke: RebalanceCallback | None = None
+        self._client = _make(
+            ConfluentConsumer, settings, {**config, "on_commit": _log_async_commit}
+        )
+
+    # --- polling --------------------------------------------------------------------
+
+    def _messages(self, timeout_s: float, max_records: int | None) -> list[Any]:
+        """What librdkafka has ready, waiting up to ``timeout_s`` for the first one."""
+        n = max_records or self._max_records
+        client = self._client
+        try:
+            messages: list[Any] = client.consume(n, 0)
+            if not messages and timeout_s > 0:
+                first = client.poll(timeout_s)
+                if first is not None:
+                    messages = [first]
+                    if n > 1:
+                        messages += client.consume(n - 1, 0)
+        except KafkaException as exc:
+            raise classify(exc, "polling for records") from exc
+        if self._callback_error is not None:
+            error, self._callback_error = self._callback_error, None
+            raise error
+        return messages
+
+    def _message_error(self, message: Any) -> None:
+        """An event in the stream: a partition's end (kept for `position`), or an error."""
+        error = message.error()
+        if error.code() == _EOF:
+            self._eof[(message.topic(), message.partition())] = message.offset()
+            return
+        if error.code() in _INFORMATIONAL_CODES:
+            log.debug("consumer: %s (retried by the client)", error.str())
+            return
+        exc = KafkaException(error)
+        raise classify(exc, "polling for records") from exc
+
+    def poll(self, timeout_s: float, max_records: int | None = None) -> list[Record]:
+        """Records of the assigned partitions, in offset order per partition (may be empty)."""
+        messages = self._messages(timeout_s, max_records)
+        if self._seeked:
+            self._seeked.clear()  # positions are librdkafka's again once something came
+        out: list[Record] = []
+        add = out.append
+        new, cls = _new, Record
+        set_topic, set_partition, set_offset = _set_topic, _set_partition, _set_offset
+        set_key, set_value, set_timestamp, set_headers = (
+            _set_key,
+            _set_value,
+            _set_timestamp,
+            _set_headers,
+        )
+        for m in messages:
+            if m.error() is not None:
+                self._message_error(m)
+                continue
+            record = new(cls)
+            set_topic(record, m.topic())
+            set_partition(record, m.partition())
+            set_offset(record, m.offset())
+            set_key(record, m.key())
+            set_value(record, m.value())
+            set_timestamp(record, m.timestamp()[1])
+            set_headers(record, m.headers() or ())
+            add(record)
+        return out
+
+    def poll_chunks(self, timeout_s: float, max_records: int | None = None) -> list[Chunk]:
+        """Per-partition columns built straight from the messages (no `Record` objects)."""
+        messages = self._messages(timeout_s, max_records)
+        if self._seeked:
+            self._seeked.clear()
+        columns: dict[tuple[str, int], Columns] = {}
+        topic: str | None = None
+        partition = -1
+        offsets: list[int] = []
+        keys: list[bytes | None] = []
+        values: list[bytes | None] = []
+        for m in messages:
+            if m.error() is not None:
+                self._message_error(m)
+                continue
+            p = m.partition()
+            t = m.topic()
+            if p != partition or t != topic:
+                topic, partition = t, p
+                offsets, keys, values = columns.setdefault((t, p), ([], [], []))
+            offsets.append(m.offset())
+            keys.append(m.key())
+            values.append(m.value())
+        return [Chunk(t, p, cols[0][-1] + 1, cols) for (t, p), cols in columns.items() if cols[0]]
+
+    # --- assignment ---------------------------------------------------------------
+
+    def _assigned(self, consumer: Any, partitions: list[Any]) -> None:
+        for tp in partitions:
+            self._forget((tp.topic, tp.partition))
+        self._callback(self._on_assign, partitions)
+
+    def _revoked(self, consumer: Any, partitions: list[Any]) -> None:
+        self._callback(self._on_revoke, partitions)
+        for tp in partitions:
+            self._forget((tp.topic, tp.partition))
+
+    def _callback(self, callback: RebalanceCallback | None, partitions: list[Any]) -> None:
+        if callback is None or self._callback_error is not None:
+            return
+        try:
+            callback(_ours(partitions))
+        except BaseException as exc:  # raised again by poll, after the rebalance
+            self._callback_error = exc
+
+    def _forget(self, key: tuple[str, int]) -> None:
+        self._eof.pop(key, None)
+        self._seeked.pop(key, None)
+
+    def subscribe(
+        self,
+        topics: Sequence[str],
+        *,
+        on_assign: RebalanceCallback | None = None,
+        on_revoke: RebalanceCallback | None = None,
+    ) -> None:
+        """Join the consumer group for ``topics``; callbacks run inside `poll`."""
+        self._on_assign = on_assign
+        self._on_revoke = on_revoke
+        try:
+            self._client.subscribe(
+                list(topics), on_assign=self._assigned, on_revoke=self._revoked,
+                on_lost=self._revoked,
+            )  # fmt: skip
+        except KafkaException as exc:
+            raise classify(exc, f"subscribing to {', '.join(topics)}") from exc
+
+    def assign(self, partitions: Sequence[TopicPartition]) -> None:
+        """Read exactly these partitions (no group rebalancing)."""
+        self._eof.clear()
+        self._seeked.clear()
+        try:
+            self._client.assign([ConfluentTopicPartition(t, p) for t, p in partitions])
+        except KafkaException as exc:
+            raise classify(exc, "assigning partitions") from exc
+
+    def assignment(self) -> set[TopicPartition]:
+        """The partitions this consumer reads now."""
+        return {TopicPartition(tp.topic, tp.partition) for tp in self._client.assignment()}
+
+    # --- positions --------------------------------------------------------------------
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        """Read ``tp`` from ``offset`` on."""
+        topic, partition = tp
+        self._forget((topic, partition))
+        try:
+            self._client.seek(ConfluentTopicPartition(topic, partition, offset))
+        except KafkaException as exc:
+            error = _library_error(exc)
+            if error is None or error.code() != KafkaError._STATE:
+                raise classify(exc, f"seeking {topic}[{partition}] to {offset}") from exc
+            # not fetching yet (just assigned): start the partition there instead
+            self._client.incremental_unassign([ConfluentTopicPartition(topic, partition)])
+            self._client.incremental_assign([ConfluentTopicPartition(topic, partition, offset)])
+        self._seeked[(topic, partition)] = offset
+
+    def seek_to_beginning(self, tps: Sequence[TopicPartition]) -> None:
+        """Read these partitions from their first offset."""
+        for tp in tps:
+            self.seek(tp, OFFSET_BEGINNING)
+
+    def position(self, tp: TopicPartition) -> int:
+        """The offset of the next record `poll` returns for ``tp`` (past a final commit marker)."""
+        topic, partition = tp
+        key = (topic, partition)
+        seeked = self._seeked.get(key)
+        if seeked is not None and seeked >= 0:
+            return seeked
+        try:
+            (found,) = self._client.position([ConfluentTopicPartition(topic, partition)])
+        except KafkaException as exc:
+            raise classify(exc, f"reading the position of {topic}[{partition}]") from exc
+        offset = int(found.offset) if seeked is None else -1
+        eof = self._eof.get(key)
+        if eof is not None and eof > offset:
+            offset = eof
+        if offset >= 0:
+            return offset
+        return self._start_offset(tp, seeked)
+
+    def _start_offset(self, tp: TopicPartition, seeked: int | None) -> int:
+        """Where the next fetch of a partition nothing was read from starts."""
+        if seeked is None and self._joined:
+            committed = self.committed([tp])[tp]
+            if committed is not None:
+                return committed
+        low, high = self._watermarks(tp)
+        earliest = self._earliest if seeked is None else seeked == OFFSET_BEGINNING
+        return low if earliest else high
+
+    def _watermarks(self, tp: TopicPartition) -> tuple[int, int]:
+        try:
+            found = self._client.get_watermark_offsets(
+                ConfluentTopicPartition(tp[0], tp[1]), timeout=self._timeout_s
+            )
+        except KafkaException as exc:
+            raise classify(exc, f"reading the offsets of {tp[0]}[{tp[1]}]") from exc
+        if found is None:
+            raise TransientBusError(
+                f"no answer for the offsets of {tp[0]}[{tp[1]}] within {self._timeout_s:.0f}s; "
+                "retry"
+            )
+        return int(found[0]), int(found[1])
+
+    def commit(self, offsets: Mapping[TopicPartition, int], *, asynchronous: bool = False) -> None:
+        """Commit the next offsets to read; a synchronous commit raises on failure."""
+        if not offsets:
+            return
+        if not self._joined:
+            raise BusError("this consumer has no group_id: it cannot commit offsets")
+        positions = [ConfluentTopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        try:
+            if asynchronous:
+                self._client.commit(offsets=positions, asynchronous=True)
+                return
+            results = self._client.commit(offsets=positions, asynchronous=False)
+        except KafkaException as exc:
+            raise classify(exc, "committing offsets") from exc
+        for result in results or ():
+            if result.error is not None:
+                failure = KafkaException(result.error)
+                raise classify(failure, f"committing the offset of {result.topic}") from failure
+
+    def committed(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int | None]:
+        """The group's committed offsets (None where nothing is committed)."""
+        if not tps:
+            return {}
+        try:
+            found = self._client.committed(
+                [ConfluentTopicPartition(t, p) for t, p in tps], timeout=self._timeout_s
+            )
+        except KafkaException as exc:
+            raise classify(exc, "reading committed offsets") from exc
+        return {
+            TopicPartition(f.topic, f.partition): (int(f.offset) if f.offset >= 0 else None)
+            for f in found
+        }
+
+    def end_offsets(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        """The offset after the last record of each partition (the last stable one)."""
+        return {TopicPartition(tp[0], tp[1]): self._watermarks(tp)[1] for tp in tps}
+
+    def partitions_for(self, topic: str) -> list[int]:
+        """The topic's partition ids from fresh metadata; empty when it does not exist."""
+        try:
+            metadata = self._client.list_topics(topic, timeout=self._timeout_s)
+        except KafkaException as exc:
+            raise classify(exc, f"reading the partitions of {topic!r}") from exc
+        found = metadata.topics.get(topic)
+        if found is None or found.error is not None:
+            return []
+        return sorted(found.partitions)
+
+    def group_metadata(self) -> object:
+        """What `Producer.send_offsets_to_transaction` needs for this consumer's group."""
+        return self._client.consumer_group_metadata()
+
+    def close(self) -> None:
+        """Leave the group (no commit) and release the client."""
+        try:
+            self._client.close()
+        except (KafkaException, RuntimeError) as exc:
+            log.warning("closing the consumer: %s", exc)
+
+
+def _log_async_commit(error: KafkaError | None, partitions: Any) -> None:
+    if error is not None:
+        log.warning("an offset commit failed (%s); the next commit covers it", error.str())
