@@ -4,22 +4,48 @@ Every value on the bus is a UTF-8 JSON object. Unknown fields are ignored,
 missing required fields and values of the wrong type are a ``MessageError``
 whose text names the field, what was expected and what was found.
 Non-finite numbers (NaN, Infinity, overflow) are rejected everywhere.
+
+Input limits, the same for every reader (scorer, trainer, gateway; `bus.codec`
+applies them too): a feature or label is a number within ±`MAX_ABS_INPUT`; a
+model coefficient is within ±`MAX_ABS_PARAM`; a version is at most
+`MAX_VERSION`, the largest integer every JSON reader holds exactly.
+
+Why these two limits: every prediction of a point within them by a model within
+them is a finite number. A prediction is a sum of at most ``MAX_PARAMETERS``
+(2000, `regressors.base`) terms ``c * m`` where ``|c| <= 1e15`` and ``m`` is a
+monomial of the features of degree k <= ``MAX_DEGREE`` (10), so
+``|m| <= 1e12**k``. At degree 3 (the default polynomial) the most features a
+model may have is 20, giving C(23, 3) = 1771 terms, so ``|prediction| <=
+1771 * 1e15 * 1e36 < 2e54``; at the worst degree allowed (10) the bound is
+``2000 * 1e15 * 1e120 = 2e138``. Both are far below the float64 limit (1.8e308),
+and so are the squares of the residuals the rolling scores sum.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
+from itertools import accumulate, count
 from typing import Any, Literal
 
 from streamscore.errors import MessageError
 
 MAX_MESSAGE_BYTES = 1_000_000
+#: Deepest nesting of arrays and objects a message may have. A fixed limit, so that a
+#: value is valid or not whatever the stack depth of the code that reads it.
+MAX_NESTING = 512
 MAX_FEATURES = 10_000
 MAX_ID_CHARS = 128
 MAX_NAME_CHARS = 128
 MAX_INSTANCES = 10_000
+#: Largest magnitude of a feature or a label (points and inference rows).
+MAX_ABS_INPUT = 1e12
+#: Largest magnitude of a number in a model's params (its coefficients).
+MAX_ABS_PARAM = 1e15
+#: Largest version (2**53 - 1): beyond it a JSON reader using doubles loses digits.
+MAX_VERSION = 2**53 - 1
 MODEL_KINDS = ("multivariate", "polynomial")
 
 Json = dict[str, Any]
@@ -57,8 +83,38 @@ def _non_finite(value: Any, path: str) -> tuple[str, float] | None:
 
 
 def _describe(value: Any) -> str:
-    text = json.dumps(value) if not isinstance(value, bytes | bytearray) else repr(value)
+    if isinstance(value, bytes | bytearray):
+        text = repr(value)
+    else:
+        try:
+            text = json.dumps(value)
+        except (ValueError, RecursionError):  # too many digits, nested too deeply
+            text = f"a JSON {'array' if isinstance(value, list) else type(value).__name__}"
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _limit(value: float) -> str:
+    """A limit as people write it: 1e12, not 1000000000000.0."""
+    return f"{value:.0e}".replace("e+", "e")
+
+
+_INPUT_LIMIT = _limit(MAX_ABS_INPUT)
+_PARAM_LIMIT = _limit(MAX_ABS_PARAM)
+
+
+_JSON_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"', re.DOTALL)
+_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
+_BRACKET_STEPS = bytes.maketrans(b"[{]}", b"\x02\x02\x00\x00")  # 1 + the change of depth
+
+
+def _too_deep(text: str) -> bool:
+    """True when arrays and objects nest more than MAX_NESTING deep in JSON ``text``."""
+    data = _JSON_STRING.sub(b"", text.encode("utf-8", "surrogatepass"))  # brackets in strings
+    steps = data.translate(_BRACKET_STEPS, _NOT_BRACKETS)
+    for part in (steps[: 4 * MAX_NESTING], steps):  # the usual attack is deep at once
+        if max(map(int.__sub__, accumulate(part), count(1)), default=0) > MAX_NESTING:
+            return True
+    return False
 
 
 def load_object(raw: bytes | bytearray | str | None) -> Json:
@@ -71,6 +127,8 @@ def load_object(raw: bytes | bytearray | str | None) -> Json:
     try:
         # Decode here: json.loads would also take UTF-16 and UTF-32 bytes.
         text = raw if isinstance(raw, str) else bytes(raw).decode("utf-8-sig")
+        if text.count("[") + text.count("{") > MAX_NESTING and _too_deep(text):
+            raise RecursionError  # refused whatever the stack depth here
         obj = json.loads(text, parse_constant=constants)
     except UnicodeDecodeError as exc:
         raise MessageError(f"not UTF-8 text: {exc}") from None
@@ -79,7 +137,7 @@ def load_object(raw: bytes | bytearray | str | None) -> Json:
     except ValueError:  # an integer of more digits than int() takes
         raise MessageError("not JSON: a number has too many digits") from None
     except RecursionError:
-        raise MessageError("not JSON: nested too deeply") from None
+        raise MessageError(f"not JSON: nested too deeply (the limit is {MAX_NESTING})") from None
     if not isinstance(obj, dict):
         raise MessageError(f"expected a JSON object, got {_describe(obj)}")
     if constants.seen:
@@ -126,12 +184,28 @@ def _optional_number(obj: Json, name: str) -> float | None:
     return None if value is None else _number(value, name)
 
 
-def _integer(value: Any, name: str, *, minimum: int = 0) -> int:
+def _bounded_number(obj: Json, name: str) -> float | None:
+    """An optional number within ±MAX_ABS_INPUT (a label)."""
+    number = _optional_number(obj, name)
+    if number is not None and not -MAX_ABS_INPUT <= number <= MAX_ABS_INPUT:
+        raise MessageError(
+            f"expected a number within ±{_INPUT_LIMIT}, got {_describe(obj[name])}", field=name
+        )
+    return number
+
+
+def _integer(value: Any, name: str, *, minimum: int = 0, maximum: int | None = None) -> int:
     if type(value) is not int:
         raise MessageError(f"expected an integer, got {_describe(value)}", field=name)
     if value < minimum:
         raise MessageError(f"expected an integer >= {minimum}, got {value}", field=name)
+    if maximum is not None and value > maximum:
+        raise MessageError(f"expected an integer <= {maximum}, got {value}", field=name)
     return value
+
+
+def _version(value: Any, name: str = "version") -> int:
+    return _integer(value, name, minimum=1, maximum=MAX_VERSION)
 
 
 def _optional_integer(obj: Json, name: str, *, minimum: int = 0) -> int | None:
@@ -170,6 +244,11 @@ def _features(value: Any, name: str) -> list[float]:
             raise MessageError(
                 f"expected a finite number, got {_describe(item)}", field=f"{name}[{i}]"
             )
+        if not -MAX_ABS_INPUT <= number <= MAX_ABS_INPUT:
+            raise MessageError(
+                f"expected numbers within ±{_INPUT_LIMIT}, got {_describe(item)} at index {i}",
+                field=name,
+            )
         out.append(number)
     return out
 
@@ -180,12 +259,33 @@ def _object(value: Any, name: str) -> Json:
     return value
 
 
+def _params(value: Any) -> Json:
+    """A model's params: an object whose numbers are all within ±MAX_ABS_PARAM."""
+    params = _object(value, "params")
+    stack: list[tuple[Any, str]] = [(params, "params")]
+    while stack:  # no recursion: params nested deeply are refused, not a crash
+        item, path = stack.pop()
+        if isinstance(item, dict):
+            stack.extend((v, f"{path}.{k}") for k, v in reversed(item.items()))
+        elif isinstance(item, list):
+            stack.extend((v, f"{path}[{i}]") for i, v in reversed(list(enumerate(item))))
+        elif _is_number(item) and not -MAX_ABS_PARAM <= item <= MAX_ABS_PARAM:
+            raise MessageError(
+                f"expected a number within ±{_PARAM_LIMIT}, got {_describe(item)}",
+                field=path if len(path) <= 80 else path[:77] + "...",
+            )
+    return params
+
+
 # --- the contract's messages ----------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class Point:
-    """A point on ``points``: features ``x``, an optional label ``y`` and event time ``ts``."""
+    """A point on ``points``: features ``x``, an optional label ``y`` and event time ``ts``.
+
+    Every feature and the label are within ±`MAX_ABS_INPUT`.
+    """
 
     id: str
     x: list[float]
@@ -203,7 +303,7 @@ class Point:
         return cls(
             id=_string(_required(obj, "id"), "id", MAX_ID_CHARS),
             x=_features(_required(obj, "x"), "x"),
-            y=_optional_number(obj, "y"),
+            y=_bounded_number(obj, "y"),
             ts=_optional_integer(obj, "ts"),
         )
 
@@ -240,7 +340,7 @@ class Prediction:
             id=_string(_required(obj, "id"), "id", MAX_ID_CHARS),
             prediction=_number(_required(obj, "prediction"), "prediction"),
             model=_string(_required(obj, "model"), "model", MAX_NAME_CHARS),
-            version=_integer(_required(obj, "version"), "version", minimum=1),
+            version=_version(_required(obj, "version")),
             y=_optional_number(obj, "y"),
             ts=_integer(_required(obj, "ts"), "ts"),
         )
@@ -273,8 +373,11 @@ def _quality(value: Any, name: str) -> dict[str, float | None]:
 class ModelVersion:
     """A model version on the compacted ``models`` topic (key: the model name).
 
-    ``params`` are plain numbers; their shape is checked by the regressor that
-    loads them (``regressors.regressor_from_dict``), not here.
+    ``params`` are plain numbers, each within ±`MAX_ABS_PARAM` (checked here);
+    their shape is checked by the regressor that loads them
+    (``regressors.regressor_from_dict``). ``signature`` is optional: the hex
+    HMAC-SHA256 of the rest of the message (see `bus.signing`); readers
+    without a key ignore it.
     """
 
     name: str
@@ -285,6 +388,7 @@ class ModelVersion:
     trained_on: Json
     train_score: dict[str, float | None]
     created_at: int
+    signature: str | None = None
 
     @classmethod
     def from_bytes(cls, raw: bytes | bytearray | str | None) -> ModelVersion:
@@ -302,20 +406,22 @@ class ModelVersion:
             )
         trained_on = _object(_required(obj, "trained_on"), "trained_on")
         _integer(_required(trained_on, "count", "trained_on.count"), "trained_on.count")
+        signature = obj.get("signature")
         return cls(
             name=_string(_required(obj, "name"), "name", MAX_NAME_CHARS),
-            version=_integer(_required(obj, "version"), "version", minimum=1),
+            version=_version(_required(obj, "version")),
             kind=kind,
             n_features=n_features,
-            params=_object(_required(obj, "params"), "params"),
+            params=_params(_required(obj, "params")),
             trained_on=trained_on,
             train_score=_quality(_required(obj, "train_score"), "train_score"),
             created_at=_integer(_required(obj, "created_at"), "created_at"),
+            signature=None if signature is None else _string(signature, "signature", 128),
         )
 
     def to_json(self) -> Json:
-        """The object form."""
-        return {
+        """The object form; ``signature`` is left out when unset."""
+        obj: Json = {
             "name": self.name,
             "version": self.version,
             "kind": self.kind,
@@ -325,6 +431,9 @@ class ModelVersion:
             "train_score": self.train_score,
             "created_at": self.created_at,
         }
+        if self.signature is not None:
+            obj["signature"] = self.signature
+        return obj
 
     def to_bytes(self) -> bytes:
         """Encode for ``models``."""
@@ -353,7 +462,7 @@ class Score:
         obj = load_object(raw)
         return cls(
             model=_string(_required(obj, "model"), "model", MAX_NAME_CHARS),
-            version=_integer(_required(obj, "version"), "version", minimum=1),
+            version=_version(_required(obj, "version")),
             window=_integer(_required(obj, "window"), "window", minimum=1),
             count=_integer(_required(obj, "count"), "count"),
             r2=_optional_number(obj, "r2"),
@@ -421,7 +530,7 @@ class InferRequest:
             id=_string(_required(obj, "id"), "id", MAX_ID_CHARS),
             instances=instances,
             model=None if model is None else _string(model, "model", MAX_NAME_CHARS),
-            version=_optional_integer(obj, "version", minimum=1),
+            version=None if obj.get("version") is None else _version(obj["version"]),
         )
 
     def to_bytes(self) -> bytes:
@@ -464,7 +573,7 @@ class InferReply:
         return cls(
             id=_string(_required(obj, "id"), "id", MAX_ID_CHARS),
             model=_string(_required(obj, "model"), "model", MAX_NAME_CHARS),
-            version=_integer(_required(obj, "version"), "version", minimum=1),
+            version=_version(_required(obj, "version")),
             predictions=[_number(v, f"predictions[{i}]") for i, v in enumerate(predictions)],
         )
 

@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Self, cast
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from bus.messages import MAX_ABS_INPUT, MAX_ABS_PARAM
 from streamscore.errors import ModelError
 
 FloatArray = NDArray[np.float64]
@@ -31,6 +32,14 @@ MAX_PARAMETERS = 2000
 #: Largest magnitude allowed for a target or for a design-matrix entry (e.g. x**5).
 #: Far beyond any sensible feature scale; it keeps every sum of squares finite.
 MAX_ABS_VALUE = 1e100
+
+#: Largest |coefficient| a model loaded by `Regressor.from_dict` may have (the contract's
+#: ``MAX_ABS_PARAM``). With features within the contract's ``MAX_ABS_INPUT`` (1e12) every
+#: prediction is then finite: at most ``MAX_PARAMETERS`` terms, each at most
+#: 1e15 * 1e12**degree (1e51 at degree 3, 1e135 at the highest degree, 10), so
+#: |prediction| <= 2e138 whatever the model (see `bus.messages`).
+MAX_ABS_COEF = MAX_ABS_PARAM
+_COEF_LIMIT = f"{MAX_ABS_COEF:.0e}".replace("e+", "e")  # 1e15
 
 #: Format number of `Regressor.state_dict`.
 STATE_FORMAT = 1
@@ -411,8 +420,9 @@ class Regressor(ABC):
     Input
         ``X`` is a 2-D array (rows, features) of finite numbers; a 1-D array is taken as
         ONE row. ``y`` is 1-D with one finite value per row. Inputs are never modified.
-        Wrong feature counts, NaN/inf, values whose expansion would exceed ±1e100, and
-        use before fitting raise `ModelError`.
+        Wrong feature counts, NaN/inf, values whose expansion would exceed ±1e100 (for
+        training; predicting takes any value within the contract's ±1e12 too), and use
+        before fitting raise `ModelError`.
 
     Saving
         ``to_dict()`` gives the model as plain numbers (the ``params`` of a model
@@ -569,9 +579,11 @@ class Regressor(ABC):
         self._stats.add(x, y)
         self._theta = None
 
-    def _rows(self, X: ArrayLike, n_features: int | None) -> FloatArray:
+    def _rows(self, X: ArrayLike, n_features: int | None, *, predict: bool = False) -> FloatArray:
         x = as_rows(X, n_features)
         limit = self._max_abs_input()
+        if predict:  # any point within the contract's limits has a finite prediction
+            limit = max(limit, MAX_ABS_INPUT)
         if x.size and float(np.max(np.abs(x))) > limit:
             raise ModelError(
                 f"X: values up to {float(np.max(np.abs(x))):.3g} overflow the {self.kind} "
@@ -590,7 +602,7 @@ class Regressor(ABC):
 
     def design(self, X: ArrayLike) -> FloatArray:
         """Return the design matrix (first column all 1) that the coefficients apply to."""
-        x = self._rows(X, self._n_features)
+        x = self._rows(X, self._n_features, predict=True)
         out = np.empty((x.shape[0], self._count_params(x.shape[1])))
         self._expand_into(x, out)
         return out
@@ -659,8 +671,17 @@ class Regressor(ABC):
             expected=n_params - 1,
             detail=f"coefficients {model._shape_text(n_features)} (intercept apart)",
         )
+        theta = np.array([intercept, *coef], dtype=np.float64)
+        beyond = np.flatnonzero(np.abs(theta) > MAX_ABS_COEF)
+        if beyond.size:
+            k = int(beyond[0])
+            label = "'intercept'" if k == 0 else f"'coef'[{k - 1}]"
+            raise ModelError(
+                f"{where}: {label} is {float(theta[k])!r}, beyond ±{_COEF_LIMIT}, the "
+                "largest coefficient a model may have; retrain it on scaled features"
+            )
         model._n_features = n_features
-        model._theta = np.array([intercept, *coef], dtype=np.float64)
+        model._theta = theta
         model._trainable = False
         return model
 

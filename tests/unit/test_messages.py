@@ -12,10 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bus.messages import (
+    MAX_ABS_INPUT,
+    MAX_ABS_PARAM,
     MAX_FEATURES,
     MAX_ID_CHARS,
     MAX_INSTANCES,
     MAX_MESSAGE_BYTES,
+    MAX_NESTING,
+    MAX_VERSION,
     InferReply,
     InferRequest,
     ModelVersion,
@@ -388,6 +392,121 @@ def test_a_non_finite_literal_deep_inside_a_message_gets_a_short_field_path() ->
     assert "expected a finite number, got NaN" in str(error)
 
 
+# --- input limits ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "field", "message"),
+    [
+        (
+            b'{"id": "a", "x": [1e40, 2]}',
+            "x",
+            "expected numbers within ±1e12, got 1e+40 at index 0",
+        ),
+        (
+            b'{"id": "a", "x": [0.5, -1000000000001]}',
+            "x",
+            "expected numbers within ±1e12, got -1000000000001 at index 1",
+        ),
+        (
+            b'{"id": "a", "x": [1, 1e308]}',
+            "x",
+            "expected numbers within ±1e12, got 1e+308 at index 1",
+        ),
+        (
+            b'{"id": "a", "x": [1], "y": 2e12}',
+            "y",
+            "expected a number within ±1e12, got 2000000000000.0",
+        ),
+        (
+            b'{"id": "a", "x": [1], "y": -10000000000000}',
+            "y",
+            "expected a number within ±1e12, got -10000000000000",
+        ),
+    ],
+)
+def test_a_point_beyond_the_input_limits_is_refused_naming_field_and_limit(
+    raw: bytes, field: str, message: str
+) -> None:
+    error = rejected(Point, raw)
+    assert error.field == field
+    assert str(error) == f"field {field!r}: {message}"
+
+
+def test_the_input_limits_themselves_are_accepted() -> None:
+    edge = MAX_ABS_INPUT
+    assert Point.from_bytes(point(x=[edge, -edge], y=-edge)) == Point(
+        "p-000017", [edge, -edge], -edge
+    )
+    assert Point.from_bytes(point(x=[10**12], y=-(10**12))).x == [1e12]
+    beyond = math.nextafter(edge, math.inf)
+    assert rejected(Point, point(x=[beyond])).field == "x"
+    assert rejected(Point, point(y=-beyond)).field == "y"
+
+
+def test_inference_rows_beyond_the_input_limit_are_refused() -> None:
+    raw = with_fields(InferRequest, instances=[[0.25, -1.5], [1.0, 1e40]])
+    error = rejected(InferRequest, raw)
+    assert str(error) == "field 'instances[1]': expected numbers within ±1e12, got 1e+40 at index 1"
+    ok = with_fields(InferRequest, instances=[[MAX_ABS_INPUT, -MAX_ABS_INPUT]])
+    assert InferRequest.from_bytes(ok).instances == [[MAX_ABS_INPUT, -MAX_ABS_INPUT]]
+
+
+@pytest.mark.parametrize(
+    ("params", "field", "shown"),
+    [
+        (
+            {"kind": "multivariate", "intercept": 0.5, "coef": [1.0, 1e308]},
+            "params.coef[1]",
+            "1e+308",
+        ),
+        (
+            {"kind": "multivariate", "intercept": -2e15, "coef": [1.0]},
+            "params.intercept",
+            "-2000000000000000.0",
+        ),
+        ({"nested": {"deeper": [0, [10**16]]}}, "params.nested.deeper[1][0]", "10000000000000000"),
+        ({"coef": [2**1024]}, "params.coef[0]", "1797693134862315907729305190789024733..."),
+    ],
+)
+def test_a_model_with_a_coefficient_beyond_the_param_limit_is_refused(
+    params: dict[str, Any], field: str, shown: str
+) -> None:
+    error = rejected(ModelVersion, with_fields(ModelVersion, params=params))
+    assert error.field == field
+    assert str(error) == f"field {field!r}: expected a number within ±1e15, got {shown}"
+
+
+def test_coefficients_at_the_param_limit_are_accepted() -> None:
+    params = {"kind": "multivariate", "intercept": -MAX_ABS_PARAM, "coef": [MAX_ABS_PARAM, 0]}
+    parsed = ModelVersion.from_bytes(with_fields(ModelVersion, params=params))
+    assert parsed.params == params
+
+
+@pytest.mark.parametrize("cls", [Prediction, ModelVersion, Score, InferRequest, InferReply])
+def test_versions_stop_at_the_largest_integer_json_holds_exactly(cls: Any) -> None:
+    assert MAX_VERSION == 2**53 - 1
+    assert cls.from_bytes(with_fields(cls, version=MAX_VERSION)).version == MAX_VERSION
+    error = rejected(cls, with_fields(cls, version=MAX_VERSION + 1))
+    assert str(error) == f"field 'version': expected an integer <= {MAX_VERSION}, got {2**53}"
+
+
+def test_nesting_has_a_fixed_limit_whatever_the_stack_depth() -> None:
+    def nested(depth: int) -> bytes:  # the object itself is one level
+        return b'{"id": "a", "x": [1], "e": ' + b"[" * (depth - 1) + b"]" * (depth - 1) + b"}"
+
+    def at_stack_depth(frames: int, raw: bytes) -> Point:
+        return Point.from_bytes(raw) if frames == 0 else at_stack_depth(frames - 1, raw)
+
+    for frames in (0, 300):
+        assert at_stack_depth(frames, nested(MAX_NESTING)).id == "a"
+        with pytest.raises(MessageError) as info:
+            at_stack_depth(frames, nested(MAX_NESTING + 1))
+        assert str(info.value) == f"not JSON: nested too deeply (the limit is {MAX_NESTING})"
+    # brackets inside strings are text, not nesting
+    assert Point.from_bytes(point(note='\\"[' * 600)).id == "p-000017"
+
+
 # --- bad fields of the other messages -----------------------------------------------
 
 
@@ -537,12 +656,13 @@ def test_a_bad_field_of_another_message_is_named(
 # --- properties ----------------------------------------------------------------------
 
 finite = st.floats(allow_nan=False, allow_infinity=False)
+inputs = st.floats(min_value=-MAX_ABS_INPUT, max_value=MAX_ABS_INPUT)
 
 
 @given(
     id=st.text(min_size=1, max_size=MAX_ID_CHARS),
-    x=st.lists(finite, min_size=1, max_size=50),
-    y=st.none() | finite,
+    x=st.lists(inputs, min_size=1, max_size=50),
+    y=st.none() | inputs,
     ts=st.none() | st.integers(min_value=0, max_value=2**63 - 1),
 )
 def test_any_valid_point_round_trips_exactly(
