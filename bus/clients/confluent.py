@@ -10,13 +10,15 @@ no timeout) and block only when nothing is there, for one message: a poll return
 as soon as there is something to return, like kafka-python's. Chunks are built
 straight from the messages, column by column.
 
-librdkafka leaves a consumer's position on the commit marker that ends a
-transaction (its position is the last record delivered + 1), so a reader of a
-topic written transactionally would never see its position reach the end
-offset. Partition-EOF events (``enable.partition.eof``) carry the offset the
-fetcher reached; `position` reports that when it is further. Before anything was
-read, librdkafka has no position at all; `position` then reports what the next
-fetch starts from (a seek, the committed offset, or the reset policy).
+Positions: librdkafka's own position is the last record delivered + 1. Older
+librdkafka releases leave it on the commit marker that ends a transaction, so a
+reader of a topic written transactionally would never see its position reach
+the end offset; and ``consume`` (2.16) moves it one past the offset of a
+partition-EOF event, past the end. So the driver asks for partition-EOF events
+(``enable.partition.eof``), which carry the offset the fetcher reached, and
+`position` reports that offset until a record of the partition comes. Before
+anything was read, librdkafka has no position at all; `position` then reports
+where the next fetch starts (a seek, the committed offset, or the reset policy).
 
 What librdkafka raises when things go wrong (found against a single Kafka 4.1
 broker killed with SIGKILL and restarted, and `classify` maps):
@@ -542,8 +544,10 @@ class ConfluentKafkaConsumer(Consumer):
         self._max_records = max_records
         self._earliest = config.get("auto.offset.reset") == "earliest"
         self._timeout_s = settings.request_timeout_ms / 1000
-        self._eof: dict[tuple[str, int], int] = {}  # where the fetcher reached the end
-        self._seeked: dict[tuple[str, int], int] = {}  # seeks not followed by a record yet
+        # Positions librdkafka does not report right: the end a partition's fetch reached
+        # (past a final commit marker), or a seek; dropped when a record of it comes.
+        self._known: dict[tuple[str, int], int] = {}
+        self._assigning: dict[tuple[str, int], Any] | None = None  # inside on_assign
         self._callback_error: BaseException | None = None
         self._on_assign: RebalanceCallback | None = None
         self._on_revoke: RebalanceCallback | None = None
@@ -576,7 +580,7 @@ class ConfluentKafkaConsumer(Consumer):
         """An event in the stream: a partition's end (kept for `position`), or an error."""
         error = message.error()
         if error.code() == _EOF:
-            self._eof[(message.topic(), message.partition())] = message.offset()
+            self._known[(message.topic(), message.partition())] = message.offset()
             return
         if error.code() in _INFORMATIONAL_CODES:
             log.debug("consumer: %s (retried by the client)", error.str())
@@ -587,8 +591,7 @@ class ConfluentKafkaConsumer(Consumer):
     def poll(self, timeout_s: float, max_records: int | None = None) -> list[Record]:
         """Records of the assigned partitions, in offset order per partition (may be empty)."""
         messages = self._messages(timeout_s, max_records)
-        if self._seeked:
-            self._seeked.clear()  # positions are librdkafka's again once something came
+        known = self._known
         out: list[Record] = []
         add = out.append
         new, cls = _new, Record
@@ -603,6 +606,8 @@ class ConfluentKafkaConsumer(Consumer):
             if m.error() is not None:
                 self._message_error(m)
                 continue
+            if known:
+                known.pop((m.topic(), m.partition()), None)
             record = new(cls)
             set_topic(record, m.topic())
             set_partition(record, m.partition())
@@ -617,8 +622,7 @@ class ConfluentKafkaConsumer(Consumer):
     def poll_chunks(self, timeout_s: float, max_records: int | None = None) -> list[Chunk]:
         """Per-partition columns built straight from the messages (no `Record` objects)."""
         messages = self._messages(timeout_s, max_records)
-        if self._seeked:
-            self._seeked.clear()
+        known = self._known
         columns: dict[tuple[str, int], Columns] = {}
         topic: str | None = None
         partition = -1
@@ -631,6 +635,8 @@ class ConfluentKafkaConsumer(Consumer):
                 continue
             p = m.partition()
             t = m.topic()
+            if known:
+                known.pop((t, p), None)
             if p != partition or t != topic:
                 topic, partition = t, p
                 offsets, keys, values = columns.setdefault((t, p), ([], [], []))
@@ -642,9 +648,15 @@ class ConfluentKafkaConsumer(Consumer):
     # --- assignment ---------------------------------------------------------------
 
     def _assigned(self, consumer: Any, partitions: list[Any]) -> None:
+        """Run on_assign, then assign (at the offsets it seeked to: librdkafka cannot seek yet)."""
         for tp in partitions:
             self._forget((tp.topic, tp.partition))
-        self._callback(self._on_assign, partitions)
+        self._assigning = {(tp.topic, tp.partition): tp for tp in partitions}
+        try:
+            self._callback(self._on_assign, partitions)
+        finally:
+            starts, self._assigning = self._assigning, None
+        self._client.assign(list(starts.values()))
 
     def _revoked(self, consumer: Any, partitions: list[Any]) -> None:
         self._callback(self._on_revoke, partitions)
@@ -660,8 +672,7 @@ class ConfluentKafkaConsumer(Consumer):
             self._callback_error = exc
 
     def _forget(self, key: tuple[str, int]) -> None:
-        self._eof.pop(key, None)
-        self._seeked.pop(key, None)
+        self._known.pop(key, None)
 
     def subscribe(
         self,
@@ -683,8 +694,7 @@ class ConfluentKafkaConsumer(Consumer):
 
     def assign(self, partitions: Sequence[TopicPartition]) -> None:
         """Read exactly these partitions (no group rebalancing)."""
-        self._eof.clear()
-        self._seeked.clear()
+        self._known.clear()
         try:
             self._client.assign([ConfluentTopicPartition(t, p) for t, p in partitions])
         except KafkaException as exc:
@@ -699,17 +709,32 @@ class ConfluentKafkaConsumer(Consumer):
     def seek(self, tp: TopicPartition, offset: int) -> None:
         """Read ``tp`` from ``offset`` on."""
         topic, partition = tp
-        self._forget((topic, partition))
-        try:
-            self._client.seek(ConfluentTopicPartition(topic, partition, offset))
-        except KafkaException as exc:
-            error = _library_error(exc)
-            if error is None or error.code() != KafkaError._STATE:
-                raise classify(exc, f"seeking {topic}[{partition}] to {offset}") from exc
-            # not fetching yet (just assigned): start the partition there instead
-            self._client.incremental_unassign([ConfluentTopicPartition(topic, partition)])
-            self._client.incremental_assign([ConfluentTopicPartition(topic, partition, offset)])
-        self._seeked[(topic, partition)] = offset
+        key = (topic, partition)
+        self._forget(key)
+        if self._assigning is not None and key in self._assigning:
+            self._assigning[key] = ConfluentTopicPartition(topic, partition, offset)
+            self._known[key] = offset
+            return
+        deadline = time.monotonic() + self._timeout_s
+        while True:
+            try:
+                self._client.seek(ConfluentTopicPartition(topic, partition, offset))
+                break
+            except KafkaException as exc:
+                error = _library_error(exc)
+                if error is None or error.code() != KafkaError._STATE:
+                    raise classify(exc, f"seeking {topic}[{partition}] to {offset}") from exc
+                # the partition does not fetch yet (just assigned)
+                if not self._joined:  # a manual assignment: start it there instead
+                    self._client.incremental_unassign([ConfluentTopicPartition(topic, partition)])
+                    self._client.incremental_assign(
+                        [ConfluentTopicPartition(topic, partition, offset)]
+                    )
+                    break
+                if time.monotonic() > deadline:
+                    raise classify(exc, f"seeking {topic}[{partition}] to {offset}") from exc
+                time.sleep(0.01)
+        self._known[key] = offset
 
     def seek_to_beginning(self, tps: Sequence[TopicPartition]) -> None:
         """Read these partitions from their first offset."""
@@ -719,21 +744,17 @@ class ConfluentKafkaConsumer(Consumer):
     def position(self, tp: TopicPartition) -> int:
         """The offset of the next record `poll` returns for ``tp`` (past a final commit marker)."""
         topic, partition = tp
-        key = (topic, partition)
-        seeked = self._seeked.get(key)
-        if seeked is not None and seeked >= 0:
-            return seeked
-        try:
-            (found,) = self._client.position([ConfluentTopicPartition(topic, partition)])
-        except KafkaException as exc:
-            raise classify(exc, f"reading the position of {topic}[{partition}]") from exc
-        offset = int(found.offset) if seeked is None else -1
-        eof = self._eof.get(key)
-        if eof is not None and eof > offset:
-            offset = eof
-        if offset >= 0:
-            return offset
-        return self._start_offset(tp, seeked)
+        known = self._known.get((topic, partition))
+        if known is not None and known >= 0:
+            return known
+        if known is None:
+            try:
+                (found,) = self._client.position([ConfluentTopicPartition(topic, partition)])
+            except KafkaException as exc:
+                raise classify(exc, f"reading the position of {topic}[{partition}]") from exc
+            if found.offset >= 0:
+                return int(found.offset)
+        return self._start_offset(tp, known)
 
     def _start_offset(self, tp: TopicPartition, seeked: int | None) -> int:
         """Where the next fetch of a partition nothing was read from starts."""
