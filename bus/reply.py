@@ -1,7 +1,8 @@
 """Request/reply over the bus: the headers both sides use, and the client side.
 
 The scorer's side only needs `ReplyAddress.of_request` and
-`ReplyAddress.reply_headers`. The gateway's side is `ReplyClient`:
+`ReplyAddress.reply_headers`. The gateway's side is `ReplyClient`, on the client
+interface of `bus.clients.base` (any driver):
 
 * a **synchronous call** publishes an `InferRequest` to ``requests`` with a fresh
   correlation id and, as its reply address, one of the ``replies`` partitions that
@@ -15,9 +16,16 @@ The scorer's side only needs `ReplyAddress.of_request` and
 * an **asynchronous call** publishes the same way with a correlation id marked
   ``async-`` and returns an `AsyncTicket` (partition, send time, id). Anyone can
   later find the reply with `ReplyClient.fetch`: a short-lived consumer assigned
-  to that partition starts at ``offsets_for_times(send time)`` and looks for the
-  correlation id, so any worker of any process can answer the poll. Owners of
-  the partition ignore async replies (they are not late).
+  to that partition reads it back from its end, in growing windows, until it
+  finds the correlation id or reaches records older than the send time, so any
+  worker of any process can answer the poll. Owners of the partition ignore
+  async replies (they are not late).
+
+A caller never sleeps or polls: it waits on an event the reply thread sets, and
+no lock is held while a client talks to the broker. The reply thread rides
+through transient bus faults (a broker restart) and makes a new consumer after
+any other failure; a flusher thread collects the producer's delivery results, so
+a failed delivery is logged (its caller gets no reply in time: a timeout).
 """
 
 from __future__ import annotations
@@ -29,19 +37,23 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Protocol
 
-from kafka import ConsumerRebalanceListener, TopicPartition
-from kafka.consumer.fetcher import ConsumerRecord
-from kafka.errors import KafkaError
-
-from bus.clients import make_consumer, make_producer
-from bus.clients.base import Record
+from bus.clients.base import (
+    Consumer,
+    Driver,
+    Producer,
+    Record,
+    RecordTooLargeError,
+    TopicPartition,
+    TransientBusError,
+)
 from bus.messages import MAX_MESSAGE_BYTES, InferReply, InferRequest
-from bus.settings import KafkaSettings
+from bus.partitions import wait_for_partitions
 from streamscore.errors import BusError, MessageError
+from streamscore.shutdown import StopFlag
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +69,29 @@ ASYNC_PREFIX = "async-"
 #: scorer whose clock is behind the gateway's is still found.
 CLOCK_SKEW_MS = 10_000
 
+#: How many of the newest records `ReplyClient.fetch` reads first; each further
+#: window back is four times larger.
+FETCH_WINDOW = 1000
 
-def header(record: ConsumerRecord | Record, name: str) -> bytes | None:
+#: How long the reply thread's poll waits for records.
+POLL_S = 0.1
+
+#: Backoff of the reply thread after a bus fault: first and longest wait.
+BACKOFF_S = 0.1
+MAX_BACKOFF_S = 5.0
+
+#: How long the flusher waits for the requests sent to be acknowledged.
+FLUSH_TIMEOUT_S = 30.0
+
+
+class HasHeaders(Protocol):
+    """Anything with Kafka headers: a `Record`, or a record of a client library."""
+
+    @property
+    def headers(self) -> Iterable[tuple[str, bytes | None]] | None: ...
+
+
+def header(record: HasHeaders, name: str) -> bytes | None:
     """The value of the first header called ``name``, or None."""
     for key, value in record.headers or ():
         if key == name:
@@ -87,7 +120,7 @@ class ReplyAddress:
         return [(CORRELATION_ID, self.correlation_id.encode())]
 
     @classmethod
-    def of_request(cls, record: ConsumerRecord | Record) -> ReplyAddress:
+    def of_request(cls, record: HasHeaders) -> ReplyAddress:
         """Read the reply address from a request's headers, or raise MessageError."""
         values = {}
         for name in (CORRELATION_ID, REPLY_TOPIC, REPLY_PARTITION):
@@ -178,38 +211,19 @@ class _Waiter:
         self.error: BusError | None = None
 
 
-class _Ownership(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Follows which ``replies`` partitions the group gave to this process's consumer.
-
-    Kafka calls it on the consumer's I/O loop: it only records and seeks (no I/O);
-    the reply loop then resolves the positions before the partitions are used.
-    """
-
-    def __init__(self, client: ReplyClient) -> None:
-        self._client = client
-
-    def on_partitions_revoked(self, revoked: Any) -> None:
-        self._client._revoked({tp.partition for tp in revoked})
-
-    def on_partitions_assigned(self, assigned: Any) -> None:
-        self._client._assigned(list(assigned))
-
-
-Factory = Callable[..., Any]
-
-
 class ReplyClient:
     """Publishes inference requests and waits for, or later finds, their replies.
 
-    One per process: `start` makes the Kafka clients and the reply thread in the
-    calling process (and again in a forked child, which never reuses its parent's
-    clients). ``clock_ms`` (wall clock, for send times) and ``new_id`` are
-    parameters so tests can fix them; the factories make the Kafka clients.
+    One per process: `start` makes the producer and starts the reply and flusher
+    threads in the calling process (and again in a forked child, which never
+    reuses its parent's clients); the reply thread makes its own consumer.
+    ``clock_ms`` (wall clock, for send times) and ``new_id`` are parameters so
+    tests can fix them; the driver makes the Kafka clients.
     """
 
     def __init__(
         self,
-        settings: KafkaSettings,
+        driver: Driver,
         requests_topic: str,
         replies_topic: str,
         *,
@@ -217,74 +231,78 @@ class ReplyClient:
         max_pending: int = 1000,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
         new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
-        producer_factory: Factory = make_producer,
-        consumer_factory: Factory = make_consumer,
         probe_interval_s: float = 2.0,
     ) -> None:
-        self.settings = settings
+        self.driver = driver
         self.requests_topic = requests_topic
         self.replies_topic = replies_topic
         self.group_id = group_id
         self.max_pending = max_pending
         self._clock_ms = clock_ms
         self._new_id = new_id
-        self._producer_factory = producer_factory
-        self._consumer_factory = consumer_factory
         self._probe_interval_s = probe_interval_s
+        self._start_lock = threading.Lock()
         self._lock = threading.Lock()
         self._owned = threading.Condition(self._lock)
         self._pending: dict[str, _Waiter] = {}
-        self._usable: list[int] = []  # owned partitions whose position is resolved
-        self._settling: set[int] = set()  # owned, position not resolved yet
+        self._usable: list[int] = []  # owned partitions whose start offset is set
         self._next_offset: dict[int, int] = {}
         self._turn = 0
         self._sent = self._replies = self._timeouts = self._late = self._rejected = 0
         self._reachable_at = float("-inf")
         self._pid: int | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._producer: Any = None
-        self._consumer: Any = None
+        self._stop = StopFlag()
+        self._unflushed = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._producer: Producer | None = None
+        self._fresh: list[TopicPartition] = []  # assigned, start not set yet (reply thread only)
 
     # --- life cycle ------------------------------------------------------------------
 
     def start(self) -> ReplyClient:
-        """Make the Kafka clients and start the reply thread in this process (idempotent)."""
-        with self._lock:
+        """Make the producer, start the reply and flusher threads in this process (idempotent)."""
+        if self._pid == os.getpid():
+            return self
+        with self._start_lock:
             if self._pid == os.getpid():
                 return self
+            producer = self.driver.producer(linger_ms=1)
+            with self._lock:
+                self._pending.clear()
+                self._usable = []
+                self._next_offset = {}
+                self._reachable_at = float("-inf")
+            self._fresh = []
+            self._stop = StopFlag()
+            self._unflushed = threading.Event()
+            self._producer = producer
+            self._threads = [
+                threading.Thread(
+                    target=self._run, name=f"replies-{self.replies_topic}", daemon=True
+                ),
+                threading.Thread(
+                    target=self._flush_loop, name=f"requests-{self.requests_topic}", daemon=True
+                ),
+            ]
+            for thread in self._threads:
+                thread.start()
             self._pid = os.getpid()
-            self._pending.clear()
-            self._usable, self._settling = [], set()
-            self._stop = threading.Event()
-        self._producer = self._producer_factory(self.settings, linger_ms=1, max_block_ms=5000)
-        self._consumer = self._consumer_factory(
-            self.settings,
-            group_id=self.group_id,
-            auto_offset_reset="latest",
-            max_poll_records=1000,
-        )
-        self._consumer.subscribe([self.replies_topic], listener=_Ownership(self))
-        self._thread = threading.Thread(
-            target=self._run, name=f"replies-{self.replies_topic}", daemon=True
-        )
-        self._thread.start()
         return self
 
     def close(self) -> None:
-        """Stop the reply thread, leave the group and close the clients (this process only)."""
+        """Stop the threads, leave the group and close the clients (this process only)."""
         if self._pid != os.getpid():
             return
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        try:
-            if self._consumer is not None:
-                self._consumer.close(autocommit=False, timeout_ms=3000)
-            if self._producer is not None:
-                self._producer.close(timeout=3)
-        except Exception:  # closing is best effort
-            log.debug("error while closing the Kafka clients", exc_info=True)
+        self._unflushed.set()
+        for thread in self._threads:
+            thread.join(timeout=10)
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                producer.close(3.0)
+            except BusError as exc:  # closing is best effort
+                log.debug("closing the requests producer: %s", exc)
         self._pid = None
 
     # --- what callers use --------------------------------------------------------------
@@ -296,12 +314,14 @@ class ReplyClient:
         waits for ``max_pending`` replies already, and `BusError` when Kafka cannot
         be reached or no ``replies`` partition is owned here within the timeout.
         """
-        self.start()
+        producer = self._started()
         deadline = time.monotonic() + timeout_s
         value = self._encode(request)
         if not self.reachable():
             raise BusError(
-                f"Kafka at {self.settings.bootstrap_servers} cannot be reached; retry later"
+                f"Kafka cannot be reached (no answer to this gateway worker for "
+                f"{3 * self._probe_interval_s:g} s, or topic {self.replies_topic!r} is "
+                "missing); retry later"
             )
         correlation_id = self._new_id()
         with self._owned:
@@ -325,26 +345,23 @@ class ReplyClient:
             waiter = self._pending[correlation_id] = _Waiter(partition)
         address = ReplyAddress(correlation_id, self.replies_topic, partition)
         try:
-            future = self._producer.send(
-                self.requests_topic,
-                key=correlation_id.encode(),
-                value=value,
-                headers=address.request_headers(),
-            )
-            future.add_errback(self._send_failed, correlation_id)
-        except KafkaError as exc:
+            self._send(producer, address, value)
+        except BusError:
             self._forget(correlation_id)
-            raise BusError(f"cannot publish to {self.requests_topic!r}: {exc}") from exc
+            raise
         with self._lock:
             self._sent += 1
         if not waiter.event.wait(max(0.0, deadline - time.monotonic())):
-            self._forget(correlation_id)
             with self._lock:
-                self._timeouts += 1
-            raise ReplyTimeoutError(
-                f"no reply within {timeout_s:g} s: the scorer may be down or overloaded; "
-                "retry later"
-            )
+                timed_out = self._pending.pop(correlation_id, None) is not None
+                if timed_out:
+                    self._timeouts += 1
+            if timed_out:
+                raise ReplyTimeoutError(
+                    f"no reply within {timeout_s:g} s: the scorer may be down or overloaded; "
+                    "retry later"
+                )
+            waiter.event.wait()  # the reply came as the time ran out: it is being handed over
         if waiter.error is not None:
             raise waiter.error
         assert waiter.reply is not None
@@ -352,24 +369,26 @@ class ReplyClient:
 
     def submit(self, request: InferRequest, timeout_s: float) -> AsyncTicket:
         """Publish ``request`` for a later `fetch`; return once Kafka has it."""
-        self.start()
+        producer = self._started()
         value = self._encode(request)
         correlation_id = ASYNC_PREFIX + self._new_id()
         try:
-            partitions = sorted(self._producer.partitions_for(self.replies_topic) or ())
-            if not partitions:
-                raise BusError(f"topic {self.replies_topic!r} has no partitions")
-            partition = random.choice(partitions)
-            sent_ms = self._clock_ms()
-            address = ReplyAddress(correlation_id, self.replies_topic, partition)
-            self._producer.send(
-                self.requests_topic,
-                key=correlation_id.encode(),
-                value=value,
-                headers=address.request_headers(),
-            ).get(timeout=timeout_s)
-        except KafkaError as exc:
-            raise BusError(f"cannot publish to {self.requests_topic!r}: {exc}") from exc
+            count = producer.partition_count(self.replies_topic)
+        except BusError as exc:
+            raise BusError(
+                f"cannot read the partitions of {self.replies_topic!r}: {exc}; retry later"
+            ) from exc
+        if count < 1:
+            raise BusError(f"topic {self.replies_topic!r} has no partitions; create it")
+        partition = random.randrange(count)
+        sent_ms = self._clock_ms()
+        self._send(producer, ReplyAddress(correlation_id, self.replies_topic, partition), value)
+        try:
+            producer.flush(timeout_s)
+        except BusError as exc:
+            raise BusError(
+                f"cannot publish to {self.requests_topic!r}: {exc}; retry later"
+            ) from exc
         with self._lock:
             self._sent += 1
         return AsyncTicket(partition, sent_ms, correlation_id)
@@ -377,43 +396,28 @@ class ReplyClient:
     def fetch(self, ticket: AsyncTicket, timeout_s: float) -> InferReply | None:
         """The reply to an asynchronous request, or None while there is none yet.
 
-        Reads the ticket's partition from the ticket's send time with a consumer of
-        its own (no group), so it works in any process. Raises `UnknownTicketError` for
-        a partition the topic does not have.
+        Reads the ticket's partition back from its end with a consumer of its own
+        (no group), so it works in any process. Raises `UnknownTicketError` for a
+        partition the topic does not have.
         """
         deadline = time.monotonic() + timeout_s
-        consumer = self._consumer_factory(
-            self.settings, group_id=None, max_poll_records=500, fetch_max_wait_ms=20
-        )
+        consumer = self.driver.consumer(group_id=None, max_poll_records=500, fetch_max_wait_ms=20)
         try:
-            partitions = consumer.partitions_for_topic(self.replies_topic) or set()
-            if ticket.partition not in partitions:
+            if ticket.partition not in consumer.partitions_for(self.replies_topic):
                 raise UnknownTicketError(
                     f"{self.replies_topic!r} has no partition {ticket.partition}: "
                     "the token is not one of this gateway's"
                 )
             tp = TopicPartition(self.replies_topic, ticket.partition)
             consumer.assign([tp])
-            ms = int(timeout_s * 1000)
-            start = consumer.offsets_for_times(
-                {tp: max(0, ticket.sent_ms - CLOCK_SKEW_MS)}, timeout_ms=ms
-            ).get(tp)
-            if start is None:
-                return None
-            end = consumer.end_offsets([tp], timeout_ms=ms)[tp]
-            consumer.seek(tp, start.offset)
-            wanted = ticket.correlation_id.encode()
-            while time.monotonic() < deadline and consumer.position(tp) < end:
-                for record in consumer.poll(timeout_ms=100).get(tp, ()):
-                    if record.offset >= end:
-                        return None
-                    if header(record, CORRELATION_ID) == wanted:
-                        return self._parse(record)
-            return None
-        except KafkaError as exc:
-            raise BusError(f"cannot read {self.replies_topic!r}: {exc}") from exc
+            end = consumer.end_offsets([tp])[tp]
+            return self._find(consumer, tp, end, ticket, deadline)
+        except UnknownTicketError:
+            raise
+        except BusError as exc:
+            raise BusError(f"cannot read {self.replies_topic!r}: {exc}; retry later") from exc
         finally:
-            consumer.close(autocommit=False, timeout_ms=1000)
+            _close_quietly(consumer)
 
     def reachable(self) -> bool:
         """True when the reply thread reached Kafka within the last few probe intervals."""
@@ -437,6 +441,14 @@ class ReplyClient:
                 partitions=len(self._usable),
             )
 
+    def _started(self) -> Producer:
+        if self._pid != os.getpid():
+            self.start()
+        producer = self._producer
+        if producer is None:
+            raise BusError("the reply client is closed; start it again")
+        return producer
+
     def _encode(self, request: InferRequest) -> bytes:
         value = request.to_bytes()
         if len(value) > MAX_MESSAGE_BYTES:
@@ -446,62 +458,182 @@ class ReplyClient:
             )
         return value
 
+    def _send(self, producer: Producer, address: ReplyAddress, value: bytes) -> None:
+        """Queue one request (the flusher collects its delivery)."""
+        try:
+            producer.send(
+                self.requests_topic,
+                value,
+                key=address.correlation_id.encode(),
+                headers=address.request_headers(),
+            )
+        except RecordTooLargeError as exc:
+            raise RequestTooLargeError(
+                f"Kafka refuses a request of {len(value)} bytes ({exc}): send fewer rows "
+                "per request"
+            ) from exc
+        except BusError as exc:
+            raise BusError(
+                f"cannot publish to {self.requests_topic!r}: {exc}; retry later"
+            ) from exc
+        self._unflushed.set()
+
+    def _find(
+        self, consumer: Consumer, tp: TopicPartition, end: int, ticket: AsyncTicket, deadline: float
+    ) -> InferReply | None:
+        """Read ``tp`` back from ``end`` in growing windows until the reply or the send time."""
+        wanted = ticket.correlation_id.encode()
+        oldest_ms = ticket.sent_ms - CLOCK_SKEW_MS
+        high, window = end, FETCH_WINDOW
+        while high > 0:
+            low = max(0, high - window)
+            consumer.seek(tp, low)
+            before_send = False
+            while consumer.position(tp) < high:
+                if time.monotonic() >= deadline:
+                    return None
+                for record in consumer.poll(POLL_S):
+                    if record.offset >= high:
+                        continue
+                    if header(record, CORRELATION_ID) == wanted:
+                        return self._parse(record)
+                    before_send = before_send or record.timestamp < oldest_ms
+            if before_send:
+                return None  # the window starts before the request was sent
+            high, window = low, window * 4
+        return None
+
     # --- the reply thread --------------------------------------------------------------
 
     def _run(self) -> None:
-        consumer = self._consumer
+        """Poll ``replies`` and hand replies over; ride through faults until stopped."""
+        stop = self._stop
+        consumer: Consumer | None = None
+        backoff = BACKOFF_S
+        failing_since: float | None = None
         next_probe = 0.0
-        while not self._stop.is_set():
-            try:
-                batch = consumer.poll(timeout_ms=100)
-                self._settle(consumer)
-                for records in batch.values():
+        try:
+            while not stop.is_set():
+                try:
+                    if consumer is None:
+                        consumer = self._join()
+                        if consumer is None:
+                            break
+                    records = consumer.poll(POLL_S)
+                    if self._fresh:
+                        records = self._settle(consumer, records)
                     for record in records:
                         self.deliver(record)
-                if time.monotonic() >= next_probe:
-                    next_probe = time.monotonic() + self._probe_interval_s
-                    probe = TopicPartition(self.replies_topic, 0)
-                    consumer.end_offsets([probe], timeout_ms=int(self._probe_interval_s * 1000))
-                    self._reachable_at = time.monotonic()
-            except Exception as exc:
-                log.warning("reply consumer on %r: %s", self.replies_topic, exc)
-                self._stop.wait(0.5)
+                    if time.monotonic() >= next_probe:
+                        consumer.end_offsets([TopicPartition(self.replies_topic, 0)])
+                        self._reachable_at = time.monotonic()
+                        next_probe = self._reachable_at + self._probe_interval_s
+                    if failing_since is not None:
+                        log.info(
+                            "reply consumer on %r: working again after %.1f s",
+                            self.replies_topic,
+                            time.monotonic() - failing_since,
+                        )
+                        failing_since, backoff = None, BACKOFF_S
+                except TransientBusError as exc:
+                    if failing_since is None:
+                        failing_since = time.monotonic()
+                        log.warning("reply consumer on %r: %s; retrying", self.replies_topic, exc)
+                    else:
+                        log.debug("reply consumer on %r: %s", self.replies_topic, exc)
+                    stop.wait(backoff)
+                    backoff = min(backoff * 2, MAX_BACKOFF_S)
+                except Exception as exc:  # anything else: a new consumer, a new membership
+                    if isinstance(exc, BusError):
+                        log.warning(
+                            "reply consumer on %r: %s; joining again with a new consumer",
+                            self.replies_topic,
+                            exc,
+                        )
+                    else:
+                        log.exception(
+                            "reply consumer on %r failed; joining again", self.replies_topic
+                        )
+                    failing_since = failing_since or time.monotonic()
+                    self._lose_partitions()
+                    if consumer is not None:
+                        _close_quietly(consumer)
+                        consumer = None
+                    stop.wait(backoff)
+                    backoff = min(backoff * 2, MAX_BACKOFF_S)
+        finally:
+            self._lose_partitions()
+            if consumer is not None:
+                _close_quietly(consumer)
 
-    def _settle(self, consumer: Any) -> None:
-        """Resolve the positions of newly owned partitions, then offer them to callers."""
+    def _join(self) -> Consumer | None:
+        """A member of the group of ``replies`` (None: stopped while waiting for the topic)."""
+        consumer = self.driver.consumer(
+            group_id=self.group_id, auto_offset_reset="latest", max_poll_records=1000
+        )
+        try:
+            if not wait_for_partitions(consumer, self.replies_topic, None, stop=self._stop):
+                _close_quietly(consumer)
+                return None
+            consumer.subscribe(
+                [self.replies_topic], on_assign=self._on_assign, on_revoke=self._on_revoke
+            )
+        except BaseException:
+            _close_quietly(consumer)
+            raise
+        return consumer
+
+    def _on_assign(self, partitions: list[TopicPartition]) -> None:
+        """Newly owned partitions: where they start is set once the poll returns."""
+        self._fresh += partitions
+
+    def _on_revoke(self, partitions: list[TopicPartition]) -> None:
+        revoked = {tp.partition for tp in partitions}
+        self._fresh = [tp for tp in self._fresh if tp.partition not in revoked]
         with self._lock:
-            settling = sorted(self._settling)
-        if not settling:
-            return
-        for partition in settling:
-            offset = consumer.position(TopicPartition(self.replies_topic, partition))
-            if offset is None:
-                return  # not resolved yet; try after the next poll
-            self._next_offset[partition] = offset
+            self._usable = [p for p in self._usable if p not in revoked]
+
+    def _lose_partitions(self) -> None:
+        self._fresh = []
+        with self._lock:
+            self._usable = []
+
+    def _settle(self, consumer: Consumer, records: list[Record]) -> list[Record]:
+        """Set where newly owned partitions start, then offer them to callers.
+
+        A partition starts where this process stopped reading it if requests still
+        wait for replies there, else at its end. Records the poll returned for these
+        partitions (from before that start was set) are left out; they are read
+        again from the start if they matter.
+        """
+        fresh, self._fresh = self._fresh, []
+        try:
+            with self._lock:
+                waited_on = {w.partition for w in self._pending.values()}
+                starts = {
+                    tp: self._next_offset[tp.partition]
+                    for tp in fresh
+                    if tp.partition in waited_on and tp.partition in self._next_offset
+                }
+            at_end = [tp for tp in fresh if tp not in starts]
+            if at_end:
+                starts.update(consumer.end_offsets(at_end))
+            for tp, offset in starts.items():
+                consumer.seek(tp, offset)
+        except BaseException:
+            self._fresh = fresh + self._fresh
+            raise
         with self._owned:
-            ready = [p for p in settling if p in self._settling]
-            self._settling.difference_update(ready)
-            self._usable = sorted({*self._usable, *ready})
+            for tp, offset in starts.items():
+                self._next_offset[tp.partition] = offset
+            self._usable = sorted({*self._usable, *(tp.partition for tp in fresh)})
+            usable = list(self._usable)
             self._owned.notify_all()
-        log.info("reply partitions of %r owned here: %s", self.replies_topic, self._usable)
+        log.info("reply partitions of %r owned here: %s", self.replies_topic, usable)
+        started = {tp.partition for tp in fresh}
+        return [r for r in records if r.partition not in started]
 
-    def _revoked(self, partitions: set[int]) -> None:
-        with self._lock:
-            self._usable = [p for p in self._usable if p not in partitions]
-            self._settling -= partitions
-
-    def _assigned(self, assigned: list[TopicPartition]) -> None:
-        """Start where this process stopped if requests still wait there, else at the end."""
-        with self._lock:
-            waited_on = {w.partition for w in self._pending.values()}
-            for tp in assigned:
-                if tp.partition in waited_on and tp.partition in self._next_offset:
-                    self._consumer.seek(tp, self._next_offset[tp.partition])
-                else:
-                    self._consumer.seek_to_end(tp)
-                self._settling.add(tp.partition)
-
-    def deliver(self, record: ConsumerRecord) -> None:
+    def deliver(self, record: Record) -> None:
         """Hand one ``replies`` record to the request waiting for it, or drop it."""
         raw = header(record, CORRELATION_ID)
         correlation_id = raw.decode("ascii", "replace") if raw else ""
@@ -523,22 +655,43 @@ class ReplyClient:
             waiter.error = exc
         waiter.event.set()
 
-    def _parse(self, record: ConsumerRecord) -> InferReply:
+    def _parse(self, record: Record) -> InferReply:
         try:
-            return InferReply.from_bytes(record.value)
+            return InferReply.from_bytes(record.value or b"")
         except MessageError as exc:
             raise BusError(
                 f"the scorer sent a malformed reply ({record.topic}[{record.partition}]"
                 f"@{record.offset}): {exc}"
             ) from exc
 
-    def _send_failed(self, correlation_id: str, exc: Exception) -> None:
-        with self._lock:
-            waiter = self._pending.pop(correlation_id, None)
-        if waiter is not None:
-            waiter.error = BusError(f"cannot publish to {self.requests_topic!r}: {exc}")
-            waiter.event.set()
-
     def _forget(self, correlation_id: str) -> None:
         with self._lock:
             self._pending.pop(correlation_id, None)
+
+    # --- the flusher -------------------------------------------------------------------
+
+    def _flush_loop(self) -> None:
+        """Wait for the requests sent to be acknowledged; log the deliveries that failed."""
+        stop, unflushed, producer = self._stop, self._unflushed, self._producer
+        assert producer is not None
+        while True:
+            unflushed.wait()
+            if stop.is_set():
+                return
+            unflushed.clear()
+            try:
+                producer.flush(FLUSH_TIMEOUT_S)
+            except BusError as exc:
+                log.warning(
+                    "requests to %r were not delivered (their callers get no reply): %s",
+                    self.requests_topic,
+                    exc,
+                )
+                stop.wait(BACKOFF_S)
+
+
+def _close_quietly(consumer: Consumer) -> None:
+    try:
+        consumer.close()
+    except BusError as exc:
+        log.debug("closing a consumer: %s", exc)

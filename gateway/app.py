@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import falcon
 
+from bus.clients import driver_for
 from bus.reply import ReplyClient
 from bus.settings import KafkaSettings
 from bus.topics import Topics
@@ -154,15 +155,16 @@ def get_app() -> falcon.App[falcon.Request, falcon.Response]:
     config = GatewayConfig.from_env()
     settings = KafkaSettings.from_env()
     topics = Topics.from_env()
+    driver = driver_for(settings)
     bus = ReplyClient(
-        settings,
+        driver,
         topics.requests,
         topics.replies,
         group_id=config.reply_group_for(topics.replies),
         max_pending=config.max_pending,
     )
     catalogue = Catalogue()
-    _running.append(CatalogueFeed(settings, topics, catalogue).start())
+    _running.append(CatalogueFeed(driver, topics, catalogue).start())
     _running.append(bus.start())
     log.info(
         "gateway worker answering over %r -> %r (group %r)",

@@ -1,9 +1,10 @@
 """The model catalogue: every model version seen on ``models``, and the latest scores.
 
 `Catalogue` is plain in-memory state that the resources read; `CatalogueFeed` is
-the background thread that fills it from Kafka: ``models`` (compacted) read from
-the beginning and ``scores`` from near its end, every partition assigned, no
-consumer group, so each gateway worker has the whole picture.
+the background thread that fills it from Kafka through two `bus.table.Table`
+readers: ``models`` (compacted) from its beginning and ``scores`` from near its
+end, every partition, no consumer group, so each gateway worker has the whole
+picture. The feed never gives up: after a bus failure it opens the readers again.
 """
 
 from __future__ import annotations
@@ -14,19 +15,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kafka import TopicPartition
-from kafka.consumer.fetcher import ConsumerRecord
-
-from bus.clients import make_consumer
+from bus.clients.base import Driver, Record
 from bus.messages import ModelVersion, Score
-from bus.settings import KafkaSettings
+from bus.table import Table
 from bus.topics import Topics
-from streamscore.errors import MessageError
+from streamscore.errors import BusError, MessageError
+from streamscore.shutdown import StopFlag
 
 log = logging.getLogger(__name__)
 
 #: How many of the newest ``scores`` records per partition are read at start.
 SCORES_TAIL = 1000
+
+#: How long one reader waits for records before the other one is read.
+POLL_S = 0.1
+
+#: How long the feed waits before opening its readers again after a bus failure.
+REOPEN_S = 1.0
 
 #: Most versions kept per model (their metadata only; the oldest go first).
 MAX_VERSIONS = 10_000
@@ -167,21 +172,29 @@ class Catalogue:
 
 
 class CatalogueFeed:
-    """A thread that keeps a `Catalogue` up to date from ``models`` and ``scores``."""
+    """A thread that keeps a `Catalogue` up to date from ``models`` and ``scores``.
+
+    ``models`` is read from its beginning: once it is read up to where it ended
+    when the feed started, the catalogue is marked loaded. ``scores`` is read from
+    its last ``scores_tail`` records per partition on. Topics that do not exist yet
+    are waited for.
+    """
 
     def __init__(
         self,
-        settings: KafkaSettings,
+        driver: Driver,
         topics: Topics,
         catalogue: Catalogue,
         *,
-        consumer_factory: Any = make_consumer,
+        scores_tail: int = SCORES_TAIL,
+        reopen_s: float = REOPEN_S,
     ) -> None:
-        self._settings = settings
+        self._driver = driver
         self._topics = topics
         self.catalogue = catalogue
-        self._consumer_factory = consumer_factory
-        self._stop = threading.Event()
+        self._scores_tail = scores_tail
+        self._reopen_s = reopen_s
+        self._stop = StopFlag()
         self._thread: threading.Thread | None = None
 
     def start(self) -> CatalogueFeed:
@@ -196,60 +209,51 @@ class CatalogueFeed:
         if self._thread is not None:
             self._thread.join(timeout=10)
 
-    def apply(self, record: ConsumerRecord) -> None:
+    def apply(self, record: Record) -> None:
         """Apply one ``models`` or ``scores`` record; bad ones are logged and skipped."""
         try:
             if record.topic == self._topics.models:
                 if record.value is None:
                     if record.key:
-                        self.catalogue.remove_model(bytes(record.key).decode("utf-8", "replace"))
+                        self.catalogue.remove_model(record.key.decode("utf-8", "replace"))
                     return
                 self.catalogue.add_model(ModelVersion.from_bytes(record.value))
-            else:
+            elif record.value is not None:
                 self.catalogue.add_score(Score.from_bytes(record.value))
         except MessageError as exc:
             log.warning("skipped %s[%d]@%d: %s", record.topic, record.partition, record.offset, exc)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            consumer = None
+            models = Table(self._driver, self._topics.models, topic_wait_s=None, stop=self._stop)
+            scores = Table(
+                self._driver,
+                self._topics.scores,
+                tail=self._scores_tail,
+                topic_wait_s=None,
+                stop=self._stop,
+            )
             try:
-                consumer = self._consumer_factory(self._settings, group_id=None)
-                self._follow(consumer)
-            except Exception as exc:
-                log.warning("catalogue feed: %s; retrying", exc)
-                self._stop.wait(1.0)
+                self._follow(models, scores)
+            except BusError as exc:
+                log.warning("catalogue feed: %s; reading again in %.0f s", exc, self._reopen_s)
+            except Exception:  # a bug must not end the feed of a running gateway
+                log.exception("catalogue feed failed; reading again in %.0f s", self._reopen_s)
             finally:
-                if consumer is not None:
-                    consumer.close(autocommit=False, timeout_ms=1000)
+                models.close()
+                scores.close()
+            self._stop.wait(self._reopen_s)
 
-    def _partitions(self, consumer: Any, topic: str) -> list[TopicPartition]:
-        while not self._stop.is_set():
-            found = consumer.partitions_for_topic(topic)
-            if found:
-                return [TopicPartition(topic, p) for p in sorted(found)]
-            log.info("waiting for topic %r to exist", topic)
-            self._stop.wait(1.0)
-        return []
-
-    def _follow(self, consumer: Any) -> None:
-        models = self._partitions(consumer, self._topics.models)
-        scores = self._partitions(consumer, self._topics.scores)
+    def _follow(self, models: Table, scores: Table) -> None:
+        models.open()
+        scores.open()
         if self._stop.is_set():
             return
-        consumer.assign(models + scores)
-        consumer.seek_to_beginning(*models)
-        ends = consumer.end_offsets(scores)
-        starts = consumer.beginning_offsets(scores)
-        for tp in scores:
-            consumer.seek(tp, max(starts[tp], ends[tp] - SCORES_TAIL))
-        targets = consumer.end_offsets(models)
         while not self._stop.is_set():
-            for records in consumer.poll(timeout_ms=200).values():
-                for record in records:
-                    self.apply(record)
-            if not self.catalogue.loaded() and all(
-                consumer.position(tp) >= targets[tp] for tp in models
-            ):
+            for record in models.poll(POLL_S):
+                self.apply(record)
+            for record in scores.poll(POLL_S):
+                self.apply(record)
+            if not self.catalogue.loaded() and models.caught_up():
                 self.catalogue.mark_loaded()
                 log.info("catalogue loaded: %d models", len(self.catalogue.latest()))

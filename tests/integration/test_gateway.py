@@ -35,7 +35,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 import gateway
-from bus.clients import make_producer
+from bus.clients import driver_for
 from bus.messages import ModelVersion
 from bus.reply import AsyncTicket, ReplyClient
 from bus.settings import KafkaSettings
@@ -142,7 +142,7 @@ def stack(
     prefix = f"gw-{uuid.uuid4().hex[:8]}."
     topics = Topics.with_prefix(prefix)
     ensure_topics(kafka_settings, topics, TopicLayout(partitions=3, reply_partitions=8))
-    producer = make_producer(kafka_settings)
+    producer = driver_for(kafka_settings).producer()
     model = ModelVersion(
         name=MODEL,
         version=1,
@@ -153,7 +153,8 @@ def stack(
         train_score={"r2": 1.0, "rmse": 0.0, "mae": 0.0},
         created_at=int(time.time() * 1000),
     )
-    producer.send(topics.models, key=MODEL.encode(), value=model.to_bytes()).get(timeout=30)
+    producer.send(topics.models, model.to_bytes(), key=MODEL.encode())
+    producer.flush()
     producer.close()
 
     port = free_port()
@@ -324,7 +325,7 @@ def test_async_request_is_answered_on_any_worker_and_process(stack: Stack) -> No
         assert json.loads(text)["outputs"][0]["data"] == body["outputs"][0]["data"]
     # and a process that is not the gateway at all finds it from the token alone
     outsider = ReplyClient(
-        stack.settings, stack.topics.requests, stack.topics.replies, group_id="unused"
+        driver_for(stack.settings), stack.topics.requests, stack.topics.replies, group_id="unused"
     )
     reply = outsider.fetch(AsyncTicket.parse(location.rsplit("/", 1)[1]), 10.0)
     assert reply is not None and reply.predictions == pytest.approx(offline(rows), abs=1e-9)

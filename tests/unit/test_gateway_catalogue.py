@@ -1,24 +1,28 @@
-"""The gateway's model catalogue: what it keeps from ``models`` and ``scores`` records."""
+"""The gateway's model catalogue: what it keeps from ``models`` and ``scores`` records,
+and its feed following both topics on the in-memory driver."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+import time
+from collections.abc import Callable, Iterator
 
+import pytest
+
+from bus.clients.base import Record as BusRecord
+from bus.clients.base import TransientBusError
+from bus.clients.memory import MemoryBroker
 from bus.messages import ModelVersion, Score
-from bus.settings import KafkaSettings
 from bus.topics import Topics
 from gateway.catalogue import Catalogue, CatalogueFeed
+from streamscore.errors import BusError
 
 TOPICS = Topics.with_prefix("t.")
 
 
-@dataclass
-class Record:
-    topic: str
-    value: bytes | None
-    key: bytes | None = None
-    partition: int = 0
-    offset: int = 0
+def Record(topic: str, value: bytes | None, key: bytes | None = None) -> BusRecord:  # noqa: N802
+    """A record of partition 0, as a driver hands it over."""
+    return BusRecord(topic, 0, 0, key, value, 0)
 
 
 def model(name: str, version: int, n_features: int = 2) -> ModelVersion:
@@ -35,7 +39,7 @@ def model(name: str, version: int, n_features: int = 2) -> ModelVersion:
 
 
 def feed() -> CatalogueFeed:
-    return CatalogueFeed(KafkaSettings(), TOPICS, Catalogue())
+    return CatalogueFeed(MemoryBroker().driver(), TOPICS, Catalogue())
 
 
 def test_keeps_every_version_seen_in_order() -> None:
@@ -46,7 +50,8 @@ def test_keeps_every_version_seen_in_order() -> None:
     assert entry is not None
     assert [v.version for v in entry.versions] == [1, 2, 3]
     assert entry.latest.version == 3 and entry.latest.kind == "polynomial"
-    assert entry.version(2) is not None and entry.version(2).trained_on == {"count": 20}
+    second = entry.version(2)
+    assert second is not None and second.trained_on == {"count": 20}
     assert entry.version(9) is None
 
 
@@ -74,6 +79,7 @@ def test_bad_records_are_skipped() -> None:
     f = feed()
     f.apply(Record(TOPICS.models, b'{"name": "x"}', b"x"))
     f.apply(Record(TOPICS.scores, b"not json"))
+    f.apply(Record(TOPICS.scores, None))
     assert f.catalogue.models() == []
 
 
@@ -96,3 +102,116 @@ def test_lookup_and_latest_without_snapshots() -> None:
     assert second is not None and second.n_features == 2
     assert catalogue.lookup("a", 9) is None
     assert catalogue.lookup("zzz") is None
+
+
+# --- the feed, on the in-memory driver ------------------------------------------------
+
+
+def eventually(what: str, check: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def broker() -> MemoryBroker:
+    broker = MemoryBroker()
+    broker.create_topic(TOPICS.models, 2)
+    broker.create_topic(TOPICS.scores, 2)
+    return broker
+
+
+@pytest.fixture
+def running(broker: MemoryBroker) -> Iterator[CatalogueFeed]:
+    feed = CatalogueFeed(broker.driver(), TOPICS, Catalogue(), scores_tail=3, reopen_s=0.05)
+    yield feed
+    feed.close()
+
+
+def publish_model(broker: MemoryBroker, m: ModelVersion) -> None:
+    broker.produce(TOPICS.models, m.to_bytes(), key=m.name.encode())
+
+
+def publish_score(broker: MemoryBroker, model: str, version: int, ts: int, partition: int) -> None:
+    score = Score(model, version, 100, 50, 0.9, 1.0 / ts, 0.1, ts)
+    broker.produce(TOPICS.scores, score.to_bytes(), key=model.encode(), partition=partition)
+
+
+def test_feed_is_loaded_once_models_are_read_to_their_end_at_start(
+    broker: MemoryBroker, running: CatalogueFeed
+) -> None:
+    for version in (1, 2, 3):
+        publish_model(broker, model("a", version))
+    publish_model(broker, model("b", 1))
+    running.start()
+    eventually("loaded", running.catalogue.loaded)
+    a = running.catalogue.get("a")
+    assert a is not None and [v.version for v in a.versions] == [1, 2, 3]
+    assert running.catalogue.lookup("b") is not None
+    # and it follows what comes later: a new version, a tombstone
+    publish_model(broker, model("a", 4))
+    broker.produce(TOPICS.models, None, key=b"b")
+    eventually("version 4", lambda: running.catalogue.lookup("a", 4) is not None)
+    eventually("b forgotten", lambda: running.catalogue.lookup("b") is None)
+
+
+def test_feed_reads_only_the_tail_of_scores(broker: MemoryBroker, running: CatalogueFeed) -> None:
+    publish_model(broker, model("a", 1))
+    for ts in range(1, 11):  # 10 old scores on partition 0; the tail is the last 3
+        publish_score(broker, "a", ts, ts, partition=0)
+    running.start()
+    eventually("loaded", running.catalogue.loaded)
+
+    def scores() -> dict[int, Score]:
+        entry = running.catalogue.get("a")
+        return dict(entry.scores) if entry is not None else {}
+
+    eventually("the tail of scores", lambda: len(scores()) == 3)
+    assert sorted(scores()) == [8, 9, 10]
+    publish_score(broker, "a", 1, 99, partition=1)
+    eventually("a new score", lambda: 1 in scores())
+    assert scores()[1].ts == 99
+
+
+def test_feed_waits_for_topics_that_do_not_exist_yet() -> None:
+    broker = MemoryBroker()
+    feed = CatalogueFeed(broker.driver(), TOPICS, Catalogue(), reopen_s=0.05).start()
+    try:
+        time.sleep(0.3)
+        assert not feed.catalogue.loaded()
+        broker.create_topic(TOPICS.models, 1)
+        broker.create_topic(TOPICS.scores, 1)
+        publish_model(broker, model("late", 1))
+        eventually("loaded", feed.catalogue.loaded)
+        eventually("the model", lambda: feed.catalogue.lookup("late") is not None)
+    finally:
+        feed.close()
+
+
+def test_feed_rides_through_bus_faults(broker: MemoryBroker, running: CatalogueFeed) -> None:
+    publish_model(broker, model("a", 1))
+    running.start()
+    eventually("loaded", running.catalogue.loaded)
+    broker.fail_next("poll", TransientBusError("broker restarting"), times=5)
+    publish_model(broker, model("a", 2))
+    eventually("version 2 after the faults", lambda: running.catalogue.lookup("a", 2) is not None)
+    assert broker.pending_faults("poll") == 0
+
+
+def test_feed_reopens_after_a_failure_that_is_not_transient(
+    broker: MemoryBroker, running: CatalogueFeed
+) -> None:
+    publish_model(broker, model("a", 1))
+    broker.fail_next("end_offsets", BusError("not authorised"))
+    running.start()
+    eventually("loaded", running.catalogue.loaded)
+    assert broker.calls["end_offsets"] >= 3  # failed, then opened both readers again
+    assert running.catalogue.lookup("a") is not None
+
+
+def test_close_stops_the_thread(broker: MemoryBroker) -> None:
+    feed = CatalogueFeed(broker.driver(), TOPICS, Catalogue()).start()
+    eventually("loaded", feed.catalogue.loaded)
+    feed.close()
+    assert not [t for t in threading.enumerate() if t.name == "catalogue"]
