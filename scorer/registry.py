@@ -5,12 +5,15 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import Enum
 from types import MappingProxyType
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 
 from bus.messages import ModelVersion
+from bus.signing import ModelKey, model_key_from_env, verify
 from regressors import Regressor, regressor_from_dict
 from streamscore.errors import ModelError
 
@@ -38,8 +41,27 @@ class LiveModel:
         return self.regressor.predict(rows)
 
 
-def load_model(message: ModelVersion) -> LiveModel:
-    """Validate a model message's params and build the model; raise ModelError if unusable."""
+class KeySource(Enum):
+    """Where `load_model` finds the model key when it is not given one."""
+
+    ENVIRONMENT = "STREAMSCORE_MODEL_KEY"
+
+
+def load_model(
+    message: ModelVersion,
+    key: ModelKey | Literal[KeySource.ENVIRONMENT] | None = KeySource.ENVIRONMENT,
+) -> LiveModel:
+    """Check a model message (signature, params) and build the model.
+
+    With a model key (``key``, by default read from ``STREAMSCORE_MODEL_KEY``) only
+    versions signed with it load: an unsigned or forged one raises MessageError.
+    Without a key, signatures are ignored. Params that do not validate (shape,
+    coefficients beyond ±1e15) raise ModelError.
+    """
+    if key is KeySource.ENVIRONMENT:
+        key = model_key_from_env()
+    if key is not None:
+        verify(message, key)
     regressor = regressor_from_dict(message.params)
     where = f"model {message.name!r} v{message.version}"
     if regressor.kind != message.kind:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bus.messages import MAX_ABS_INPUT, MAX_ABS_PARAM
 from regressors import (
     MultivariateRegressor,
     PolynomialRegressor,
@@ -453,6 +455,12 @@ BAD_PARAMS = [
     (with_changes(intercept=KeyError), "polynomial params: missing key 'intercept'"),
     (with_changes(n_features=KeyError), "polynomial params: missing key 'n_features'"),
     (with_changes(bias=0.0), "polynomial params: unexpected key 'bias'"),
+    (
+        with_changes(coef=coef_with(5, 1e308)),
+        "polynomial params: 'coef'[5] is 1e+308, beyond ±1e15, the largest coefficient",
+    ),
+    (with_changes(intercept=-2e15), "'intercept' is -2000000000000000.0, beyond ±1e15"),
+    (with_changes(coef=coef_with(0, 10**16)), "'coef'[0] is 1e+16, beyond ±1e15"),
     ([1.0, 2.0], "params: expected an object (dict), got list"),
 ]
 
@@ -462,6 +470,54 @@ def test_from_dict_rejects_bad_params(params: Any, message: str) -> None:
     with pytest.raises(ModelError) as info:
         regressor_from_dict(params)
     assert message in str(info.value)
+
+
+def test_from_dict_takes_coefficients_up_to_the_param_limit() -> None:
+    params = with_changes(intercept=-MAX_ABS_PARAM, coef=coef_with(8, MAX_ABS_PARAM))
+    assert regressor_from_dict(params).coef[8] == MAX_ABS_PARAM
+
+
+def worst_model(kind: str, degree: int, n_features: int) -> Regressor:
+    """A model at the contract's limits: every coefficient is +1e15."""
+    n_terms = n_features + 1 if kind == "multivariate" else n_polynomial_terms(n_features, degree)
+    params: dict[str, Any] = {"kind": kind, "n_features": n_features}
+    if kind == "polynomial":
+        params["degree"] = degree
+    params.update(intercept=MAX_ABS_PARAM, coef=[MAX_ABS_PARAM] * (n_terms - 1))
+    return regressor_from_dict(params)
+
+
+@pytest.mark.parametrize(
+    ("kind", "degree", "n_features"),
+    [
+        ("multivariate", 1, 1999),  # the most features a model may have
+        ("polynomial", 3, 20),  # degree 3: C(23, 3) = 1771 terms, the most under 2000
+        ("polynomial", 6, 6),
+        ("polynomial", 10, 4),  # the highest degree: 1001 terms of x**10 up to 1e120
+    ],
+)
+def test_any_point_within_the_input_limits_has_a_finite_prediction(
+    kind: str, degree: int, n_features: int
+) -> None:
+    model = worst_model(kind, degree, n_features)
+    rng = np.random.default_rng(6)
+    rows = np.vstack(
+        [
+            np.full(n_features, MAX_ABS_INPUT),  # every term at its largest, same sign
+            np.full(n_features, -MAX_ABS_INPUT),
+            rng.choice([-MAX_ABS_INPUT, MAX_ABS_INPUT], (8, n_features)),
+            rng.uniform(-MAX_ABS_INPUT, MAX_ABS_INPUT, (8, n_features)),
+        ]
+    )
+    predictions = model.predict(rows)
+    assert np.isfinite(predictions).all()
+    # the largest: every feature at +1e12, so every term at +1e15 * 1e12**(its degree)
+    largest = sum(
+        math.comb(n_features + k - 1, k) * MAX_ABS_PARAM * MAX_ABS_INPUT**k
+        for k in range(degree + 1)
+    )
+    assert predictions[0] == pytest.approx(largest, rel=1e-9)
+    assert float(np.max(np.abs(predictions))) <= largest * (1 + 1e-9) < 2e138
 
 
 def test_from_dict_checks_kind_of_the_class_it_is_called_on() -> None:
