@@ -56,8 +56,14 @@ READ_SIZE = 256 * 1024
 #: How long a closed connection still reads (and drops) what its client sends, and how much.
 LINGER_S = 2.0
 LINGER_BYTES = 4 * 1024 * 1024
+#: Unfinished requests a worker holds at most, in requests of the largest size (head
+#: and body), and the size under which a request is read whatever the others hold.
+BUDGET_REQUESTS = 32
+SMALL_REQUEST = 64 * 1024
 INTERNAL_ERROR = "internal error (logged on the gateway); please report it"
+BUSY = "the gateway is receiving too many large requests at once: retry in a moment"
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+BAD_LINE_END = "not a valid HTTP/1.1 request (a bare LF ends a line): end every line with CRLF"
 BAD_CHUNKS = (
     "the chunked body is malformed: send each chunk as its size in hexadecimal, CRLF, "
     "its data, CRLF, and end with a zero-size chunk"
@@ -72,6 +78,7 @@ class Framing(enum.Enum):
     BODY_TOO_LARGE = "body too large"  # 413
     LINE_TOO_LONG = "line too long"  # 414
     HEAD_TOO_LARGE = "head too large"  # 431
+    BAD_LINE_END = "bare LF"  # 400
     BAD_CHUNKS = "malformed chunked body"  # 400
 
 
@@ -149,11 +156,12 @@ class RequestBuffer:
         first = self._scanned
         end = data.find(b"\r\n\r\n", max(0, first - 3))
         stop = len(data) if end < 0 else end + 4
-        # A bare LF ends no line the way gunicorn reads them: it refuses the request.
+        # A line of the head must end with CRLF (RFC 9112): a bare LF is refused here,
+        # since a head that never ends the way gunicorn reads it could keep it waiting.
         lf = data.find(b"\n", first, stop)
         while lf >= 0:
             if lf == 0 or data[lf - 1] != 0x0D:
-                return Framing.READY
+                return Framing.BAD_LINE_END
             lf = data.find(b"\n", lf + 1, stop)
         self._scanned = stop
         if self._line_end < 0:
@@ -246,19 +254,19 @@ class RequestBuffer:
             self._pos = chunk_end + 2
 
 
-def json_error(status: int, message: str, *, reason: str | None = None) -> bytes:
+def json_error(status: int, message: str, *, retry_after_s: int | None = None) -> bytes:
     """A whole HTTP/1.1 response with the contract's ``{"error": message}``; it closes."""
     body = json.dumps({"error": message}).encode()
-    if reason is None:
-        try:
-            reason = HTTPStatus(status).phrase
-        except ValueError:
-            reason = "Error"
+    try:
+        reason = HTTPStatus(status).phrase
+    except ValueError:
+        reason = "Error"
+    retry = "" if retry_after_s is None else f"Retry-After: {retry_after_s}\r\n"
     head = (
         f"HTTP/1.1 {status} {reason}\r\n"
         "Content-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\n"
-        "Connection: close\r\n\r\n"
+        f"{retry}Connection: close\r\n\r\n"
     )
     return head.encode("latin-1") + body
 
@@ -293,7 +301,7 @@ def refusal_message(status: int, exc: BaseException, limits: Limits) -> str:
     return messages.get(status, f"the request was refused ({detail})")
 
 
-_STATUS_LINE = re.compile(rb"HTTP/1\.[01] (\d{3}) ([^\r\n]*)\r\n")
+_STATUS_LINE = re.compile(rb"HTTP/1\.[01] (\d{3}) ")
 
 
 class _JsonErrorPage:
@@ -317,9 +325,8 @@ class _JsonErrorPage:
     def sendall(self, data: bytes) -> None:
         found = _STATUS_LINE.match(data)
         status = int(found.group(1)) if found else 500
-        reason = found.group(2).decode("latin-1") if found else None
         message = refusal_message(status, self._exc, self._limits)
-        util.write_nonblock(self._sock, json_error(status, message, reason=reason))
+        util.write_nonblock(self._sock, json_error(status, message))
 
     def send(self, data: bytes) -> int:
         self.sendall(data)
@@ -369,6 +376,10 @@ class GatewayWorker(ThreadWorker):  # type: ignore[misc]
         self.incoming: dict[Any, _Incoming] = {}
         self.closing: dict[Any, _Closing] = {}
         self.buffering = self._can_buffer()
+        # Bytes of unfinished requests this worker may hold: past it, a large request
+        # is refused (503) rather than read; small ones are always read.
+        self.budget = BUDGET_REQUESTS * (self.limits.head + self.limits.body)
+        self.buffered = 0
 
     def _can_buffer(self) -> bool:
         """Whether connections are plain HTTP/1.x this worker can frame itself."""
@@ -396,12 +407,9 @@ class GatewayWorker(ThreadWorker):  # type: ignore[misc]
         self.incoming[conn] = incoming
         unreader = getattr(conn.parser, "unreader", None)
         ahead = unreader.take_buffered() if unreader is not None else b""
-        if ahead:  # the start of a pipelined request, read with the previous one
-            verdict = incoming.buffer.feed(ahead)
-            if verdict is not Framing.WAIT:
-                self._settle(conn, incoming, verdict)
-                return
-        self._receive(conn)
+        # Bytes read with the previous request (pipelined) start this one.
+        if not ahead or self._feed(conn, incoming, ahead):
+            self._receive(conn)
 
     def _on_readable(self, conn: Any, _sock: Any) -> None:
         self._receive(conn)
@@ -419,14 +427,30 @@ class GatewayWorker(ThreadWorker):  # type: ignore[misc]
             self._forget(conn, incoming)
             self._close(conn)
             return
-        verdict = incoming.buffer.feed(data)
-        if verdict is Framing.WAIT:
-            if incoming.buffer.continue_wanted:
-                incoming.buffer.continue_wanted = False
-                self._send(conn, CONTINUE)
+        if self._feed(conn, incoming, data):
             self._watch(conn, incoming)
-            return
-        self._settle(conn, incoming, verdict)
+
+    def _feed(self, conn: Any, incoming: _Incoming, data: bytes) -> bool:
+        """Add ``data`` to ``conn``'s request; True while more of it is to come."""
+        buffer = incoming.buffer
+        size = len(buffer.data) + len(data)
+        if size > SMALL_REQUEST and self.buffered + len(data) > self.budget:
+            self._forget(conn, incoming)
+            self.log.warning(
+                "Request from ip=%s refused: %d bytes of requests held", _ip(conn), self.buffered
+            )
+            self._refuse(conn, 503, BUSY, retry_after_s=1)
+            return False
+        before = len(buffer.data)
+        verdict = buffer.feed(data)
+        self.buffered += len(buffer.data) - before
+        if verdict is not Framing.WAIT:
+            self._settle(conn, incoming, verdict)
+            return False
+        if buffer.continue_wanted:
+            buffer.continue_wanted = False
+            self._send(conn, CONTINUE)
+        return True
 
     def _watch(self, conn: Any, incoming: _Incoming) -> None:
         if not incoming.registered:
@@ -435,6 +459,7 @@ class GatewayWorker(ThreadWorker):  # type: ignore[misc]
 
     def _forget(self, conn: Any, incoming: _Incoming) -> None:
         del self.incoming[conn]
+        self.buffered -= len(incoming.buffer.data)
         if incoming.registered:
             self.poller.unregister(conn.sock)
             incoming.registered = False
@@ -448,6 +473,8 @@ class GatewayWorker(ThreadWorker):  # type: ignore[misc]
             return
         if verdict is Framing.BAD_CHUNKS:
             status, message = 400, BAD_CHUNKS
+        elif verdict is Framing.BAD_LINE_END:
+            status, message = 400, BAD_LINE_END
         else:
             status = {
                 Framing.BODY_TOO_LARGE: 413,
@@ -459,8 +486,10 @@ class GatewayWorker(ThreadWorker):  # type: ignore[misc]
         self.log.warning("Invalid request from ip=%s: %s", _ip(conn), verdict.value)
         self._refuse(conn, status, message)
 
-    def _refuse(self, conn: Any, status: int, message: str) -> None:
-        self._send(conn, json_error(status, message))
+    def _refuse(
+        self, conn: Any, status: int, message: str, *, retry_after_s: int | None = None
+    ) -> None:
+        self._send(conn, json_error(status, message, retry_after_s=retry_after_s))
         self._linger(conn)
 
     def _send(self, conn: Any, data: bytes) -> None:

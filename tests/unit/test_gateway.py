@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import json
-from collections.abc import Callable
+import os
+import selectors
+import socket
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import falcon
 import falcon.testing
 import pytest
+from gunicorn import glogging
+from gunicorn.config import Config
+from gunicorn.http.errors import (
+    ExpectationFailed,
+    InvalidRequestLine,
+    LimitRequestHeaders,
+    LimitRequestLine,
+    UnsupportedTransferCoding,
+)
+from gunicorn.workers.gthread import TConn, ThreadWorker
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -24,6 +40,7 @@ from bus.reply import (
 from gateway.app import create_app, openapi_document
 from gateway.catalogue import Catalogue
 from gateway.config import GatewayConfig
+from gateway.worker import Framing, GatewayWorker, Limits, RequestBuffer, json_error
 from streamscore.errors import BusError, MessageError
 
 NOW_MS = 1_700_000_000_000
@@ -612,6 +629,15 @@ def test_a_message_error_from_the_contract_is_400(
     assert_error(result, 400, "instances[0][0]", "1e12")
 
 
+@functools.cache
+def fuzz_client() -> falcon.testing.TestClient:
+    """One app for every generated body (the fake bus answers any request)."""
+    catalogue = Catalogue()
+    catalogue.add_model(model(version=1))
+    catalogue.mark_loaded()
+    return falcon.testing.TestClient(create_app(FakeBus(), catalogue))
+
+
 def _json_text(leaf: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
     """JSON documents as text, so that they can hold what ``json.dumps`` cannot write."""
     return st.recursive(
@@ -637,18 +663,14 @@ LEAVES = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     path=st.sampled_from(["/predict", "/v2/models/lin/infer", "/v2/models/lin/versions/1/infer"]),
     body=_json_text(LEAVES),
     tail=st.sampled_from(["", "]", "}", ",", " x"]),
 )
 def test_no_body_is_ever_answered_with_a_500(path: str, body: str, tail: str) -> None:
-    catalogue = Catalogue()
-    catalogue.add_model(model(version=1))
-    catalogue.mark_loaded()
-    client = falcon.testing.TestClient(create_app(FakeBus(), catalogue))
-    result = client.simulate_post(path, body=body + tail)
+    result = fuzz_client().simulate_post(path, body=body + tail)
     assert result.status_code in (200, 400, 404), (body + tail, result.status_code, result.text)
     if result.status_code != 200:
         assert set(result.json) == {"error"}
@@ -746,3 +768,329 @@ def test_head_answers_like_get_without_a_body(client: falcon.testing.TestClient,
 
 def test_head_of_an_unknown_model_is_404(client: falcon.testing.TestClient) -> None:
     assert client.simulate_head("/v2/models/nope").status_code == 404
+
+
+# --- the gunicorn worker: framing requests, refusals in JSON -----------------------------------
+
+SMALL = Limits(line=100, fields=5, field=50, body=100)
+
+
+def feed_all(buffer: RequestBuffer, data: bytes, step: int = 1) -> list[Framing]:
+    """Feed ``data`` ``step`` bytes at a time; every verdict, in order."""
+    return [buffer.feed(data[i : i + step]) for i in range(0, len(data), step)]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"GET /ping HTTP/1.1\r\nHost: g\r\n\r\n",
+        b"\r\nGET /ping HTTP/1.1\r\nHost: g\r\n\r\n",  # one empty line first is allowed
+        b"POST /predict HTTP/1.1\r\nContent-Length: 13\r\n\r\n" + b'{"x": [1, 2]}',
+        b"POST /predict HTTP/1.1\r\ncontent-length:  0013 \r\n\r\n" + b'{"x": [1, 2]}',
+        b"POST /p HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + b'6\r\n{"x": \r\n7;ext=1\r\n[1, 2]}\r\n0\r\n\r\n',
+        b"POST /p HTTP/1.1\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n2\r\nab\r\n0\r\nT: v\r\n\r\n",
+    ],
+    ids=["get", "leading-crlf", "length", "length-spaced", "chunked", "chunked-trailer"],
+)
+def test_a_request_is_ready_only_once_it_is_whole(data: bytes) -> None:
+    byte_by_byte = feed_all(RequestBuffer(SMALL), data)
+    assert byte_by_byte[-1] is Framing.READY
+    assert set(byte_by_byte[:-1]) <= {Framing.WAIT}
+    at_once = RequestBuffer(SMALL)
+    assert at_once.feed(data) is Framing.READY
+    assert at_once.take() == data
+
+
+def test_pipelined_requests_are_handed_over_together() -> None:
+    two = b"GET /ping HTTP/1.1\r\n\r\n" + b"GET /v2 HTTP/1.1\r\n\r\n"
+    buffer = RequestBuffer(SMALL)
+    assert buffer.feed(two) is Framing.READY
+    assert buffer.take() == two
+
+
+@pytest.mark.parametrize(
+    ("data", "verdict"),
+    [
+        (b"POST /p HTTP/1.1\r\nContent-Length: 101\r\n\r\n", Framing.BODY_TOO_LARGE),
+        (
+            b"POST /p HTTP/1.1\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n",
+            Framing.BODY_TOO_LARGE,
+        ),
+        (b"POST /p HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n65\r\n", Framing.BODY_TOO_LARGE),
+        (
+            b"POST /p HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + b"fffffffffffffffffffffff\r\n",
+            Framing.BODY_TOO_LARGE,
+        ),
+        (b"GET /" + b"a" * 100 + b" HTTP/1.1", Framing.LINE_TOO_LONG),
+        (b"GET /" + b"a" * 100 + b" HTTP/1.1\r\nHost: g\r\n\r\n", Framing.LINE_TOO_LONG),
+        (b"GET / HTTP/1.1\r\n" + b"X: y\r\n" * 80, Framing.HEAD_TOO_LARGE),
+        (b"POST /p HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", Framing.BAD_CHUNKS),
+        (b"POST /p HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n", Framing.BAD_CHUNKS),
+        (b"POST /p HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" + b"0" * 60, Framing.BAD_CHUNKS),
+        (b"GET / HTTP/1.1\nHost: g\n", Framing.BAD_LINE_END),
+        (b"GET / HTTP/1.1\r\nHost: g\n", Framing.BAD_LINE_END),
+        # what gunicorn refuses from the head alone: handed over at once, gunicorn answers
+        (b"GET / HTTP/1.1\r\nBroken\r\n\r\n", Framing.READY),
+        (b"POST /p HTTP/1.1\r\nContent-Length: 1x\r\n\r\n", Framing.READY),
+        (b"POST /p HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n", Framing.READY),
+        (
+            b"POST /p HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            Framing.READY,
+        ),
+        (b"POST /p HTTP/1.1\r\nTransfer-Encoding: br\r\n\r\n", Framing.READY),
+        (b"POST /p HTTP/1.1\r\nTransfer-Encoding: chunked, chunked\r\n\r\n", Framing.READY),
+        (b"POST /p HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", Framing.READY),
+        (b"POST /p HTTP/1.1\r\nExpect: tea\r\nContent-Length: 5\r\n\r\n", Framing.READY),
+    ],
+)
+def test_what_cannot_be_served_is_known_without_waiting(data: bytes, verdict: Framing) -> None:
+    assert RequestBuffer(SMALL).feed(data) is verdict
+
+
+def test_expect_100_continue_is_answered_by_the_worker_not_by_gunicorn() -> None:
+    buffer = RequestBuffer(SMALL)
+    head = b"POST /p HTTP/1.1\r\nHost: g\r\nExpect: 100-Continue\r\nContent-Length: 2\r\n\r\n"
+    assert buffer.feed(head) is Framing.WAIT
+    assert buffer.continue_wanted
+    assert buffer.feed(b"{}") is Framing.READY
+    assert not buffer.continue_wanted
+    assert buffer.take() == b"POST /p HTTP/1.1\r\nHost: g\r\nContent-Length: 2\r\n\r\n{}"
+    whole = RequestBuffer(SMALL)
+    assert whole.feed(head + b"{}") is Framing.READY
+    assert not whole.continue_wanted  # the body came with the head: nothing to answer
+
+
+def test_limits_follow_gunicorn_settings() -> None:
+    assert Limits.of(Config(), 1000) == Limits(line=4094, fields=100, field=8190, body=1000)
+    cfg = Config()
+    cfg.set("limit_request_line", 0)
+    cfg.set("limit_request_fields", 0)
+    cfg.set("limit_request_field_size", 0)
+    unlimited = Limits.of(cfg, 5)
+    assert (unlimited.line, unlimited.fields, unlimited.field) == (1024 * 1024, 32768, 8190)
+    assert Limits(line=10, fields=2, field=3, body=1).head == 10 + 4 + 2 * 5 + 4
+
+
+def parse_answer(raw: bytes) -> tuple[int, dict[str, str], dict[str, str]]:
+    """Status, headers and JSON body of one HTTP response."""
+    top, _, body = raw.partition(b"\r\n\r\n")
+    lines = top.decode("latin-1").split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+    assert int(headers["content-length"]) == len(body)
+    return int(lines[0].split(" ")[1]), headers, json.loads(body)
+
+
+@pytest.mark.parametrize(
+    ("exc", "status", "words"),
+    [
+        (InvalidRequestLine("GARBAGE"), 400, ["GARBAGE", "request line"]),
+        (LimitRequestLine(5000, 4094), 414, ["4094 bytes", "shorten"]),
+        (LimitRequestHeaders("limit request headers fields"), 431, ["100 fields", "8190 bytes"]),
+        (UnsupportedTransferCoding("br"), 501, ["Transfer-Encoding", "chunked"]),
+        (ExpectationFailed("tea"), 417, ["100-continue"]),
+        (RuntimeError("secret detail"), 500, ["internal error"]),
+    ],
+)
+def test_gunicorn_refusals_are_written_as_json(
+    exc: Exception, status: int, words: list[str]
+) -> None:
+    cfg = Config()
+    worker = GatewayWorker(1, os.getpid(), [], None, 30, cfg, glogging.Logger(cfg))
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        worker.handle_error(None, ours, ("192.0.2.1", 4321), exc)
+        ours.shutdown(socket.SHUT_WR)
+        raw = b"".join(iter(lambda: theirs.recv(65536), b""))
+    answer_status, headers, body = parse_answer(raw)
+    assert answer_status == status
+    assert headers["content-type"] == "application/json"
+    assert headers["connection"] == "close"
+    assert set(body) == {"error"}
+    for word in words:
+        assert word in body["error"]
+    assert "secret" not in body["error"]
+
+
+def test_json_error_is_a_whole_closing_response() -> None:
+    status, headers, body = parse_answer(json_error(408, "too slow: send it again"))
+    assert (status, headers["connection"], body) == (
+        408,
+        "close",
+        {"error": "too slow: send it again"},
+    )
+    assert json_error(413, "x").startswith(b"HTTP/1.1 413 ")
+
+
+def test_gunicorn_runs_the_gateway_worker() -> None:
+    import gateway.gunicorn_conf as conf
+
+    assert conf.worker_class == "gateway.worker.GatewayWorker"
+    assert issubclass(GatewayWorker, ThreadWorker)
+    assert conf.preload_app is False
+
+
+# --- the worker's event loop, on socket pairs (no thread takes the requests) -------------------
+
+
+class HeldPool:
+    """Stands in for the worker's thread pool: keeps what it is given, runs nothing."""
+
+    def __init__(self) -> None:
+        self.taken: list[TConn] = []
+
+    def submit(self, fn: object, conn: TConn) -> Future[bool]:
+        self.taken.append(conn)
+        return Future()
+
+
+@dataclass
+class Loop:
+    """A `GatewayWorker` with a real selector, a fake clock and a held pool."""
+
+    worker: GatewayWorker
+    pool: HeldPool
+    now: list[float]
+    clients: list[socket.socket] = field(default_factory=list)
+
+    def connect(self) -> tuple[TConn, socket.socket]:
+        ours, theirs = socket.socketpair()
+        self.clients += [ours, theirs]
+        conn = TConn(self.worker.cfg, ours, ("192.0.2.1", 4321), ("127.0.0.1", 8000))
+        self.worker.nr_conns += 1
+        self.worker.enqueue_req(conn)
+        return conn, theirs
+
+    def spin(self) -> None:
+        for _ in range(5):
+            self.worker.wait_for_and_dispatch_events(0.01)
+
+    def later(self, seconds: float) -> None:
+        self.now[0] += seconds
+        self.worker.murder_keepalived()
+
+
+def read_all(sock: socket.socket) -> bytes:
+    sock.settimeout(2)
+    return b"".join(iter(lambda: sock.recv(65536), b""))
+
+
+@pytest.fixture
+def loop(monkeypatch: pytest.MonkeyPatch) -> Iterator[Loop]:
+    monkeypatch.setenv("STREAMSCORE_GATEWAY_MAX_BODY_BYTES", "200000")
+    monkeypatch.setenv("STREAMSCORE_GATEWAY_CLIENT_TIMEOUT_MS", "2000")
+    cfg = Config()
+    worker = GatewayWorker(1, os.getpid(), [], None, 30, cfg, glogging.Logger(cfg))
+    worker.poller = selectors.DefaultSelector()
+    pool = HeldPool()
+    worker.tpool = pool
+    now = [100.0]
+    worker.clock = lambda: now[0]
+    state = Loop(worker, pool, now)
+    try:
+        yield state
+    finally:
+        worker.poller.close()
+        for sock in state.clients:
+            sock.close()
+
+
+def test_the_loop_hands_a_request_over_only_once_it_is_whole(loop: Loop) -> None:
+    request = b"POST /predict HTTP/1.1\r\nContent-Length: 13\r\n\r\n" + b'{"x": [1, 2]}'
+    conn, client = loop.connect()
+    client.sendall(request[:-5])
+    loop.spin()
+    assert loop.pool.taken == []
+    client.sendall(request[-5:])
+    loop.spin()
+    assert loop.pool.taken == [conn]
+    assert conn.parser.unreader.buf.getvalue() == request
+    assert loop.worker.incoming == {} and loop.worker.buffered == 0
+
+
+def test_the_loop_answers_100_continue_then_waits_for_the_body(loop: Loop) -> None:
+    conn, client = loop.connect()
+    client.sendall(b"POST /p HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n")
+    loop.spin()
+    client.settimeout(2)
+    assert client.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+    assert loop.pool.taken == []
+    client.sendall(b"{}")
+    loop.spin()
+    assert loop.pool.taken == [conn]
+    assert b"Expect" not in conn.parser.unreader.buf.getvalue()
+
+
+def test_an_unfinished_request_is_answered_408_and_closed(loop: Loop) -> None:
+    _, client = loop.connect()
+    client.sendall(b"POST /p HTTP/1.1\r\nContent-Length: 10\r\n\r\n{")
+    loop.spin()
+    loop.later(1.9)
+    assert loop.worker.incoming  # not yet
+    loop.later(0.2)
+    client.shutdown(socket.SHUT_WR)  # the client reads the answer, then closes
+    loop.spin()
+    status, headers, body = parse_answer(read_all(client))
+    assert status == 408 and headers["connection"] == "close"
+    assert "did not arrive in time" in body["error"]
+    assert loop.worker.nr_conns == 0 and not loop.worker.closing
+    assert loop.pool.taken == []
+
+
+def test_a_silent_connection_is_closed_without_an_answer(loop: Loop) -> None:
+    _, client = loop.connect()
+    loop.spin()
+    loop.later(2.1)
+    assert read_all(client) == b""
+    assert loop.worker.nr_conns == 0
+
+
+def test_a_declared_body_over_the_limit_is_413_before_it_is_sent(loop: Loop) -> None:
+    _, client = loop.connect()
+    client.sendall(b"POST /p HTTP/1.1\r\nContent-Length: 200001\r\n\r\n")
+    loop.spin()
+    client.shutdown(socket.SHUT_WR)
+    loop.spin()
+    status, _, body = parse_answer(read_all(client))
+    assert status == 413 and "200000 bytes" in body["error"]
+    assert loop.worker.nr_conns == 0 and loop.pool.taken == []
+
+
+def test_large_requests_are_refused_503_past_the_worker_budget(loop: Loop) -> None:
+    loop.worker.budget = 100_000
+    head = b"POST /p HTTP/1.1\r\nContent-Length: 150000\r\n\r\n"
+    _, first = loop.connect()
+    first.sendall(head + b"1" * 90_000)
+    loop.spin()
+    _, second = loop.connect()
+    second.sendall(head + b"2" * 20_000)  # small so far: read whatever the others hold
+    loop.spin()
+    assert loop.worker.buffered > loop.worker.budget
+    second.sendall(b"2" * 50_000)  # now large, and the budget is spent
+    loop.spin()
+    second.shutdown(socket.SHUT_WR)
+    loop.spin()
+    status, headers, body = parse_answer(read_all(second))
+    assert status == 503 and headers["retry-after"] == "1"
+    assert "retry" in body["error"]
+    ping, client = loop.connect()
+    client.sendall(b"GET /ping HTTP/1.1\r\n\r\n")
+    loop.spin()
+    assert loop.pool.taken == [ping]  # small requests still go through
+    assert len(loop.worker.incoming) == 1  # the first one, still arriving
+
+
+def test_a_finished_connection_closes_in_the_loop_without_blocking_it(loop: Loop) -> None:
+    conn, client = loop.connect()
+    client.sendall(b"GET /ping HTTP/1.1\r\nConnection: close\r\n\r\n")
+    loop.spin()
+    done: Future[bool] = Future()
+    done.set_result(False)  # the thread answered and the connection is not kept alive
+    started = time.monotonic()
+    loop.worker.finish_request(conn, done)
+    assert time.monotonic() - started < 0.1  # the client has not closed: no waiting for it
+    assert conn in loop.worker.closing and loop.worker.nr_conns == 1
+    client.close()
+    loop.spin()
+    assert loop.worker.closing == {} and loop.worker.nr_conns == 0
