@@ -937,6 +937,8 @@ class StreamRunner:
 
     def _on_revoke(self, partitions: list[TopicPartition]) -> None:
         """Subscribe mode: settle the uncommitted work before these partitions go."""
+        if not partitions:  # some clients report the first join as an empty revoke
+            return
         revoked = set(partitions)
         log.info("%s: revoked %s", self._config.service, _names(partitions))
         lost = {tp: o for tp, o in self._pending.items() if tp in revoked}
