@@ -19,14 +19,15 @@ Decoding
     Values msgspec would judge more leniently than the contract never reach it:
     None, values over the size limit, invalid UTF-8 (msgspec does not check it in
     the fields it skips), integers of more digits than ``int()`` takes, and long
-    values nested more than a few levels (the recursion limits differ).
+    values with many brackets (msgspec nests deeper than ``MAX_NESTING``).
 
 Encoding
-    ``msgspec.json.Encoder.encode_lines`` writes a whole batch in one C call; it
-    writes what ``json.dumps`` writes when ids and the model name are ASCII
-    (without DEL) and every float is 0 or of magnitude in [1e-4, 1e16), where both
-    write the shortest round-trip digits in positional notation. Other batches are
-    formatted column by column with the standard library's C helpers.
+    ``msgspec.json.Encoder.encode_lines`` writes a whole batch in one C call. It
+    writes what ``json.dumps`` writes for ASCII text without DEL and for floats
+    that are 0 or of magnitude in [1e-4, 1e16), where both write the shortest
+    round-trip digits in positional notation; the few values outside that are
+    rewritten by ``Prediction.to_bytes``. A batch where they are many (non-ASCII
+    ids, say) is formatted column by column with the standard library's C helpers.
 
 Measured on 100,000 typical points (the producer's: ``{"id":"p-000017","x":[three
 17-digit floats],"y":...}``, a quarter without ``y``, a third with ``ts``), one
@@ -65,6 +66,7 @@ from bus.messages import (
     MAX_FEATURES,
     MAX_ID_CHARS,
     MAX_MESSAGE_BYTES,
+    MAX_NESTING,
     Point,
     Prediction,
 )
@@ -97,10 +99,8 @@ _DECODE = msgspec.json.Decoder(_Point).decode
 _ENCODE_LINES = msgspec.json.Encoder().encode_lines
 _REFUSED = (msgspec.MsgspecError, RecursionError, TypeError, ValueError)
 
-#: A value at most this long nests at most half as deep: far from any recursion limit.
-_SHORT = 256
-#: A longer value with more brackets than this is left to ``Point.from_bytes``.
-_MAX_BRACKETS = 64
+#: A value at most this long nests at most half as deep: within the contract's limit.
+_SHORT = 2 * MAX_NESTING
 
 
 # --- decoding -----------------------------------------------------------------------
@@ -240,18 +240,18 @@ def _screen(values: Sequence[bytes | None]) -> Sequence[bytes]:
 
 def _msgspec_agrees(value: bytes) -> bool:
     """True when msgspec judges ``value`` as ``Point.from_bytes`` does (or more strictly)."""
-    if len(value) > MAX_MESSAGE_BYTES:
-        return False
+    if len(value) > _SHORT:
+        if len(value) > MAX_MESSAGE_BYTES:
+            return False
+        if value.count(b"[") + value.count(b"{") > MAX_NESTING:  # maybe nested too deeply
+            return False
+        digits = sys.get_int_max_str_digits()
+        if digits and len(value) > digits and _digit_run(digits).search(value):
+            return False
     if not value.isascii():
         try:
             value.decode()
         except UnicodeDecodeError:
-            return False
-    if len(value) > _SHORT:
-        if value.count(b"[") + value.count(b"{") > _MAX_BRACKETS:
-            return False
-        digits = sys.get_int_max_str_digits()
-        if digits and len(value) > digits and _digit_run(digits).search(value):
             return False
     return True
 
