@@ -8,17 +8,18 @@ Non-finite numbers (NaN, Infinity, overflow) are rejected everywhere.
 Input limits, the same for every reader (scorer, trainer, gateway; `bus.codec`
 applies them too): a feature or label is a number within ±`MAX_ABS_INPUT`; a
 model coefficient is within ±`MAX_ABS_PARAM`; a version is at most
-`MAX_VERSION`, the largest integer every JSON reader holds exactly.
+`MAX_VERSION`, the largest integer every JSON reader holds exactly; arrays and
+objects nest at most `MAX_NESTING` deep.
 
 Why these two limits: every prediction of a point within them by a model within
 them is a finite number. A prediction is a sum of at most ``MAX_PARAMETERS``
 (2000, `regressors.base`) terms ``c * m`` where ``|c| <= 1e15`` and ``m`` is a
 monomial of the features of degree k <= ``MAX_DEGREE`` (10), so
-``|m| <= 1e12**k``. At degree 3 (the default polynomial) the most features a
-model may have is 20, giving C(23, 3) = 1771 terms, so ``|prediction| <=
-1771 * 1e15 * 1e36 < 2e54``; at the worst degree allowed (10) the bound is
-``2000 * 1e15 * 1e120 = 2e138``. Both are far below the float64 limit (1.8e308),
-and so are the squares of the residuals the rolling scores sum.
+``|m| <= 1e12**k``. At degree 3 (the default polynomial) a model has at most 20
+features (C(23, 3) = 1771 terms, the most under 2000), so ``|prediction| <=
+1771 * 1e15 * 1e36 < 2e54``; at degree 10 the bound is ``2000 * 1e15 * 1e120 =
+2e138``: both far below the float64 limit (1.8e308). Up to degree 6 every
+prediction is also within ±1e100, the range the rolling metrics take.
 """
 
 from __future__ import annotations
