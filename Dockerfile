@@ -21,8 +21,10 @@ WORKDIR /src
 # Dependencies first, from pyproject.toml alone: this layer is rebuilt only when the
 # dependencies change, not on every change of the source. (All of them ship wheels
 # for linux amd64/arm64, so no compiler is needed.)
+# The image carries both Kafka clients: kafka-python (the default) and the optional
+# confluent-kafka extra, chosen at run time with STREAMSCORE_KAFKA_CLIENT.
 COPY pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
+RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['confluent']))" > /tmp/requirements.txt \
  && pip install -r /tmp/requirements.txt
 
 # The source (.dockerignore lets only the packages in), built into a wheel and

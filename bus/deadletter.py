@@ -18,8 +18,9 @@ from bus.clients.base import Producer, Record
 log = logging.getLogger(__name__)
 
 MAX_REASON_BYTES = 4096
-#: Largest dead letter written as is: just under the broker's default limit (1 MiB).
-MAX_DEADLETTER_BYTES = 1_000_000
+#: Largest record written as is (key + value + headers + overhead): just under the
+#: broker's default message.max.bytes (1,048,588), so anything the broker took fits again.
+MAX_DEADLETTER_BYTES = 1_048_000
 #: What a record costs beyond its key, value and headers (record and batch framing).
 RECORD_OVERHEAD = 128
 LOG_FIRST = 20  # dead letters logged one by one; after that, every LOG_EVERY-th

@@ -312,7 +312,7 @@ def test_sigterm_stops_cleanly(
     started = time.monotonic()
     assert stop_service(scorer) == 0  # type: ignore[arg-type]
     assert time.monotonic() - started < 15
-    assert "stopping: flushing and leaving the group" in (tmp_path / "term.log").read_text()
+    assert "scorer: stopped after 1000 records" in (tmp_path / "term.log").read_text()
     admin = make_admin(kafka_settings)
     try:
         committed = admin.list_group_offsets(group)[group]

@@ -496,3 +496,17 @@ def test_healthcheck_asks_the_live_endpoint(healthcheck: ModuleType) -> None:
         server.shutdown()
         server.server_close()
     assert not healthcheck.gateway_live(bind, timeout=0.5)  # nobody listens any more
+
+
+def test_the_image_carries_both_clients_and_compose_defaults_to_kafka_python() -> None:
+    builder = " ".join(rest for word, rest in dockerfile_instructions() if word == "RUN")
+    assert "optional-dependencies" in builder and "'confluent'" in builder, (
+        "the image installs the confluent extra next to the dependencies"
+    )
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]["confluent"]
+    assert any(requirement.startswith("confluent-kafka") for requirement in extra)
+    for name in EXPECTED_SERVICES:
+        env = environment(compose()["services"][name])
+        assert env.get("STREAMSCORE_KAFKA_CLIENT") == "kafka-python", name
