@@ -181,7 +181,10 @@ class Table:
 
         Reads windows of ``first_window`` records, four times larger each time; the
         records come in offset order. Assigns the table's consumer to that one
-        partition: read back before following (`open`), not while.
+        partition: read back before following (`open`), not while. A transient
+        fault (or a window that takes over ``READ_TIMEOUT_S``) raises
+        `TransientBusError`, for the caller to try again; the stop flag ends the
+        reading early, with what was read so far.
         """
         consumer = self._client()
         tp = TopicPartition(self.topic, partition)
@@ -191,7 +194,7 @@ class Table:
             end = consumer.end_offsets([tp])[tp]  # read_committed: the last stable offset
             records: list[Record] = []
             start, window = end, first_window
-            while start > 0:
+            while start > 0 and not self._stop.is_set():
                 low = max(0, start - window)
                 records = self._read_range(consumer, tp, low, start) + records
                 start = low
@@ -199,7 +202,7 @@ class Table:
                     break
                 window *= 4
         except TransientBusError as exc:
-            raise BusError(
+            raise TransientBusError(
                 f"reading {self.topic}[{partition}] back failed: {exc}; check the broker "
                 "and try again"
             ) from exc
@@ -215,9 +218,9 @@ class Table:
         consumer.seek(tp, low)
         out: list[Record] = []
         deadline = self._clock() + READ_TIMEOUT_S
-        while consumer.position(tp) < high:
+        while consumer.position(tp) < high and not self._stop.is_set():
             if self._clock() > deadline:
-                raise BusError(
+                raise TransientBusError(
                     f"reading {tp.topic}[{tp.partition}] offsets {low}..{high} took over "
                     f"{READ_TIMEOUT_S:.0f}s; is the broker overloaded?"
                 )

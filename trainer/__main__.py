@@ -8,6 +8,7 @@ import sys
 from dataclasses import replace
 from typing import Any
 
+from bus.clients import driver_for
 from bus.settings import KafkaSettings
 from bus.topics import TopicLayout, Topics, ensure_topics
 from streamscore.errors import StreamscoreError
@@ -58,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = KafkaSettings.from_env()
         topics = Topics.from_env()
         ensure_topics(settings, topics, TopicLayout.from_env())
-        stats = Trainer(settings, topics, config, stop=StopFlag().install()).run()
+        stop = StopFlag().install()
+        stats = Trainer(driver_for(settings), topics, config, stop=stop).run()
     except StreamscoreError as exc:
         log.error("%s", exc)
         return 1

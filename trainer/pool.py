@@ -1,13 +1,16 @@
 """Decoding and validating chunks in worker processes, so parsing uses every core.
 
-Decoding records and JSON costs ~4 µs a point in Python: one core cannot keep up
-with 200,000 points a second and also poll and fit. Chunks (still raw record
-batches, see `trainer.fetch`) go to a pool of worker processes, which return
-the training arrays and the rejected records; the loop applies the results in
-the order it polled them, so training does not depend on which worker was fastest.
+A `Chunk` (consecutive records of one partition, see `bus.clients.base`) may
+still hold the client's encoded record batches: ``chunk.columns()`` decodes them
+wherever it is called. Sent to a worker, a chunk is decoded and validated there
+(`trainer.batch.parse_points`), and only the training arrays and the rejected
+records come back. `ParsePool.parse` returns the results in the order of the
+chunks, so training does not depend on which worker was fastest.
 
 With ``workers=0`` (and always while the stream's dimension is unknown, which the
-first labelled point decides) chunks are parsed in the calling thread.
+first labelled point decides) chunks are parsed in the calling thread. A worker
+that dies (killed, out of memory) is not fatal: its chunks, and every chunk
+after, are parsed in the calling thread, with a warning.
 
 Workers ignore SIGINT and SIGTERM: the trainer's own process handles a stop and
 shuts them down after the last chunk. A worker whose parent dies (SIGKILL) exits
@@ -24,16 +27,20 @@ import multiprocessing.connection
 import os
 import signal
 import threading
+from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
 import numpy as np
-from kafka.consumer.fetcher import ConsumerRecord
 
+from bus.clients.base import Chunk
 from trainer.batch import FloatArray, parse_points
-from trainer.fetch import Chunk
 
 log = logging.getLogger(__name__)
+
+# (offset, key, value, reason) of a record that goes to the dead-letter topic
+Rejected = tuple[int, bytes | None, bytes | None, str]
 
 
 @dataclass
@@ -45,7 +52,7 @@ class ParsedChunk:
     n_features: int | None
     records: int
     unlabelled: int
-    deadletters: list[tuple[ConsumerRecord, str]] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
 
     @property
     def labelled(self) -> int:
@@ -57,7 +64,7 @@ def parse_chunk(
     chunk: Chunk, n_features: int | None, max_abs_x: float, max_abs_y: float
 ) -> ParsedChunk:
     """Decode and validate one chunk (runs in a worker, or in the caller)."""
-    values = chunk.values
+    offsets, keys, values = chunk.columns()
     parsed = parse_points(values, n_features, max_abs_x=max_abs_x, max_abs_y=max_abs_y)
     return ParsedChunk(
         x=np.ascontiguousarray(parsed.x),
@@ -65,7 +72,7 @@ def parse_chunk(
         n_features=parsed.n_features,
         records=len(values),
         unlabelled=parsed.unlabelled,
-        deadletters=[(chunk.record(i), reason) for i, reason in parsed.rejected],
+        rejected=[(offsets[i], keys[i], values[i], reason) for i, reason in parsed.rejected],
     )
 
 
@@ -90,24 +97,64 @@ class ParsePool:
         self.workers = workers
         self._limits = (max_abs_x, max_abs_y)
         self._executor: ProcessPoolExecutor | None = None
-        if workers > 0:
+
+    def open(self) -> ParsePool:
+        """Start the workers now (they take a moment to start), if there are any."""
+        if self.workers > 0 and self._executor is None:
             self._executor = ProcessPoolExecutor(
-                max_workers=workers,
+                max_workers=self.workers,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_worker_init,
             )
-            self._executor.submit(int)  # start the workers now, while the trainer starts
+            self._executor.submit(int)
+        return self
 
-    def submit(self, chunk: Chunk, n_features: int | None) -> Future[ParsedChunk]:
-        """Start parsing ``chunk``; in the caller while ``n_features`` is unknown."""
-        if self._executor is not None and n_features is not None:
-            return self._executor.submit(parse_chunk, chunk, n_features, *self._limits)
-        future: Future[ParsedChunk] = Future()
-        try:
-            future.set_result(parse_chunk(chunk, n_features, *self._limits))
-        except Exception as exc:
-            future.set_exception(exc)
-        return future
+    def parse(self, chunks: Sequence[Chunk], n_features: int | None) -> list[ParsedChunk]:
+        """Every chunk parsed, in order; the caller parses while ``n_features`` is unknown.
+
+        An exception of the parsing itself is raised as it is (after every chunk was
+        waited for).
+        """
+        pending: list[Future[ParsedChunk] | ParsedChunk] = []
+        for chunk in chunks:
+            executor = self._executor
+            if executor is None or n_features is None:
+                parsed = parse_chunk(chunk, n_features, *self._limits)
+                n_features = parsed.n_features
+                pending.append(parsed)
+                continue
+            try:
+                pending.append(executor.submit(parse_chunk, chunk, n_features, *self._limits))
+            except (BrokenProcessPool, RuntimeError) as exc:
+                self._broken(exc)
+                pending.append(parse_chunk(chunk, n_features, *self._limits))
+        results: list[ParsedChunk] = []
+        failure: BaseException | None = None
+        for chunk, item in zip(chunks, pending, strict=True):
+            if isinstance(item, ParsedChunk):
+                results.append(item)
+                continue
+            try:
+                results.append(item.result())
+            except BrokenProcessPool as exc:
+                self._broken(exc)
+                results.append(parse_chunk(chunk, n_features, *self._limits))
+            except Exception as exc:  # the parsing's own error: the caller decides
+                failure = failure or exc
+        if failure is not None:
+            raise failure
+        return results
+
+    def _broken(self, exc: BaseException) -> None:
+        if self._executor is None:
+            return
+        log.warning(
+            "a parsing worker process died (%s): parsing in the trainer's own process "
+            "from now on; restart the trainer to use workers again",
+            exc,
+        )
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._executor = None
 
     def close(self) -> None:
         """Stop the workers (waiting for the chunks they are on)."""

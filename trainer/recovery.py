@@ -1,134 +1,102 @@
 """Reading back, at start, the latest checkpoint and the latest published versions.
 
 Both live on compacted topics whose newest records are the ones that matter, so
-they are read from the end backwards, in growing windows, until what is wanted
-is found (or the beginning is reached): a start costs what was written recently,
-not the topic's whole history. Reads are read_committed, after the trainer's
-producer has fenced any previous instance (``init_transactions``), so no
-half-written publication can be seen or appear afterwards.
+they are read from the end backwards (`bus.table.Table.read_back`), in growing
+windows, until what is wanted is found (or the beginning is reached): a start
+costs what was written recently, not the topic's whole history. Reads are
+read_committed, after the trainer's producer has fenced any previous instance
+(the stream kernel calls the step's start once its transactional id is held), so
+no half-written publication can be seen or appear afterwards.
+
+Every partition of each topic is read: a checkpoint is found wherever it was
+written (the newest, by its sequence number, wins), and a model name's highest
+version wherever it is. A transient fault raises `TransientBusError` (the kernel
+starts again); the stop flag ends the reading early (the result is then
+incomplete: the caller checks the flag).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import time
-from collections.abc import Callable, Collection
-from typing import Any
+import zlib
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
 
-from kafka import KafkaConsumer
-from kafka.consumer.fetcher import ConsumerRecord
-from kafka.errors import KafkaError
-from kafka.structs import TopicPartition
-
-from bus.clients import make_consumer
-from bus.settings import KafkaSettings
-from streamscore.errors import BusError
+from bus.clients.base import Driver, Record, TopicPartition
+from bus.partitions import wait_for_partitions
+from bus.table import Table
+from streamscore.shutdown import StopFlag
 from trainer.state import Checkpoint, Headers, assemble_checkpoint, part_key
 
 log = logging.getLogger(__name__)
 
-FIRST_WINDOW = 1000
-READ_TIMEOUT_S = 30.0
+TOPIC_WAIT_S = 15.0
 
 
-def wait_for_partitions(consumer: KafkaConsumer, topic: str, timeout_s: float) -> list[int]:
-    """The partition numbers of ``topic`` once its metadata is known; BusError if none."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        partitions = consumer.partitions_for_topic(topic)
-        if partitions:
-            return sorted(partitions)
-        if time.monotonic() > deadline:
-            raise BusError(f"topic {topic!r} does not exist; create it with `streamscore topics`")
-        time.sleep(0.1)
+@dataclass
+class Found:
+    """The group's latest checkpoint (None: none), its parts, and where it is kept."""
+
+    checkpoint: Checkpoint | None
+    parts: int
+    partition: int
 
 
-def _read_range(consumer: KafkaConsumer, tp: TopicPartition, lo: int, hi: int) -> list[Any]:
-    """The committed records of ``tp`` with offsets in [lo, hi)."""
-    consumer.seek(tp, lo)
-    out: list[ConsumerRecord] = []
-    deadline = time.monotonic() + READ_TIMEOUT_S
-    while consumer.position(tp) < hi:
-        if time.monotonic() > deadline:
-            raise BusError(f"reading {tp.topic}[{tp.partition}] {lo}..{hi} timed out")
-        for records in consumer.poll(timeout_ms=200).values():
-            out.extend(r for r in records if r.offset < hi)
-    return out
+def read_checkpoint(driver: Driver, topic: str, group: str, stop: StopFlag) -> Found:
+    """The group's latest checkpoint on ``topic`` (the newest if several partitions hold one).
+
+    ``partition`` is where the next one goes: where this one was found, or a
+    partition chosen by the group's name when there is none.
+    """
+    key = part_key(group, 0)
+    best: Found | None = None
+    with Table(driver, topic, topic_wait_s=TOPIC_WAIT_S, stop=stop) as table:
+        partitions = table.partition_ids()
+        for partition in partitions:
+            found = table.read_back(partition, lambda rs: any(r.key == key for r in rs))
+            if not any(r.key == key for r in found):
+                continue
+            checkpoint, parts = assemble_checkpoint(_latest(found), group)
+            if checkpoint is not None and (best is None or _seq(best) < checkpoint.seq):
+                best = Found(checkpoint, parts, partition)
+            elif checkpoint is None and best is None:  # deleted: a fresh start, kept here
+                best = Found(None, 0, partition)
+    if best is not None:
+        return best
+    home = partitions[zlib.crc32(key) % len(partitions)] if partitions else 0
+    return Found(None, 0, home)
 
 
-def read_back(
-    consumer: KafkaConsumer,
-    tp: TopicPartition,
-    enough: Callable[[list[ConsumerRecord]], bool],
-    first_window: int = FIRST_WINDOW,
-) -> list[ConsumerRecord]:
-    """Records of ``tp`` from the end backwards (in offset order) until ``enough`` says so."""
-    consumer.assign([tp])
-    begin = consumer.beginning_offsets([tp])[tp]
-    end = consumer.end_offsets([tp])[tp]  # read_committed: the last stable offset
-    records: list[ConsumerRecord] = []
-    start, window = end, first_window
-    while start > begin:
-        lo = max(begin, start - window)
-        records = _read_range(consumer, tp, lo, start) + records
-        start = lo
-        if enough(records):
-            break
-        window *= 4
-    return records
+def _seq(found: Found) -> int:
+    return -1 if found.checkpoint is None else found.checkpoint.seq
 
 
-def _latest(records: list[ConsumerRecord]) -> dict[bytes, tuple[bytes | None, Headers]]:
+def _latest(records: list[Record]) -> dict[bytes, tuple[bytes | None, Headers]]:
     latest: dict[bytes, tuple[bytes | None, Headers]] = {}
     for record in records:
         if record.key is not None:
-            latest[record.key] = (record.value, list(record.headers or []))
+            latest[record.key] = (record.value, list(record.headers))
     return latest
 
 
-def read_checkpoint(
-    settings: KafkaSettings, topic: str, group: str
-) -> tuple[Checkpoint | None, int]:
-    """The group's latest checkpoint on ``topic`` and its number of parts ((None, 0): none)."""
-    key = part_key(group, 0)
-    latest: dict[bytes, tuple[bytes | None, Headers]] = {}
-    consumer = make_consumer(settings, group_id=None)
-    try:
-        for partition in wait_for_partitions(consumer, topic, 15.0):
-            tp = TopicPartition(topic, partition)
-            found = read_back(consumer, tp, lambda rs: any(r.key == key for r in rs))
-            if any(r.key == key for r in found):
-                latest = _latest(found)
-                break
-    except KafkaError as exc:
-        raise BusError(f"cannot read the trainer state on {topic!r}: {exc}") from exc
-    finally:
-        consumer.close()
-    return assemble_checkpoint(latest, group)
-
-
-def read_versions(settings: KafkaSettings, topic: str, names: Collection[str]) -> dict[str, int]:
+def read_versions(
+    driver: Driver, topic: str, names: Collection[str], stop: StopFlag
+) -> dict[str, int]:
     """The latest version on ``topic`` of each of ``names`` that has one.
 
     Versions only go up, so the newest record of a name holds its highest version.
     """
     keys = {name.encode(): name for name in names}
     versions: dict[str, int] = {}
-    consumer = make_consumer(settings, group_id=None)
-    try:
-        for partition in wait_for_partitions(consumer, topic, 15.0):
-            tp = TopicPartition(topic, partition)
-            found = read_back(consumer, tp, lambda rs: keys.keys() <= {r.key for r in rs})
+    with Table(driver, topic, topic_wait_s=TOPIC_WAIT_S, stop=stop) as table:
+        for partition in table.partition_ids():
+            found = table.read_back(partition, lambda rs: keys.keys() <= {r.key for r in rs})
             for record in found:
-                name = keys.get(record.key)
+                name = keys.get(record.key) if record.key is not None else None
                 version = _version(record.value) if name is not None else None
                 if name is not None and version is not None:
                     versions[name] = max(versions.get(name, 0), version)
-    except KafkaError as exc:
-        raise BusError(f"cannot read the published models on {topic!r}: {exc}") from exc
-    finally:
-        consumer.close()
     return versions
 
 
@@ -140,3 +108,32 @@ def _version(value: bytes | None) -> int | None:
     except (ValueError, AttributeError, RecursionError):
         return None
     return version if type(version) is int else None
+
+
+@dataclass
+class Positions:
+    """Where the input partitions end, and the group's committed offsets on them."""
+
+    partitions: list[int]
+    ends: dict[int, int] = field(default_factory=dict)
+    committed: dict[int, int | None] = field(default_factory=dict)
+
+
+def read_positions(
+    driver: Driver, topic: str, group: str, partitions: Sequence[int], stop: StopFlag
+) -> Positions:
+    """The end offsets of ``partitions`` of ``topic``, and ``group``'s committed offsets."""
+    consumer = driver.consumer(group_id=group)
+    try:
+        if not partitions:
+            partitions = wait_for_partitions(consumer, topic, TOPIC_WAIT_S, stop=stop)
+        tps = [TopicPartition(topic, p) for p in partitions]
+        ends = consumer.end_offsets(tps)
+        committed = consumer.committed(tps)
+    finally:
+        consumer.close()
+    return Positions(
+        list(partitions),
+        {tp.partition: o for tp, o in ends.items()},
+        {tp.partition: o for tp, o in committed.items()},
+    )

@@ -1,4 +1,4 @@
-"""The trainer's batch parsing: the fast path, and every way a record can be rejected."""
+"""The trainer's batch parsing: each value on its own, and every way a record can be rejected."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from bus.messages import Point
-from trainer.batch import decode_objects, parse_points
+from streamscore.errors import MessageError
+from trainer.batch import parse_points
 
 
 def _points(n: int, d: int = 2, *, label: bool = True) -> list[bytes | None]:
@@ -83,6 +84,9 @@ def test_contract_violations_are_rejected_alone(bad: bytes) -> None:
     parsed = parse_points(values, None)
     assert [i for i, _ in parsed.rejected] == [3]
     assert BAD[bad] in parsed.rejected[0][1]
+    with pytest.raises(MessageError) as contract:
+        Point.from_bytes(bad)
+    assert parsed.rejected[0][1] == str(contract.value)  # the contract's own words
     assert parsed.labelled == 7
     good = [json.loads(v)["x"] for i, v in enumerate(values) if i != 3 and v is not None]
     np.testing.assert_array_equal(parsed.x, good)
@@ -123,12 +127,23 @@ def test_unlabelled_non_finite_point_is_rejected() -> None:
     assert parsed.unlabelled == 0
 
 
-def test_values_beyond_what_models_expand_are_rejected() -> None:
-    values = [*_points(2), b'{"id":"big","x":[1e40, 1],"y":1}', b'{"id":"y","x":[1,1],"y":1e200}']
-    parsed = parse_points(values, None, max_abs_x=1e33, max_abs_y=1e100)
+def test_values_beyond_the_contract_limits_are_rejected() -> None:
+    values = [*_points(2), b'{"id":"big","x":[1e13, 1],"y":1}', b'{"id":"y","x":[1,1],"y":-2e12}']
+    parsed = parse_points(values, None)
     assert [i for i, _ in parsed.rejected] == [2, 3]
-    assert "beyond" in parsed.rejected[0][1]
+    assert "field 'x': expected numbers within ±1e12" in parsed.rejected[0][1]
+    assert "field 'y': expected a number within ±1e12" in parsed.rejected[1][1]
     assert parsed.labelled == 2
+
+
+def test_values_beyond_what_models_expand_are_rejected() -> None:
+    values = [*_points(2), b'{"id":"big","x":[2e6, 1],"y":1}', b'{"id":"y","x":[1,1],"y":3e7}']
+    parsed = parse_points(values, None, max_abs_x=1e6, max_abs_y=1e7)
+    assert [i for i, _ in parsed.rejected] == [2, 3]
+    assert "a feature of magnitude 2e+06 is beyond ±1e+06" in parsed.rejected[0][1]
+    assert "field 'y': magnitude 3e+07 is beyond ±1e+07" in parsed.rejected[1][1]
+    assert parsed.labelled == 2
+    np.testing.assert_array_equal(parsed.y, [sum(json.loads(v or b"")["x"]) for v in values[:2]])
 
 
 def test_integers_beyond_float_range_are_rejected() -> None:
@@ -139,12 +154,14 @@ def test_integers_beyond_float_range_are_rejected() -> None:
     assert parsed.labelled == 2
 
 
-def test_decode_objects_isolates_bad_values_by_bisection() -> None:
-    values = [b'{"a":1}', b"{", b'{"b":2}', b"]", b'{"c":3}']
-    objects, reasons = decode_objects(values)
-    assert objects == [{"a": 1}, None, {"b": 2}, None, {"c": 3}]
-    assert sorted(reasons) == [1, 3]
-    assert all("not JSON" in r for r in reasons.values())
+def test_records_bad_on_their_own_are_rejected_even_when_they_add_up() -> None:
+    halves = [b'{"id":"smug-1","y":1.0', b'"x":[0.1,0.2]}']
+    two = b'{"id":"a","x":[1,2],"y":1},{"id":"b","x":[1,2],"y":1}'
+    values = [*_points(2), *halves, two, *_points(2)]
+    parsed = parse_points(values, None)
+    assert [i for i, _ in parsed.rejected] == [2, 3, 4]
+    assert all("not JSON" in reason for _, reason in parsed.rejected)
+    assert parsed.labelled == 4
 
 
 def test_many_bad_records_scattered() -> None:

@@ -2,26 +2,27 @@
 
 from __future__ import annotations
 
-import numpy as np
-from kafka.record.default_records import DefaultRecordBatchBuilder
-from kafka.record.memory_records import MemoryRecords
+from dataclasses import dataclass
 
+import numpy as np
+import pytest
+
+from bus.clients.base import Chunk, Columns
 from bus.messages import Point
-from trainer.fetch import Chunk, raw_batch
 from trainer.pool import ParsePool, parse_chunk
 
 
-def _chunk(partition: int, base: int, values: list[bytes]) -> Chunk:
-    builder = DefaultRecordBatchBuilder(
-        magic=2, compression_type=0, is_transactional=False, producer_id=-1,
-        producer_epoch=-1, base_sequence=-1, batch_size=1 << 22,
-    )  # fmt: skip
-    for i, value in enumerate(values):
-        builder.append(i, timestamp=None, key=b"k", value=value, headers=[])
-    raw = bytearray(builder.build())
-    raw[:8] = base.to_bytes(8, "big")
-    batch = MemoryRecords(bytes(raw)).next_batch()
-    return Chunk("points", partition, base + len(values), [raw_batch(batch, base)])
+@dataclass(frozen=True)
+class Encoded:
+    """Records still encoded, as a driver may hand them out: decoded where they are used."""
+
+    base: int
+    lines: bytes
+
+    def decode(self) -> Columns:
+        values: list[bytes | None] = list(self.lines.split(b"\n"))
+        offsets = list(range(self.base, self.base + len(values)))
+        return offsets, [b"k"] * len(values), values
 
 
 def _values(n: int, seed: int) -> list[bytes]:
@@ -31,31 +32,62 @@ def _values(n: int, seed: int) -> list[bytes]:
     return out
 
 
+def _chunks() -> list[Chunk]:
+    chunks = []
+    for p in range(4):
+        values = _values(50 + p, seed=p)
+        base = 100 * p
+        if p % 2:
+            payload: Columns | Encoded = Encoded(base, b"\n".join(values))
+        else:
+            payload = (list(range(base, base + len(values))), [b"k"] * len(values), [*values])
+        chunks.append(Chunk("points", p, base + len(values), payload))
+    return chunks
+
+
+def test_parse_chunk_gives_arrays_and_the_rejected_records_with_their_offsets() -> None:
+    chunk = _chunks()[1]
+    parsed = parse_chunk(chunk, 2, 1e33, 1e100)
+    assert parsed.records == 51
+    assert parsed.x.shape == (50, 2) and parsed.y.shape == (50,)
+    ((offset, key, value, reason),) = parsed.rejected
+    assert (offset, key, value) == (125, b"k", b'{"id":"bad","x":[1,2,3],"y":1}')
+    assert "expected 2 features like the stream, got 3" in reason
+
+
 def test_workers_parse_like_the_caller_and_keep_the_order() -> None:
-    chunks = [_chunk(p, 100 * p, _values(50 + p, seed=p)) for p in range(4)]
+    chunks = _chunks()
     expected = [parse_chunk(c, 2, 1e33, 1e100) for c in chunks]
-    pool = ParsePool(1, 1e33, 1e100)
+    pool = ParsePool(1, 1e33, 1e100).open()
     try:
-        futures = [pool.submit(c, 2) for c in chunks]
-        results = [f.result(timeout=60) for f in futures]
+        results = pool.parse(chunks, 2)
     finally:
         pool.close()
-    for got, want, chunk in zip(results, expected, chunks, strict=True):
+    for got, want in zip(results, expected, strict=True):
         np.testing.assert_array_equal(got.x, want.x)
         np.testing.assert_array_equal(got.y, want.y)
-        assert got.records == len(chunk) == want.records
-        assert [(r.offset, r.value, reason) for r, reason in got.deadletters] == [
-            (r.offset, r.value, reason) for r, reason in want.deadletters
-        ]
-        assert len(got.deadletters) == 1
-        assert got.deadletters[0][0].key == b"k"
+        assert got.records == want.records
+        assert got.rejected == want.rejected
+        assert len(got.rejected) == 1
 
 
-def test_unknown_dimension_is_parsed_in_the_caller() -> None:
-    pool = ParsePool(1, 1e33, 1e100)
-    try:
-        future = pool.submit(_chunk(0, 0, _values(10, seed=9)), None)
-        assert future.done()
-        assert future.result().n_features == 2
-    finally:
-        pool.close()
+def test_unknown_dimension_is_learnt_in_the_caller_then_used() -> None:
+    chunks = _chunks()
+    pool = ParsePool(0, 1e33, 1e100)
+    results = pool.parse(chunks, None)
+    assert [r.n_features for r in results] == [2, 2, 2, 2]
+    assert all(len(r.rejected) == 1 for r in results)
+
+
+class Corrupt:
+    """Encoded records that cannot be decoded."""
+
+    def decode(self) -> Columns:
+        raise ValueError("corrupt record batch")
+
+
+def test_a_parsing_error_is_raised_after_every_chunk_was_waited_for() -> None:
+    chunks = [*_chunks(), Chunk("points", 0, 9, Corrupt())]
+    pool = ParsePool(0, 1e33, 1e100)
+    with pytest.raises(ValueError, match="corrupt record batch"):
+        pool.parse(chunks, 2)

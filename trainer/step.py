@@ -1,0 +1,566 @@
+"""The trainer as a step of the stream kernel: fit on chunks of points, publish versions.
+
+`TrainingStep` is a `bus.stream.ChunkStep`; the kernel (`bus.stream.StreamRunner`,
+exactly-once, assign mode, background commits) owns the clients, the loop, the
+transactions, retries, fencing and the stop. The step:
+
+- ``start``: once the kernel's producer holds the transactional id (older copies
+  are fenced), reads back the group's latest checkpoint and the latest versions on
+  ``models`` (`trainer.recovery`), restores the regressors, and tells the kernel to
+  read each partition of ``points`` from the checkpoint's offsets (the beginning
+  for partitions it does not know, and for partitions added later);
+- ``process_chunks``: parses every chunk (`trainer.pool`: each value decoded on
+  its own by the contract's codec, in worker processes), then, in poll order,
+  scores and fits each model on its labelled points; bad records come back as
+  dead letters with their reasons. When a publication is due
+  (`trainer.publish.PublishPolicy`) and none is in flight, the outcome carries the
+  new versions and the checkpoint and asks for a commit: the kernel writes them,
+  the dead letters since the previous publication and the offsets in ONE
+  transaction;
+- ``committed``: the publication went through: its checkpoint becomes the state a
+  rewind goes back to;
+- ``rewind``: a transaction was lost (a broker restart, a coordinator that aborted
+  it, a timeout): the models, counts, offsets and versions go back to the last
+  committed checkpoint, kept in memory, while the kernel seeks ``points`` back to
+  its offsets; retraining from there gives what an uninterrupted run gives;
+- ``finish``: the stop publishes what is pending.
+
+``process_chunks`` changes no state until every chunk of the batch is parsed, and
+never raises for a bad record (a value the parser cannot take is dead-lettered
+here), so the kernel never redoes a batch one record at a time: the offsets of a
+checkpoint are always those the kernel commits with it.
+
+Restart equivalence: a checkpoint holds the exact training state at exactly its
+offsets, so a restarted trainer trains on the same remaining points as one that
+never stopped. In cumulative mode the result does not depend on the order in
+which partitions are read (least squares over the same set of points; only
+rounding differs, ~1e-15). In window mode the window is the last W labelled points
+*in the order read*; across partitions that order is Kafka's interleaving, which
+a restart may change, so windows are reproducible for a single-partition topic
+(or an unchanged interleaving) only.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Literal, cast
+
+import numpy as np
+
+from bus.clients.base import Chunk, Driver, Record, TopicPartition
+from bus.messages import ModelVersion
+from bus.stream import ChunkStep, Outcome
+from bus.topics import Topics
+from regressors.base import MAX_ABS_VALUE
+from streamscore.errors import BusError, MessageError
+from streamscore.shutdown import StopFlag
+from trainer.batch import FloatArray
+from trainer.config import TrainerConfig
+from trainer.models import ModelSlot, PrequentialScore
+from trainer.pool import ParsedChunk, ParsePool, Rejected, parse_chunk
+from trainer.publish import PublishPolicy
+from trainer.recovery import read_checkpoint, read_positions, read_versions
+from trainer.state import Checkpoint, StateError, encode_checkpoint
+
+log = logging.getLogger(__name__)
+
+STATS_EVERY_S = 10.0
+
+
+@dataclass
+class TrainerStats:
+    """What the trainer has had committed since it started (work redone counts once)."""
+
+    records: int = 0
+    labelled: int = 0
+    unlabelled: int = 0
+    deadletters: int = 0
+    versions: int = 0
+    transactions: int = 0
+
+
+@dataclass
+class _Saved:
+    """The state of a publication: what a rewind restores once it is committed."""
+
+    checkpoint: Checkpoint
+    scores: dict[str, PrequentialScore]
+    parts: int
+
+
+@dataclass
+class _Work:
+    """What one outcome covers, counted once it is committed."""
+
+    records: int = 0
+    labelled: int = 0
+    unlabelled: int = 0
+    deadletters: int = 0
+    versions: int = 0
+    saved: _Saved | None = None  # set on the outcome that publishes
+
+
+class TrainingStep(ChunkStep):
+    """Fits the configured regressors on ``points`` and publishes them to ``models``.
+
+    ``driver`` is used at start only, to read the checkpoint and the versions back
+    (the kernel makes its own clients with it). ``clock`` gives epoch seconds
+    (``created_at`` and the publication interval); ``pool`` parses chunks (default:
+    ``config.workers`` processes; `open` starts them).
+    """
+
+    def __init__(
+        self,
+        driver: Driver,
+        topics: Topics,
+        config: TrainerConfig,
+        *,
+        clock: Callable[[], float] = time.time,
+        stop: StopFlag | None = None,
+        pool: ParsePool | None = None,
+    ) -> None:
+        self._driver = driver
+        self._topics = topics
+        self._config = config
+        self._clock = clock
+        self._stop = stop or StopFlag()
+        self._window = config.window_or_none
+        self._slots = [ModelSlot.fresh(spec, self._window) for spec in config.models]
+        self._max_abs_x = min(slot.max_abs_input for slot in self._slots)
+        self._pool = pool or ParsePool(config.workers, self._max_abs_x, MAX_ABS_VALUE)
+        self._policy = PublishPolicy(
+            config.publish_every, config.publish_interval_s, config.max_pending_deadletters
+        )
+        self.stats = TrainerStats()
+        self._loaded = False
+        self._started: set[int] = set()  # partitions the kernel was told where to start
+        fresh = Checkpoint(group=config.group_id, points_topic=topics.points)
+        fresh.n_features = config.n_features_or_none
+        self._saved = _Saved(fresh, {}, 0)
+        self._state_partition = 0
+        self._publishing: _Saved | None = None  # the publication in flight
+        self._refused: set[str] = set()  # models whose versions the contract refuses
+        # the training state, as of the last chunk trained
+        self._n_features = config.n_features_or_none
+        self._count = 0
+        self._offsets: dict[int, int] = {}
+        self._versions: dict[str, int] = {}
+        self._seq = 0
+        self._parts = 0
+        self._deadletter_total = 0
+        self._next_stats = 0.0
+        self._logged_labelled = 0
+        self._last_stats = 0.0
+
+    # --- public -------------------------------------------------------------------
+
+    @property
+    def versions(self) -> dict[str, int]:
+        """The last version published (or recovered) per model name."""
+        return dict(self._versions)
+
+    @property
+    def count(self) -> int:
+        """Labelled points trained on so far, committed or not."""
+        return self._count
+
+    def open(self) -> None:
+        """Start the parsing workers (they take a moment), before the kernel starts."""
+        self._pool.open()
+
+    def close(self) -> None:
+        """Stop the parsing workers."""
+        self._pool.close()
+
+    # --- kernel hooks: start ------------------------------------------------------
+
+    def start(self, partitions: list[TopicPartition]) -> Mapping[TopicPartition, int | None]:
+        """Read the state back (the first time), restore it; where to read each partition.
+
+        Called again when the kernel starts over (a fault while it starts): the
+        state goes back to what was read, nothing having been trained yet. Partitions
+        added later start at their beginning.
+        """
+        if not self._loaded:
+            self._loaded = self._load([tp.partition for tp in partitions])
+            if not self._loaded:  # stopped while reading
+                return {}
+        elif self._started.intersection(tp.partition for tp in partitions):
+            self._restore(self._saved)  # the kernel starts over
+        self._started.update(tp.partition for tp in partitions)
+        offsets = self._saved.checkpoint.offsets
+        return {tp: offsets.get(tp.partition) for tp in partitions}
+
+    def _load(self, partitions: list[int]) -> bool:
+        """Read the checkpoint and versions back and restore them; False if stopped."""
+        config, topics = self._config, self._topics
+        found = read_checkpoint(self._driver, topics.trainer_state, config.group_id, self._stop)
+        checkpoint = found.checkpoint
+        names = {spec.name for spec in config.models}
+        if checkpoint is not None:
+            self._check(checkpoint)
+            names |= checkpoint.versions.keys()
+        versions = read_versions(self._driver, topics.models, names, self._stop)
+        positions = read_positions(
+            self._driver, topics.points, config.group_id, partitions, self._stop
+        )
+        if self._stop.is_set():
+            return False
+        for partition, offset in (checkpoint.offsets if checkpoint else {}).items():
+            end = positions.ends.get(partition)
+            if end is not None and offset > end:
+                raise StateError(
+                    f"the checkpoint of group {config.group_id!r} has read "
+                    f"{topics.points}[{partition}] up to offset {offset}, but the partition "
+                    f"ends at {end}: was the topic recreated? Use another "
+                    "STREAMSCORE_TRAINER_GROUP to train from scratch"
+                )
+        if checkpoint is None and any(o is not None for o in positions.committed.values()):
+            log.warning(
+                "group %r has committed offsets %s but no checkpoint on %s: the trained "
+                "state is gone, so training starts over from the beginning of %s",
+                config.group_id,
+                {p: o for p, o in positions.committed.items() if o is not None},
+                topics.trainer_state,
+                topics.points,
+            )
+        base = checkpoint if checkpoint is not None else self._saved.checkpoint
+        saved = _Saved(copy.deepcopy(base), {}, found.parts)
+        for name, version in versions.items():
+            if version > saved.checkpoint.versions.get(name, 0):
+                log.info("model %r: version %d found on %s", name, version, topics.models)
+                saved.checkpoint.versions[name] = version
+        self._state_partition = found.partition
+        self._saved = saved
+        self._restore(saved)
+        self._describe(checkpoint, len(positions.partitions))
+        return True
+
+    def _check(self, checkpoint: Checkpoint) -> None:
+        """Refuse a checkpoint taken on another topic, or of another dimension."""
+        config = self._config
+        if checkpoint.points_topic != self._topics.points:
+            raise StateError(
+                f"the checkpoint of group {config.group_id!r} was taken on topic "
+                f"{checkpoint.points_topic!r}, not {self._topics.points!r}: use another "
+                "STREAMSCORE_TRAINER_GROUP for another topic"
+            )
+        if config.n_features and checkpoint.n_features not in (None, config.n_features):
+            raise StateError(
+                f"STREAMSCORE_TRAINER_N_FEATURES={config.n_features} but group "
+                f"{config.group_id!r} has trained on {checkpoint.n_features} features: "
+                "use another STREAMSCORE_TRAINER_GROUP to start over"
+            )
+        dropped = checkpoint.models.keys() - {spec.name for spec in config.models}
+        if dropped:
+            log.info("no longer training %s (not configured)", ", ".join(sorted(dropped)))
+
+    def _describe(self, checkpoint: Checkpoint | None, partitions: int) -> None:
+        config = self._config
+        if checkpoint is not None:
+            log.info(
+                "restored checkpoint %d: %d points, offsets %s, versions %s",
+                checkpoint.seq,
+                checkpoint.count,
+                checkpoint.offsets,
+                checkpoint.versions,
+            )
+        log.info(
+            "training %s on %s (%d partitions, %s) from %s",
+            ", ".join(spec.describe() for spec in config.models),
+            self._topics.points,
+            partitions,
+            f"window {self._window}" if self._window else "cumulative",
+            f"checkpoint {checkpoint.seq}" if checkpoint else "the beginning",
+        )
+        if not config.fast_fetch:
+            log.info(
+                "STREAMSCORE_TRAINER_FAST_FETCH=false has no effect: the Kafka client driver "
+                "checks its own fast path at start and falls back by itself"
+            )
+
+    def _restore(self, saved: _Saved) -> None:
+        """Put the training state back to ``saved`` (a committed publication)."""
+        checkpoint = saved.checkpoint
+        self._n_features = checkpoint.n_features or self._config.n_features_or_none
+        self._count = checkpoint.count
+        self._offsets = dict(checkpoint.offsets)
+        self._versions = dict(checkpoint.versions)
+        self._seq = checkpoint.seq
+        self._parts = saved.parts
+        self._deadletter_total = checkpoint.deadletters
+        for i, slot in enumerate(self._slots):
+            spec = slot.spec
+            state = checkpoint.models.get(spec.name)
+            if state is None:
+                self._slots[i] = ModelSlot.fresh(spec, self._window)
+            else:
+                self._slots[i] = ModelSlot.restore(spec, self._window, state)
+            score = saved.scores.get(spec.name)
+            if score is not None:
+                self._slots[i].score = copy.copy(score)
+        self._policy.published()
+        self._publishing = None
+
+    # --- kernel hooks: the loop ---------------------------------------------------
+
+    def process_chunks(self, chunks: list[Chunk]) -> Outcome:
+        """Train on the chunks in order; dead letters; a publication when one is due."""
+        parsed = self._parse(chunks)
+        outcome = Outcome(commit=False)
+        work = _Work()
+        try:
+            for chunk, result in zip(chunks, parsed, strict=True):
+                self._train(chunk, result, work, outcome)
+        except Exception as exc:  # the inputs were checked: a bug, not a bad record
+            raise BusError(
+                f"training failed ({type(exc).__name__}: {exc}); the trainer stops, and its "
+                "next start resumes from the last checkpoint"
+            ) from exc
+        now = self._clock()
+        self._policy.note(
+            points=work.labelled, deadletters=work.deadletters, consumed=True, now=now
+        )
+        outcome.context = work
+        if self._publishing is None and self._policy.due(now):
+            self._publish(outcome, now)
+        return outcome
+
+    def _parse(self, chunks: list[Chunk]) -> list[ParsedChunk]:
+        """Every chunk parsed; a chunk the parser fails on is parsed value by value."""
+        try:
+            return self._pool.parse(chunks, self._n_features)
+        except Exception as exc:
+            log.warning(
+                "parsing a batch failed (%s: %s): parsing it one value at a time",
+                type(exc).__name__,
+                exc,
+            )
+        n_features = self._n_features
+        results = []
+        for chunk in chunks:
+            results.append(self._parse_alone(chunk, n_features))
+            n_features = results[-1].n_features
+        return results
+
+    def _parse_alone(self, chunk: Chunk, n_features: int | None) -> ParsedChunk:
+        """``chunk`` parsed value by value: a value the parser fails on is rejected."""
+        try:
+            offsets, keys, values = chunk.columns()
+        except Exception as exc:
+            raise BusError(
+                f"cannot decode the records of {chunk.topic}[{chunk.partition}] before "
+                f"offset {chunk.next_offset} ({type(exc).__name__}: {exc}); the trainer stops"
+            ) from exc
+        rows: list[FloatArray] = []
+        labels: list[FloatArray] = []
+        rejected: list[Rejected] = []
+        unlabelled = 0
+        for offset, key, value in zip(offsets, keys, values, strict=True):
+            single = Chunk(chunk.topic, chunk.partition, offset + 1, ([offset], [key], [value]))
+            try:
+                part = parse_chunk(single, n_features, self._max_abs_x, MAX_ABS_VALUE)
+            except Exception as exc:
+                rejected.append((offset, key, value, f"{type(exc).__name__}: {exc}"))
+                continue
+            n_features = part.n_features
+            rows.append(part.x)
+            labels.append(part.y)
+            unlabelled += part.unlabelled
+            rejected += part.rejected
+        d = n_features or 0
+        return ParsedChunk(
+            x=np.concatenate(rows).reshape(-1, d) if rows else np.empty((0, d)),
+            y=np.concatenate(labels) if labels else np.empty(0),
+            n_features=n_features,
+            records=len(values),
+            unlabelled=unlabelled,
+            rejected=rejected,
+        )
+
+    def _train(self, chunk: Chunk, parsed: ParsedChunk, work: _Work, outcome: Outcome) -> None:
+        if self._n_features is None and parsed.n_features is not None:
+            self._n_features = parsed.n_features
+            log.info(
+                "the stream has %d features (from its first labelled point)", parsed.n_features
+            )
+        if parsed.labelled:
+            for slot in self._slots:
+                slot.train(parsed.x, parsed.y)
+        self._count += parsed.labelled
+        self._offsets[chunk.partition] = chunk.next_offset
+        for offset, key, value, reason in parsed.rejected:
+            record = Record(chunk.topic, chunk.partition, offset, key, value, -1)
+            outcome.deadletters.append((record, reason))
+        work.records += parsed.records
+        work.labelled += parsed.labelled
+        work.unlabelled += parsed.unlabelled
+        work.deadletters += len(parsed.rejected)
+        self._deadletter_total += len(parsed.rejected)
+
+    def _publish(self, outcome: Outcome, now: float) -> None:
+        """Add the new versions and the checkpoint to ``outcome``, and ask for a commit."""
+        topics, config = self._topics, self._config
+        created_at = int(now * 1000)
+        offsets = {str(p): o for p, o in sorted(self._offsets.items())}
+        names: list[bytes | None] = []
+        values: list[bytes | None] = []
+        if self._policy.new_points:
+            for slot in self._slots:
+                if not slot.regressor.is_fitted:
+                    continue
+                name = slot.spec.name
+                version = self._versions.get(name, 0) + 1
+                value = self._version_bytes(slot, version, offsets, created_at)
+                if value is None:
+                    continue
+                self._versions[name] = version
+                names.append(name.encode())
+                values.append(value)
+        self._seq += 1
+        checkpoint = Checkpoint(
+            group=config.group_id,
+            points_topic=topics.points,
+            seq=self._seq,
+            created_at=created_at,
+            n_features=self._n_features,
+            count=self._count,
+            offsets=dict(self._offsets),
+            versions=dict(self._versions),
+            deadletters=self._deadletter_total,
+            models={
+                slot.spec.name: slot.regressor.state_dict()
+                for slot in self._slots
+                if slot.regressor.is_trainable
+            },
+        )
+        records = encode_checkpoint(checkpoint, self._parts)
+        self._parts = sum(1 for _, value, _ in records if value is not None)
+        if values:
+            outcome.add(topics.models, values, names)
+        outcome.add(
+            topics.trainer_state,
+            [value for _, value, _ in records],
+            [key for key, _, _ in records],
+            [self._state_partition] * len(records),
+            [headers for _, _, headers in records],
+        )
+        saved = _Saved(
+            checkpoint, {s.spec.name: copy.copy(s.score) for s in self._slots}, self._parts
+        )
+        work = cast(_Work, outcome.context)
+        work.saved, work.versions = saved, len(values)
+        outcome.commit = True
+        self._publishing = saved
+        self._policy.published()
+        log.debug("publishing checkpoint %d with %d versions", self._seq, len(values))
+
+    def _version_bytes(
+        self, slot: ModelSlot, version: int, offsets: dict[str, int], created_at: int
+    ) -> bytes | None:
+        """The ``models`` value of a new version, or None when the contract refuses it."""
+        regressor = slot.regressor
+        name = slot.spec.name
+        new_points = self._policy.new_points
+        message = ModelVersion(
+            name=name,
+            version=version,
+            kind=cast(Literal["multivariate", "polynomial"], regressor.kind),
+            n_features=int(regressor.n_features or 0),
+            params=regressor.to_dict(),
+            trained_on={
+                "count": regressor.n_seen,
+                "offsets": offsets,
+                "window": self._window,
+                "new": new_points,
+            },
+            train_score=slot.take_score(),
+            created_at=created_at,
+        )
+        try:
+            value = message.to_bytes()
+            ModelVersion.from_bytes(value)  # what every scorer will check
+        except (MessageError, ValueError) as exc:
+            if name not in self._refused:
+                log.error(
+                    "model %r: version %d not published, the contract refuses it: %s; "
+                    "scale the features or the labels",
+                    name,
+                    version,
+                    exc,
+                )
+            self._refused.add(name)
+            return None
+        self._refused.discard(name)
+        return value
+
+    def committed(self, outcome: Outcome) -> None:
+        """Count the committed work; a committed publication becomes the rewind point."""
+        work = outcome.context
+        stats = self.stats
+        if not isinstance(work, _Work):
+            return
+        stats.records += work.records
+        stats.labelled += work.labelled
+        stats.unlabelled += work.unlabelled
+        stats.deadletters += work.deadletters
+        if work.saved is not None:
+            self._saved = work.saved
+            stats.versions += work.versions
+            stats.transactions += 1
+            if self._publishing is work.saved:
+                self._publishing = None
+
+    def rewind(self) -> None:
+        """Back to the last committed checkpoint (the kernel seeks to its offsets)."""
+        log.info(
+            "retraining from checkpoint %d (offsets %s)",
+            self._saved.checkpoint.seq,
+            self._saved.checkpoint.offsets,
+        )
+        self._restore(self._saved)
+
+    def idle(self) -> Outcome | None:
+        """Nothing new: publish what waits once the interval is over."""
+        now = self._clock()
+        if self._publishing is not None or not self._policy.due(now):
+            return None
+        outcome = Outcome(context=_Work())
+        self._publish(outcome, now)
+        return outcome
+
+    def tick(self) -> bool:
+        """Log the progress every `STATS_EVERY_S`."""
+        now = time.monotonic()
+        if now >= self._next_stats:
+            if self._next_stats:
+                self._log_stats(now - self._last_stats)
+            self._last_stats = now
+            self._next_stats = now + STATS_EVERY_S
+        return True
+
+    def finish(self) -> Outcome | None:
+        """Stopping: publish what is pending."""
+        if self._publishing is not None or not self._policy.pending:
+            return None
+        outcome = Outcome(context=_Work())
+        self._publish(outcome, self._clock())
+        return outcome
+
+    def _log_stats(self, elapsed: float) -> None:
+        stats = self.stats
+        rate = (stats.labelled - self._logged_labelled) / elapsed if elapsed > 0 else 0.0
+        self._logged_labelled = stats.labelled
+        log.info(
+            "%d records (%d labelled, %.0f/s), %d dead letters, %d versions, latest %s",
+            stats.records,
+            stats.labelled,
+            rate,
+            stats.deadletters,
+            stats.versions,
+            self._versions,
+        )
