@@ -121,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     results: list[RunResult] = []
     interrupted = False
     try:
+        pool.get(chosen[0].brokers)  # a broker that cannot start at all is not a scenario's fault
         for scenario in chosen:
             for index in range(1, runs + 1):
                 result = run_scenario(ctx, scenario)

@@ -23,6 +23,8 @@ from streamscore.errors import BusError
 log = logging.getLogger(__name__)
 
 HEAP = "512m"
+#: Starting a JVM on a busy machine of two cores can take a minute or more.
+START_TIMEOUT_S = 240.0
 
 
 class ChaosBrokers:
@@ -38,6 +40,7 @@ class ChaosBrokers:
             controller_port=base + brokers,
             heap=HEAP,
             brokers=brokers,
+            start_timeout_s=START_TIMEOUT_S,
         )
         self.broker = LocalBroker(self.config)
 

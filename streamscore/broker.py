@@ -441,6 +441,9 @@ class LocalBroker:
                 while alive(pid):
                     time.sleep(0.05)
             node.pid_file.unlink(missing_ok=True)
+        # a killed JVM's leader thread is gone before its last thread closes the sockets
+        for node, _ in running:
+            _wait_closed(node, deadline=time.monotonic() + 10)
         return True
 
     def kill(self, node_id: int, sig: int = signal.SIGKILL) -> int | None:
@@ -455,7 +458,8 @@ class LocalBroker:
             return None
         os.kill(pid, sig)
         deadline = time.monotonic() + self.config.stop_timeout_s
-        while alive(pid):
+        # a killed JVM's leader thread is gone before its last thread closes the sockets
+        while alive(pid) or _port_open(node.host, node.port):
             if time.monotonic() > deadline:
                 raise BrokerError(f"kafka node {node_id} (pid {pid}) did not die on signal {sig}")
             time.sleep(0.05)
@@ -601,6 +605,14 @@ def _port_open(host: str, port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def _wait_closed(node: BrokerNode, deadline: float) -> None:
+    """Wait until nothing answers on the node's ports any more (or the deadline passes)."""
+    while time.monotonic() < deadline and any(
+        _port_open(node.host, port) for port in (node.port, node.controller_port)
+    ):
+        time.sleep(0.05)
 
 
 def _answers(bootstrap: str, brokers: int = 1) -> bool:
