@@ -11,7 +11,15 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from bus.messages import MAX_FEATURES, MAX_ID_CHARS, MAX_INSTANCES, MAX_NAME_CHARS, InferReply
+from bus.messages import (
+    MAX_ABS_INPUT,
+    MAX_FEATURES,
+    MAX_ID_CHARS,
+    MAX_INSTANCES,
+    MAX_NAME_CHARS,
+    MAX_VERSION,
+    InferReply,
+)
 from streamscore.errors import StreamscoreError
 
 Json = dict[str, Any]
@@ -22,8 +30,8 @@ NUMERIC_DATATYPES = frozenset(
     | {f"{sign}INT{bits}" for sign in ("", "U") for bits in (8, 16, 32, 64)}
 )
 OUTPUT_NAME = "predict"
-#: The largest model version a request may name (a signed 64-bit integer, like Kafka's).
-MAX_VERSION = 2**63 - 1
+#: The contract's bound on a feature, as people write it (1e12).
+INPUT_LIMIT = f"{MAX_ABS_INPUT:.0e}".replace("e+", "e")
 
 
 class GatewayError(StreamscoreError):
@@ -128,7 +136,8 @@ def _describe(value: Any) -> str:
 def _number(value: Any, path: str, integer: bool = False) -> float:
     if isinstance(value, LongInteger):
         raise bad_field(
-            path, f"an integer of {value.digits} digits is too large; send finite numbers"
+            path,
+            f"an integer of {value.digits} digits is too large: send numbers within ±{INPUT_LIMIT}",
         )
     if type(value) is not int and (integer or type(value) is not float):
         expected = "an integer" if integer else "a number"
@@ -137,8 +146,10 @@ def _number(value: Any, path: str, integer: bool = False) -> float:
         number = float(value)
     except OverflowError:
         number = math.inf
-    if not math.isfinite(number):
-        raise bad_field(path, f"{_describe(value)} is too large; send finite numbers")
+    if not abs(number) <= MAX_ABS_INPUT:
+        raise bad_field(
+            path, f"{_describe(value)} is too large: send numbers within ±{INPUT_LIMIT}"
+        )
     return number
 
 

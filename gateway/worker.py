@@ -51,8 +51,10 @@ from gateway.payloads import too_large
 MAX_REQUEST_LINE = 8190
 MAX_HEADERS = 32768
 DEFAULT_FIELD_SIZE = 8190
-#: How much of a request is read per readable event.
-READ_SIZE = 256 * 1024
+#: How much of a request is read per readable event: first (most requests are small:
+#: a large recv() buffer costs more than the read), then while a large one arrives.
+FIRST_READ = 16 * 1024
+READ_SIZE = 64 * 1024
 #: How long a closed connection still reads (and drops) what its client sends, and how much.
 LINGER_S = 2.0
 LINGER_BYTES = 4 * 1024 * 1024
@@ -417,7 +419,7 @@ class GatewayWorker(ThreadWorker):  # type: ignore[misc]
     def _receive(self, conn: Any) -> None:
         incoming = self.incoming[conn]
         try:
-            data = conn.sock.recv(READ_SIZE)
+            data = conn.sock.recv(READ_SIZE if incoming.buffer.data else FIRST_READ)
         except (BlockingIOError, InterruptedError):
             self._watch(conn, incoming)
             return

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import sys
 from typing import Any
 
 import pytest
@@ -16,6 +18,7 @@ def test_defaults() -> None:
     assert (config.bind, config.workers, config.threads) == ("127.0.0.1:8000", 4, 16)
     assert config.timeout_ms == 5000 and config.timeout_s == 5.0
     assert config.reply_group_for("p.replies") == "p.replies.gateway"
+    assert config.client_timeout_ms == 30_000 and config.client_timeout_s == 30.0
 
 
 def test_from_env() -> None:
@@ -27,8 +30,10 @@ def test_from_env() -> None:
             "STREAMSCORE_GATEWAY_MAX_PENDING": "7",
             "STREAMSCORE_GATEWAY_MAX_BODY_BYTES": "100",
             "STREAMSCORE_GATEWAY_REPLY_GROUP": "edge",
+            "STREAMSCORE_GATEWAY_CLIENT_TIMEOUT_MS": "2500",
         }
     )
+    assert config.client_timeout_s == 2.5
     assert (config.bind, config.workers, config.timeout_s) == ("0.0.0.0:9000", 2, 0.25)
     assert (config.max_pending, config.max_body_bytes) == (7, 100)
     assert config.reply_group_for("replies") == "edge"
@@ -40,6 +45,7 @@ def test_from_env() -> None:
         ("STREAMSCORE_GATEWAY_BIND", "8000", "HOST:PORT"),
         ("STREAMSCORE_GATEWAY_WORKERS", "0", "at least 1"),
         ("STREAMSCORE_GATEWAY_TIMEOUT_MS", "soon", "integer"),
+        ("STREAMSCORE_GATEWAY_CLIENT_TIMEOUT_MS", "10", "at least 100"),
     ],
 )
 def test_bad_values_name_the_variable(name: str, value: str, words: str) -> None:
@@ -69,3 +75,15 @@ def test_main_refuses_bad_settings(
     monkeypatch.setattr(entry.os, "execve", lambda *a: pytest.fail("must not start"))
     assert entry.main(["--bind", "nowhere"]) == 2
     assert "STREAMSCORE_GATEWAY_BIND" in capsys.readouterr().err
+
+
+def test_gunicorn_config_runs_the_gateway_worker_with_the_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("STREAMSCORE_GATEWAY_BIND", "127.0.0.1:9911")
+    monkeypatch.setenv("STREAMSCORE_GATEWAY_THREADS", "3")
+    monkeypatch.delitem(sys.modules, "gateway.gunicorn_conf", raising=False)
+    conf = importlib.import_module("gateway.gunicorn_conf")
+    assert conf.worker_class == "gateway.worker.GatewayWorker"
+    assert conf.bind == ["127.0.0.1:9911"] and conf.threads == 3
+    assert conf.preload_app is False
