@@ -241,11 +241,13 @@ def _run_cli_scorer(
     )
 
 
+@pytest.mark.parametrize("client", ["kafka-python", "confluent"])
 def test_exactly_once_survives_sigkill(
     kafka_settings: KafkaSettings,
     fresh_topics: Topics,
     tmp_path: Path,
     unique_name: Callable[[str], str],
+    client: str,
 ) -> None:
     send_model(kafka_settings, fresh_topics, linear_model(1))
     points = linear_points(60_000, seed=3)
@@ -255,6 +257,7 @@ def test_exactly_once_survives_sigkill(
         "STREAMSCORE_SCORER_GROUP": unique_name("eos"),
         "STREAMSCORE_SCORER_TRANSACTIONAL_ID": unique_name("eos-tx"),
         "STREAMSCORE_SCORER_MAX_BATCH": "500",
+        "STREAMSCORE_KAFKA_CLIENT": client,
     }
     first = _run_cli_scorer(kafka_settings, fresh_topics, tmp_path, "first", **env)
     read_until(kafka_settings, fresh_topics.predictions, predicted_ids(5000))
