@@ -20,21 +20,28 @@ partition-EOF event, past the end. So the driver asks for partition-EOF events
 anything was read, librdkafka has no position at all; `position` then reports
 where the next fetch starts (a seek, the committed offset, or the reset policy).
 
-What librdkafka raises when things go wrong (found against a single Kafka 4.1
-broker killed with SIGKILL and restarted, and `classify` maps):
+What librdkafka raises when the broker fails (found against a single Kafka 4.1
+broker killed with SIGKILL and restarted, confluent-kafka 2.16), and what
+`classify` makes of it:
 
-- broker killed during a transaction, back within the transaction timeout:
-  sends are retried and the commit succeeds once the broker is back; a commit
-  while it is away fails after its timeout with a retriable ``_TIMED_OUT`` /
-  ``_TRANSPORT``: `TransientBusError`;
-- broker away longer than the transaction timeout: the coordinator aborts the
-  transaction; librdkafka reports an abortable error (``txn_requires_abort``,
-  e.g. ``INVALID_PRODUCER_EPOCH`` or ``_FENCED`` after the epoch bump) on the
-  commit: `TransientBusError` (abort, redo the batch). A fence seen after the
-  transaction has been open longer than its timeout is treated the same way;
-  within the timeout it is another instance: `FencedError`;
-- plain sends and commits while the broker is away: ``_MSG_TIMED_OUT`` /
-  ``_TRANSPORT`` / ``_TIMED_OUT`` / ``COORDINATOR_NOT_AVAILABLE``: `TransientBusError`.
+- killed during a transaction, back within the transaction timeout: sends are
+  retried and the commit succeeds once the broker is back.
+- ``commit_transaction`` while the broker is away: ``_TIMED_OUT`` ("retry call
+  to resume"): `TransientBusError`; the same commit retried after the restart
+  succeeds.
+- away longer than the transaction timeout: the coordinator aborts the
+  transaction and bumps the producer epoch; librdkafka then reports the fatal
+  ``_FENCED`` ("Producer attempted an operation with an old epoch ...
+  transactional producer fenced by newer producer instance") on the records,
+  the commit and the abort: the same error a real second instance causes. A
+  fence is therefore `TransientBusError` when the producer's transaction has
+  been open longer than its transaction timeout (make a new producer: this one
+  is unusable; redo the batch), and `FencedError` otherwise.
+- plain (idempotent) sends while the broker is away: retried; ``flush``
+  succeeds once it is back.
+- consumer commits while the broker is away: ``_WAIT_COORD``; right after the
+  restart ``UNKNOWN_MEMBER_ID``; ``committed`` ``_TIMED_OUT``: `TransientBusError`.
+  Polls return nothing.
 """
 
 from __future__ import annotations
@@ -499,13 +506,12 @@ class ConfluentKafkaProducer(Producer):
 
     def abort_transaction(self) -> None:
         """Abort the transaction; what it wrote is never visible to read_committed readers."""
+        self._failures = []  # records of the aborted transaction: their failures do not matter
         try:
             self._client.abort_transaction(BLOCK_S)
         except KafkaException as exc:
             raise self._error(exc, "aborting the transaction") from exc
-        finally:
-            self._client.poll(0)
-            self._failures = []  # purged records of the aborted transaction
+        self._failures = []  # records purged by the abort
         self._txn_started = None
 
     def close(self, timeout_s: float = 10.0) -> None:

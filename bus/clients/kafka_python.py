@@ -12,24 +12,32 @@ in one tight loop, ``poll_chunks`` hands the batches out undecoded. Otherwise
 (another version, internals changed) the library's own decoding is used, which
 is about ten times slower, and that is logged once.
 
-What kafka-python raises when things go wrong (found against a single Kafka 4.1
-broker killed with SIGKILL and restarted, and `classify` maps):
+What kafka-python raises when the broker fails (found against a single Kafka 4.1
+broker killed with SIGKILL and restarted, kafka-python 3.0.12), and what
+`classify` makes of it:
 
-- broker killed during a transaction, restarted within the transaction timeout:
-  sends are retried and the commit succeeds once the broker is back; while it is
-  away, ``commit_transaction`` waits (here: `TransientBusError` after
-  ``max_block_ms``; the commit is still pending and a retried commit waits for it);
-- broker away longer than the transaction timeout: the coordinator aborts the
-  transaction and bumps the producer epoch; kafka-python then reports
-  ``ProducerFencedError`` (it maps ``INVALID_PRODUCER_EPOCH`` to it), also wrapped
-  in a later ``KafkaError`` ("Cannot execute transactional method because we are
-  in an error state"). A fence seen by a producer whose transaction has been open
-  longer than its transaction timeout is therefore `TransientBusError` (make a new
-  producer, redo the batch); within the timeout it is another instance: `FencedError`;
-- plain sends while the broker is away: retried until ``delivery_timeout_ms``,
-  then ``KafkaTimeoutError`` on the record's future: `TransientBusError` at flush;
-- commits while the broker is away: ``KafkaTimeoutError`` / ``NoBrokersAvailable``
-  / ``CommitFailedError`` (after a rebalance): `TransientBusError`.
+- killed during a transaction, back within the transaction timeout: sends are
+  retried and the commit succeeds once the broker is back.
+- ``commit_transaction`` while the broker is away: no answer; here a
+  `TransientBusError` after ``max_block_ms``. That commit may never complete
+  (a retried commit timed out again after the restart), and aborting then fails
+  ("Invalid transition ... from state COMMITTING_TRANSACTION", `BusError`):
+  make a new producer; its ``init_transactions`` aborts the old transaction.
+- away longer than the transaction timeout: the coordinator aborts the
+  transaction and bumps the producer epoch. The next record fails with
+  ``InvalidProducerEpochError`` (`TransientBusError`); an abort or commit fails
+  with ``ProducerFencedError`` (kafka-python maps ``INVALID_PRODUCER_EPOCH`` to
+  it), also wrapped in a later ``KafkaError`` ("Cannot execute transactional
+  method because we are in an error state: ... ProducerFencedError"), or with
+  "Invalid transition ... from state BUMPING_PRODUCER_EPOCH" while it recovers.
+  A fence is therefore `TransientBusError` when the producer's transaction has
+  been open longer than its transaction timeout (the coordinator aborted it:
+  make a new producer, redo the batch), and `FencedError` (another instance
+  with the same transactional id) otherwise.
+- plain (idempotent) sends while the broker is away: retried; ``flush`` succeeds
+  once it is back (or ``KafkaTimeoutError`` at its timeout: `TransientBusError`).
+- consumer commits while the broker is away: ``KafkaTimeoutError``; after a
+  rebalance ``CommitFailedError``: `TransientBusError`. Polls return nothing.
 """
 
 from __future__ import annotations
@@ -183,7 +191,11 @@ def classify(exc: BaseException, doing: str, *, txn_age_s: float = 0.0,
         )
     if any(isinstance(e, KafkaConfigurationError) for e in causes):
         return ConfigError(f"{doing}: bad Kafka client setting ({exc}); fix the setting")
-    if any(isinstance(e, _TRANSIENT) for e in causes) or "TransactionAbortable" in text:
+    if (
+        any(isinstance(e, _TRANSIENT) for e in causes)
+        or "TransactionAbortable" in text
+        or "from state BUMPING_PRODUCER_EPOCH" in text  # recovering after an aborted transaction
+    ):
         return TransientBusError(
             f"{doing}: the broker is unreachable, busy or moved on ({exc}); retry with backoff "
             "and redo what was not committed"
