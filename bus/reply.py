@@ -37,7 +37,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -255,7 +255,9 @@ class ReplyClient:
         self._unflushed = threading.Event()
         self._threads: list[threading.Thread] = []
         self._producer: Producer | None = None
-        self._fresh: list[TopicPartition] = []  # assigned, start not set yet (reply thread only)
+        # the reply thread's own: its consumer, and partitions assigned whose start is not set
+        self._consumer: Consumer | None = None
+        self._fresh: list[TopicPartition] = []
 
     # --- life cycle ------------------------------------------------------------------
 
@@ -521,7 +523,9 @@ class ReplyClient:
                             break
                     records = consumer.poll(POLL_S)
                     if self._fresh:
-                        records = self._settle(consumer, records)
+                        # started only now: what the poll read of them came from elsewhere
+                        started = self._start_at_end(consumer)
+                        records = [r for r in records if r.partition not in started]
                     for record in records:
                         self.deliver(record)
                     if time.monotonic() >= next_probe:
@@ -541,6 +545,7 @@ class ReplyClient:
                         log.warning("reply consumer on %r: %s; retrying", self.replies_topic, exc)
                     else:
                         log.debug("reply consumer on %r: %s", self.replies_topic, exc)
+                    next_probe = 0.0
                     stop.wait(backoff)
                     backoff = min(backoff * 2, MAX_BACKOFF_S)
                 except Exception as exc:  # anything else: a new consumer, a new membership
@@ -558,34 +563,55 @@ class ReplyClient:
                     self._lose_partitions()
                     if consumer is not None:
                         _close_quietly(consumer)
-                        consumer = None
+                    consumer = self._consumer = None
+                    next_probe = 0.0
                     stop.wait(backoff)
                     backoff = min(backoff * 2, MAX_BACKOFF_S)
         finally:
             self._lose_partitions()
+            self._consumer = None
             if consumer is not None:
                 _close_quietly(consumer)
 
     def _join(self) -> Consumer | None:
         """A member of the group of ``replies`` (None: stopped while waiting for the topic)."""
-        consumer = self.driver.consumer(
+        consumer = self._consumer = self.driver.consumer(
             group_id=self.group_id, auto_offset_reset="latest", max_poll_records=1000
         )
         try:
-            if not wait_for_partitions(consumer, self.replies_topic, None, stop=self._stop):
-                _close_quietly(consumer)
-                return None
-            consumer.subscribe(
-                [self.replies_topic], on_assign=self._on_assign, on_revoke=self._on_revoke
-            )
+            if wait_for_partitions(consumer, self.replies_topic, None, stop=self._stop):
+                consumer.subscribe(
+                    [self.replies_topic], on_assign=self._on_assign, on_revoke=self._on_revoke
+                )
+                return consumer
         except BaseException:
+            self._consumer = None
             _close_quietly(consumer)
             raise
-        return consumer
+        self._consumer = None
+        _close_quietly(consumer)
+        return None
 
     def _on_assign(self, partitions: list[TopicPartition]) -> None:
-        """Newly owned partitions: where they start is set once the poll returns."""
-        self._fresh += partitions
+        """Newly owned partitions; runs inside the poll, so it does no I/O.
+
+        A partition starts where this process stopped reading it if requests still
+        wait for replies there (a seek, offered at once); the others start at
+        their end, set once the poll returns (`_start_at_end`).
+        """
+        with self._lock:
+            waited_on = {w.partition for w in self._pending.values()}
+            resume = {
+                tp: self._next_offset[tp.partition]
+                for tp in partitions
+                if tp.partition in waited_on and tp.partition in self._next_offset
+            }
+        consumer = self._consumer
+        if consumer is not None and resume:
+            for tp, offset in resume.items():
+                consumer.seek(tp, offset)
+            self._offer(resume)
+        self._fresh += [tp for tp in partitions if tp not in resume]
 
     def _on_revoke(self, partitions: list[TopicPartition]) -> None:
         revoked = {tp.partition for tp in partitions}
@@ -598,40 +624,32 @@ class ReplyClient:
         with self._lock:
             self._usable = []
 
-    def _settle(self, consumer: Consumer, records: list[Record]) -> list[Record]:
-        """Set where newly owned partitions start, then offer them to callers.
+    def _start_at_end(self, consumer: Consumer) -> set[int]:
+        """Start the partitions assigned in the last poll at their end; return them.
 
-        A partition starts where this process stopped reading it if requests still
-        wait for replies there, else at its end. Records the poll returned for these
-        partitions (from before that start was set) are left out; they are read
-        again from the start if they matter.
+        The end is taken now: the reply to a request sent once the partition is
+        offered comes after it.
         """
         fresh, self._fresh = self._fresh, []
         try:
-            with self._lock:
-                waited_on = {w.partition for w in self._pending.values()}
-                starts = {
-                    tp: self._next_offset[tp.partition]
-                    for tp in fresh
-                    if tp.partition in waited_on and tp.partition in self._next_offset
-                }
-            at_end = [tp for tp in fresh if tp not in starts]
-            if at_end:
-                starts.update(consumer.end_offsets(at_end))
-            for tp, offset in starts.items():
+            ends = consumer.end_offsets(fresh)
+            for tp, offset in ends.items():
                 consumer.seek(tp, offset)
         except BaseException:
             self._fresh = fresh + self._fresh
             raise
+        self._offer(ends)
+        return {tp.partition for tp in fresh}
+
+    def _offer(self, starts: Mapping[TopicPartition, int]) -> None:
+        """Partitions whose start is set: callers may now send requests' replies there."""
         with self._owned:
             for tp, offset in starts.items():
                 self._next_offset[tp.partition] = offset
-            self._usable = sorted({*self._usable, *(tp.partition for tp in fresh)})
+            self._usable = sorted({*self._usable, *(tp.partition for tp in starts)})
             usable = list(self._usable)
             self._owned.notify_all()
         log.info("reply partitions of %r owned here: %s", self.replies_topic, usable)
-        started = {tp.partition for tp in fresh}
-        return [r for r in records if r.partition not in started]
 
     def deliver(self, record: Record) -> None:
         """Hand one ``replies`` record to the request waiting for it, or drop it."""

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, ClassVar
 
 import pytest
 
-from bus.clients.base import Record, TopicPartition, TransientBusError
-from bus.clients.memory import MemoryBroker
+from bus.clients.base import RebalanceCallback, Record, TopicPartition, TransientBusError
+from bus.clients.memory import MemoryBroker, MemoryConsumer, MemoryDriver
 from bus.messages import InferReply, InferRequest
 from bus.reply import (
     CORRELATION_ID,
@@ -335,9 +336,69 @@ def test_newly_owned_partitions_start_at_their_end(
     assert client.stats().late_replies == 1  # the old ones were never read
 
 
+class NoBlockingInCallbacks(MemoryConsumer):
+    """Notes calls that would block inside a rebalance callback (kafka-python refuses them)."""
+
+    blocking: ClassVar[list[str]] = []
+
+    def __init__(self, broker: MemoryBroker, options: Mapping[str, Any]) -> None:
+        super().__init__(broker, options)
+        self._inside = False
+
+    def subscribe(
+        self,
+        topics: Sequence[str],
+        *,
+        on_assign: RebalanceCallback | None = None,
+        on_revoke: RebalanceCallback | None = None,
+    ) -> None:
+        super().subscribe(
+            topics, on_assign=self._guard(on_assign), on_revoke=self._guard(on_revoke)
+        )
+
+    def _guard(self, callback: RebalanceCallback | None) -> RebalanceCallback | None:
+        if callback is None:
+            return None
+
+        def guarded(partitions: list[TopicPartition]) -> None:
+            self._inside = True
+            try:
+                callback(partitions)
+            finally:
+                self._inside = False
+
+        return guarded
+
+    def _note(self, name: str) -> None:
+        if self._inside:
+            self.blocking.append(name)
+
+    def end_offsets(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        self._note("end_offsets")
+        return super().end_offsets(tps)
+
+    def position(self, tp: TopicPartition) -> int:
+        self._note("position")
+        return super().position(tp)
+
+    def committed(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int | None]:
+        self._note("committed")
+        return super().committed(tps)
+
+    def partitions_for(self, topic: str) -> list[int]:
+        self._note("partitions_for")
+        return super().partitions_for(topic)
+
+
+class StrictDriver(MemoryDriver):
+    def consumer(self, **options: Any) -> MemoryConsumer:
+        return NoBlockingInCallbacks(self.broker, options)
+
+
 def test_a_partition_owned_again_resumes_where_requests_wait(broker: MemoryBroker) -> None:
     broker.create_topic("one-reply", 1)
-    client = ReplyClient(broker.driver(), "requests", "one-reply", group_id="g2")
+    NoBlockingInCallbacks.blocking.clear()
+    client = ReplyClient(StrictDriver(broker), "requests", "one-reply", group_id="g2")
     try:
         ready(client, [0])
         thread, out = call_in_thread(client, 5.0)
@@ -352,8 +413,10 @@ def test_a_partition_owned_again_resumes_where_requests_wait(broker: MemoryBroke
         thread.join(5)
         assert isinstance(out.get("reply"), InferReply), out
         joiner.close()
+        eventually("the partition again", lambda: client.owned_partitions() == [0])
     finally:
         client.close()
+    assert NoBlockingInCallbacks.blocking == []  # no blocking call inside a rebalance callback
 
 
 # --- faults ---------------------------------------------------------------------------
@@ -373,7 +436,7 @@ def test_other_bus_failures_make_a_new_consumer(broker: MemoryBroker, make_clien
     client = ready(make_client())
     broker.fail_next("poll", BusError("unexpected answer"))
     eventually("a new member", lambda: broker.calls["subscribe"] == 2)
-    eventually("partitions again", lambda: bool(client.owned_partitions()))
+    ready(client)
     with Scorer(broker):
         assert client.call(REQUEST, 3.0).predictions == [3.0]
 
