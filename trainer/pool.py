@@ -8,9 +8,11 @@ records come back. `ParsePool.parse` returns the results in the order of the
 chunks, so training does not depend on which worker was fastest.
 
 With ``workers=0`` (and always while the stream's dimension is unknown, which the
-first labelled point decides) chunks are parsed in the calling thread. A worker
-that dies (killed, out of memory) is not fatal: its chunks, and every chunk
-after, are parsed in the calling thread, with a warning.
+first labelled point decides) chunks are parsed in the calling thread. Results
+come in order as soon as each is ready, so the caller trains on one chunk while
+the workers parse the next. A worker that dies (killed, out of memory) is not
+fatal: its chunks, and every chunk after, are parsed in the calling thread, with
+a warning.
 
 Workers ignore SIGINT and SIGTERM: the trainer's own process handles a stop and
 shuts them down after the last chunk. A worker whose parent dies (SIGKILL) exits
@@ -27,7 +29,7 @@ import multiprocessing.connection
 import os
 import signal
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -109,41 +111,53 @@ class ParsePool:
             self._executor.submit(int)
         return self
 
-    def parse(self, chunks: Sequence[Chunk], n_features: int | None) -> list[ParsedChunk]:
-        """Every chunk parsed, in order; the caller parses while ``n_features`` is unknown.
+    def parse(
+        self, chunks: Sequence[Chunk], n_features: int | None
+    ) -> Iterator[ParsedChunk | Exception]:
+        """Each chunk's result, in order, as soon as it is ready (the next ones parse meanwhile).
 
-        An exception of the parsing itself is raised as it is (after every chunk was
-        waited for).
+        While ``n_features`` is unknown chunks are parsed here, one by one, until a
+        labelled point decides it; then the others go to the workers all at once. A
+        chunk whose parsing raised comes as the exception: the caller decides.
         """
-        pending: list[Future[ParsedChunk] | ParsedChunk] = []
-        for chunk in chunks:
-            executor = self._executor
-            if executor is None or n_features is None:
-                parsed = parse_chunk(chunk, n_features, *self._limits)
-                n_features = parsed.n_features
-                pending.append(parsed)
-                continue
+        i = 0
+        while i < len(chunks) and (self._executor is None or n_features is None):
+            result = self._here(chunks[i], n_features)
+            if isinstance(result, ParsedChunk):
+                n_features = result.n_features
+            yield result
+            i += 1
+        rest = chunks[i:]
+        futures = [self._submit(chunk, n_features) for chunk in rest]
+        for chunk, future in zip(rest, futures, strict=True):
             try:
-                pending.append(executor.submit(parse_chunk, chunk, n_features, *self._limits))
-            except (BrokenProcessPool, RuntimeError) as exc:
-                self._broken(exc)
-                pending.append(parse_chunk(chunk, n_features, *self._limits))
-        results: list[ParsedChunk] = []
-        failure: BaseException | None = None
-        for chunk, item in zip(chunks, pending, strict=True):
-            if isinstance(item, ParsedChunk):
-                results.append(item)
-                continue
-            try:
-                results.append(item.result())
+                yield future.result()
             except BrokenProcessPool as exc:
                 self._broken(exc)
-                results.append(parse_chunk(chunk, n_features, *self._limits))
-            except Exception as exc:  # the parsing's own error: the caller decides
-                failure = failure or exc
-        if failure is not None:
-            raise failure
-        return results
+                yield self._here(chunk, n_features)
+            except Exception as exc:  # the parsing's own error
+                yield exc
+
+    def _here(self, chunk: Chunk, n_features: int | None) -> ParsedChunk | Exception:
+        try:
+            return parse_chunk(chunk, n_features, *self._limits)
+        except Exception as exc:
+            return exc
+
+    def _submit(self, chunk: Chunk, n_features: int | None) -> Future[ParsedChunk]:
+        executor = self._executor
+        if executor is not None:
+            try:
+                return executor.submit(parse_chunk, chunk, n_features, *self._limits)
+            except (BrokenProcessPool, RuntimeError) as exc:
+                self._broken(exc)
+        future: Future[ParsedChunk] = Future()
+        result = self._here(chunk, n_features)
+        if isinstance(result, Exception):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
+        return future
 
     def _broken(self, exc: BaseException) -> None:
         if self._executor is None:

@@ -25,10 +25,10 @@ transactions, retries, fencing and the stop. The step:
   its offsets; retraining from there gives what an uninterrupted run gives;
 - ``finish``: the stop publishes what is pending.
 
-``process_chunks`` changes no state until every chunk of the batch is parsed, and
-never raises for a bad record (a value the parser cannot take is dead-lettered
-here), so the kernel never redoes a batch one record at a time: the offsets of a
-checkpoint are always those the kernel commits with it.
+``process_chunks`` never raises for a bad record (a value the parser cannot take
+is dead-lettered here, with the parser's error as the reason), so the kernel never
+redoes a batch one record at a time: the offsets of a checkpoint are always those
+the kernel commits with it.
 
 Restart equivalence: a checkpoint holds the exact training state at exactly its
 offsets, so a restarted trainer trains on the same remaining points as one that
@@ -310,17 +310,27 @@ class TrainingStep(ChunkStep):
 
     def process_chunks(self, chunks: list[Chunk]) -> Outcome:
         """Train on the chunks in order; dead letters; a publication when one is due."""
-        parsed = self._parse(chunks)
         outcome = Outcome(commit=False)
         work = _Work()
-        try:
-            for chunk, result in zip(chunks, parsed, strict=True):
+        for chunk, parsed in zip(chunks, self._pool.parse(chunks, self._n_features), strict=True):
+            if isinstance(parsed, ParsedChunk):
+                result = parsed
+            else:
+                log.warning(
+                    "parsing %s[%d] failed (%s: %s): parsing it one value at a time",
+                    chunk.topic,
+                    chunk.partition,
+                    type(parsed).__name__,
+                    parsed,
+                )
+                result = self._parse_alone(chunk, self._n_features)
+            try:
                 self._train(chunk, result, work, outcome)
-        except Exception as exc:  # the inputs were checked: a bug, not a bad record
-            raise BusError(
-                f"training failed ({type(exc).__name__}: {exc}); the trainer stops, and its "
-                "next start resumes from the last checkpoint"
-            ) from exc
+            except Exception as exc:  # the inputs were checked: a bug, not a bad record
+                raise BusError(
+                    f"training failed ({type(exc).__name__}: {exc}); the trainer stops, and "
+                    "its next start resumes from the last checkpoint"
+                ) from exc
         now = self._clock()
         self._policy.note(
             points=work.labelled, deadletters=work.deadletters, consumed=True, now=now
@@ -329,23 +339,6 @@ class TrainingStep(ChunkStep):
         if self._publishing is None and self._policy.due(now):
             self._publish(outcome, now)
         return outcome
-
-    def _parse(self, chunks: list[Chunk]) -> list[ParsedChunk]:
-        """Every chunk parsed; a chunk the parser fails on is parsed value by value."""
-        try:
-            return self._pool.parse(chunks, self._n_features)
-        except Exception as exc:
-            log.warning(
-                "parsing a batch failed (%s: %s): parsing it one value at a time",
-                type(exc).__name__,
-                exc,
-            )
-        n_features = self._n_features
-        results = []
-        for chunk in chunks:
-            results.append(self._parse_alone(chunk, n_features))
-            n_features = results[-1].n_features
-        return results
 
     def _parse_alone(self, chunk: Chunk, n_features: int | None) -> ParsedChunk:
         """``chunk`` parsed value by value: a value the parser fails on is rejected."""

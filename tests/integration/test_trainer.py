@@ -1,4 +1,4 @@
-"""The trainer on a real broker: versions, restart after SIGKILL, dead letters, SIGTERM."""
+"""The trainer on a real broker: versions, SIGKILL restarts per client, dead letters, SIGTERM."""
 
 from __future__ import annotations
 
@@ -15,11 +15,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from kafka.structs import TopicPartition
 
-from bus.clients import make_consumer, make_producer
+from bus.clients import driver_for
+from bus.clients.base import Record, TopicPartition
 from bus.messages import ModelVersion, Point
 from bus.settings import KafkaSettings
+from bus.table import Table
 from bus.topics import Topics
 from streamscore.errors import BusError
 from streamscore.shutdown import StopFlag
@@ -49,33 +50,39 @@ def make_points(n: int, seed: int, *, noise: float = 0.0, unlabelled_every: int 
     return out
 
 
-def produce(settings: KafkaSettings, topic: str, values: list[bytes], partitions: int = 3) -> None:
+def produce(
+    settings: KafkaSettings,
+    topic: str,
+    values: list[bytes],
+    partitions: int = 3,
+    keys: list[bytes] | None = None,
+) -> None:
     """Write values round-robin over the partitions, the i-th to partition i % partitions."""
-    producer = make_producer(settings)
+    producer = driver_for(settings).producer()
     try:
         for i, value in enumerate(values):
-            producer.send(topic, value, partition=i % partitions)
+            key = keys[i] if keys else None
+            producer.send(topic, value, key=key, partition=i % partitions)
         producer.flush()
     finally:
         producer.close()
 
 
-def read_all(settings: KafkaSettings, topic: str, timeout_s: float = 10.0) -> list[Any]:
+def read_all(settings: KafkaSettings, topic: str, timeout_s: float = 10.0) -> list[Record]:
     """Every committed record of a one-partition topic, from the beginning to its end."""
-    consumer = make_consumer(settings, group_id=None)
+    with Table(driver_for(settings), topic) as table:
+        table.open()
+        return table.catch_up(timeout_s)
+
+
+def committed(settings: KafkaSettings, group: str, topic: str, partitions: int) -> dict[str, Any]:
+    """The group's committed offsets on ``topic``, by partition number as text."""
+    consumer = driver_for(settings).consumer(group_id=group)
     try:
-        tp = TopicPartition(topic, 0)
-        consumer.assign([tp])
-        consumer.seek_to_beginning(tp)
-        end = consumer.end_offsets([tp])[tp]
-        records: list[Any] = []
-        deadline = time.monotonic() + timeout_s
-        while consumer.position(tp) < end and time.monotonic() < deadline:
-            for batch in consumer.poll(timeout_ms=200).values():
-                records.extend(batch)
-        return records
+        found = consumer.committed([TopicPartition(topic, p) for p in range(partitions)])
     finally:
         consumer.close()
+    return {str(tp.partition): offset for tp, offset in found.items()}
 
 
 def read_versions(settings: KafkaSettings, topic: str) -> list[ModelVersion]:
@@ -110,7 +117,7 @@ def running(
 ) -> Iterator[Trainer]:
     """A trainer in a thread, stopped (and its errors raised) on exit."""
     stop = StopFlag()
-    trainer = Trainer(settings, topics, config, stop=stop, **kwargs)
+    trainer = Trainer(driver_for(settings), topics, config, stop=stop, **kwargs)
     errors: list[BaseException] = []
 
     def run() -> None:
@@ -196,14 +203,7 @@ def test_publishes_increasing_valid_versions_close_to_the_truth(
     assert cubic.created_at >= future * 1000
     offsets = cubic.trained_on["offsets"]
     assert sum(offsets.values()) == len(values)  # every record read, unlabelled included
-    consumer = make_consumer(kafka_settings, group_id=cfg.group_id)
-    try:
-        committed = {
-            str(p): consumer.committed(TopicPartition(fresh_topics.points, p)) for p in range(3)
-        }
-    finally:
-        consumer.close()
-    assert committed == offsets
+    assert committed(kafka_settings, cfg.group_id, fresh_topics.points, 3) == offsets
     assert read_all(kafka_settings, fresh_topics.deadletter) == []
 
 
@@ -214,6 +214,7 @@ def _trainer_process(env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(TRAINER, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
+@pytest.mark.parametrize("client", ["kafka-python", "confluent"])
 @pytest.mark.parametrize(
     ("window", "partitions"),
     [(0, 3), (1500, 1)],
@@ -227,6 +228,7 @@ def test_restart_after_sigkill_matches_an_uninterrupted_trainer(
     *,
     window: int,
     partitions: int,
+    client: str,
 ) -> None:
     """Cumulative training gives the same model whatever the order partitions are read in;
     a window is reproducible when the order is (one partition)."""
@@ -246,6 +248,7 @@ def test_restart_after_sigkill_matches_an_uninterrupted_trainer(
         "STREAMSCORE_TRAINER_MAX_RECORDS": "300",
         "STREAMSCORE_TRAINER_WINDOW": str(window),
         "STREAMSCORE_LOG_LEVEL": "WARNING",
+        "STREAMSCORE_KAFKA_CLIENT": client,
     }
     killed = _trainer_process(env)
     try:
@@ -288,7 +291,8 @@ def test_restart_after_sigkill_matches_an_uninterrupted_trainer(
         trainer_state=make_topic(compact=True),
         deadletter=make_topic(),
     )
-    with running(kafka_settings, alone, config(unique_name, publish_every=5000, window=window)):
+    settings = replace(kafka_settings, client=client)
+    with running(settings, alone, config(unique_name, publish_every=5000, window=window)):
         wait_until(
             "the uninterrupted trainer",
             lambda: trained_all(
@@ -320,13 +324,8 @@ def test_bad_records_go_to_deadletter_and_training_goes_on(
         b'{"id":"str","x":[1.0,2.0],"y":"high"}',
     ]
     values = good[:300] + bad + good[300:]
-    producer = make_producer(kafka_settings)
-    try:
-        for i, value in enumerate(values):
-            producer.send(fresh_topics.points, value, key=b"k%d" % i, partition=0)
-        producer.flush()
-    finally:
-        producer.close()
+    keys = [b"k%d" % i for i in range(len(values))]
+    produce(kafka_settings, fresh_topics.points, values, partitions=1, keys=keys)
     with running(kafka_settings, fresh_topics, config(unique_name)) as trainer:
         wait_until(
             "every good point trained",
@@ -335,7 +334,7 @@ def test_bad_records_go_to_deadletter_and_training_goes_on(
     dead = read_all(kafka_settings, fresh_topics.deadletter)
     assert [r.value for r in dead] == bad
     assert [r.key for r in dead] == [b"k%d" % i for i in range(300, 305)]
-    headers = [dict(r.headers) for r in dead]
+    headers = [{k: v or b"" for k, v in r.headers} for r in dead]
     assert [h["source-offset"] for h in headers] == [b"%d" % i for i in range(300, 305)]
     assert {h["source-topic"] for h in headers} == {fresh_topics.points.encode()}
     assert {h["source-partition"] for h in headers} == {b"0"}
@@ -418,7 +417,7 @@ def test_a_second_trainer_takes_over_and_the_first_stops(
     ):
         wait_until("the first trainer's versions", lambda: first.stats.versions > 0)
         with running(kafka_settings, fresh_topics, cfg) as second:
-            wait_until("the second trainer's start", lambda: second.stats.records > 0)
+            wait_until("the second trainer's start", lambda: second.runner.stats.last_progress > 0)
             produce(kafka_settings, fresh_topics.points, make_points(1000, seed=8))
             wait_until(
                 "the second trainer to train on everything",

@@ -9,7 +9,7 @@ import pytest
 
 from bus.clients.base import Chunk, Columns
 from bus.messages import Point
-from trainer.pool import ParsePool, parse_chunk
+from trainer.pool import ParsedChunk, ParsePool, parse_chunk
 
 
 @dataclass(frozen=True)
@@ -60,10 +60,11 @@ def test_workers_parse_like_the_caller_and_keep_the_order() -> None:
     expected = [parse_chunk(c, 2, 1e33, 1e100) for c in chunks]
     pool = ParsePool(1, 1e33, 1e100).open()
     try:
-        results = pool.parse(chunks, 2)
+        results = list(pool.parse(chunks, 2))
     finally:
         pool.close()
     for got, want in zip(results, expected, strict=True):
+        assert isinstance(got, ParsedChunk)
         np.testing.assert_array_equal(got.x, want.x)
         np.testing.assert_array_equal(got.y, want.y)
         assert got.records == want.records
@@ -74,7 +75,7 @@ def test_workers_parse_like_the_caller_and_keep_the_order() -> None:
 def test_unknown_dimension_is_learnt_in_the_caller_then_used() -> None:
     chunks = _chunks()
     pool = ParsePool(0, 1e33, 1e100)
-    results = pool.parse(chunks, None)
+    results = [r for r in pool.parse(chunks, None) if isinstance(r, ParsedChunk)]
     assert [r.n_features for r in results] == [2, 2, 2, 2]
     assert all(len(r.rejected) == 1 for r in results)
 
@@ -86,8 +87,15 @@ class Corrupt:
         raise ValueError("corrupt record batch")
 
 
-def test_a_parsing_error_is_raised_after_every_chunk_was_waited_for() -> None:
-    chunks = [*_chunks(), Chunk("points", 0, 9, Corrupt())]
-    pool = ParsePool(0, 1e33, 1e100)
-    with pytest.raises(ValueError, match="corrupt record batch"):
-        pool.parse(chunks, 2)
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_parsing_error_comes_in_its_place_and_the_rest_is_parsed(workers: int) -> None:
+    chunks = _chunks()
+    chunks.insert(2, Chunk("points", 0, 9, Corrupt()))
+    pool = ParsePool(workers, 1e33, 1e100).open()
+    try:
+        results = list(pool.parse(chunks, 2))
+    finally:
+        pool.close()
+    error = results.pop(2)
+    assert isinstance(error, ValueError) and str(error) == "corrupt record batch"
+    assert [r.records for r in results if isinstance(r, ParsedChunk)] == [50, 51, 52, 53]

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bus.clients.base import Driver, TopicPartition, TransientBusError
+from bus.clients.base import Chunk, Driver, TopicPartition, TransientBusError
 from bus.clients.memory import MemoryBroker
 from bus.deadletter import MAX_DEADLETTER_BYTES
 from bus.messages import ModelVersion, Point
@@ -22,6 +22,7 @@ from streamscore.errors import BusError
 from streamscore.shutdown import StopFlag
 from tests.unit.test_stream import GatedDriver
 from trainer.config import TrainerConfig
+from trainer.pool import ParsedChunk, parse_chunk
 from trainer.state import Checkpoint, StateError, assemble_checkpoint, encode_checkpoint
 from trainer.step import TrainingStep
 from trainer.trainer import Trainer, stream_config
@@ -339,6 +340,30 @@ def test_a_record_too_large_for_its_dead_letter_is_cut_to_fit(broker: MemoryBrok
     assert letter.value is not None and huge.startswith(letter.value)
     size = len(letter.value) + sum(len(k) + len(v) for k, v in letter.headers)
     assert size < MAX_DEADLETTER_BYTES
+
+
+def test_a_chunk_the_parser_fails_on_is_parsed_value_by_value(
+    broker: MemoryBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fragile(chunk: Chunk, *args: Any) -> ParsedChunk:
+        if any(b"boom" in (v or b"") for v in chunk.columns()[2]):
+            raise RuntimeError("boom")
+        return parse_chunk(chunk, *args)
+
+    monkeypatch.setattr("trainer.pool.parse_chunk", fragile)
+    monkeypatch.setattr("trainer.step.parse_chunk", fragile)
+    values = points(300, seed=20)
+    values[120] = b'{"id":"boom","x":[1,2],"y":1}'
+    produce(broker, values)
+    trainer = train(broker, 299)
+    (letter,) = broker.records(TOPICS.deadletter)
+    assert letter.value == values[120]
+    assert letter.header("error") == b"RuntimeError: boom"
+    assert trainer.stats.records == 300
+    checkpoint = checkpoint_of(broker)
+    assert broker.committed_offsets("g") == {
+        TopicPartition(TOPICS.points, p): o for p, o in checkpoint.offsets.items()
+    }
 
 
 # --- restart -------------------------------------------------------------------------------
