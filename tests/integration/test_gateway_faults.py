@@ -18,7 +18,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -60,7 +60,6 @@ class Gateway:
     port: int
     process: subprocess.Popen[bytes]
     log: Path
-    sockets: list[socket.socket] = field(default_factory=list)
 
     def connect(self, timeout: float = 5.0) -> socket.socket:
         return socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
