@@ -288,6 +288,9 @@ def producer_config(settings: KafkaSettings, options: Mapping[str, Any]) -> dict
             if options.get("transactional_id"):
                 raise ConfigError("a transactional producer needs acks=all")
             config["enable.idempotence"] = False  # idempotence needs acks=all
+    if "transactional.id" in config:  # librdkafka: socket timeout <= transaction timeout + 100
+        timeout = config.get("transaction.timeout.ms", DEFAULT_TRANSACTION_TIMEOUT_MS)
+        config["socket.timeout.ms"] = min(config["socket.timeout.ms"], timeout + 100)
     return config
 
 

@@ -78,6 +78,48 @@ def test_sasl_ssl_settings_pass_through_to_every_client() -> None:
     }
 
 
+def test_the_same_settings_as_librdkafka_properties() -> None:
+    assert KafkaSettings.from_env({}).librdkafka_config() == {
+        "bootstrap.servers": "127.0.0.1:9092",
+        "client.id": "streamscore",
+        "security.protocol": "PLAINTEXT",
+        "socket.timeout.ms": 30_000,
+    }
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": "k1:9096,k2:9096",
+        "KAFKA_CLIENT_ID": "scorer-2",
+        "KAFKA_SECURITY_PROTOCOL": "sasl_ssl",
+        "KAFKA_SASL_MECHANISM": "scram-sha-256",
+        "KAFKA_SASL_USERNAME": "alice",
+        "KAFKA_SASL_PASSWORD": "s3cret",
+        "KAFKA_SSL_CAFILE": "/etc/kafka/ca.pem",
+        "KAFKA_SSL_CERTFILE": "/etc/kafka/client.pem",
+        "KAFKA_SSL_KEYFILE": "/etc/kafka/client.key",
+        "KAFKA_SSL_PASSWORD": "keypass",
+        "KAFKA_REQUEST_TIMEOUT_MS": "45000",
+    }
+    assert KafkaSettings.from_env(env).librdkafka_config() == {
+        "bootstrap.servers": "k1:9096,k2:9096",
+        "client.id": "scorer-2",
+        "security.protocol": "SASL_SSL",
+        "socket.timeout.ms": 45_000,
+        "sasl.mechanism": "SCRAM-SHA-256",
+        "sasl.username": "alice",
+        "sasl.password": "s3cret",
+        "ssl.ca.location": "/etc/kafka/ca.pem",
+        "ssl.certificate.location": "/etc/kafka/client.pem",
+        "ssl.key.location": "/etc/kafka/client.key",
+        "ssl.key.password": "keypass",
+    }
+
+
+def test_the_settings_name_their_secrets_and_hide_them_from_repr() -> None:
+    settings = KafkaSettings.from_env({"KAFKA_SASL_PASSWORD": "pw1", "KAFKA_SSL_PASSWORD": "pw2"})
+    assert settings.secrets() == ["pw1", "pw2"]
+    assert "pw1" not in repr(settings) and "pw2" not in repr(settings)
+    assert KafkaSettings.from_env({}).secrets() == []
+
+
 def test_ssl_without_sasl_sends_no_sasl_settings() -> None:
     env = {"KAFKA_SECURITY_PROTOCOL": "SSL", "KAFKA_SSL_CAFILE": "/ca.pem"}
     kwargs = KafkaSettings.from_env(env).client_kwargs()
@@ -215,7 +257,9 @@ def test_with_prefix_applies_overrides_after_the_prefix() -> None:
 
 def test_topic_layout_defaults_and_environment() -> None:
     assert TopicLayout.from_env({}) == TopicLayout(
-        partitions=6, reply_partitions=16, replication_factor=1
+        partitions=6,
+        reply_partitions=16,
+        replication_factor=None,  # None: the cluster decides
     )
     env = {
         "STREAMSCORE_PARTITIONS": "12",

@@ -1,0 +1,604 @@
+"""The two Kafka client drivers without a broker: errors, options, raw batch decoding, redaction."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import struct
+import sys
+from collections import namedtuple
+from dataclasses import replace
+from typing import Any
+
+import confluent_kafka
+import kafka
+import pytest
+from confluent_kafka import KafkaError as CKError
+from confluent_kafka import KafkaException
+from kafka import KafkaConsumer, KafkaProducer
+from kafka import errors as kerr
+from kafka.admin import KafkaAdminClient
+from kafka.consumer.fetcher import Fetcher
+from kafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
+from kafka.record.memory_records import MemoryRecords
+from kafka.record.util import calc_crc32c
+from kafka.structs import TopicPartition as KafkaTopicPartition
+
+from bus.clients import confluent, driver_for, kafka_python
+from bus.clients.base import Chunk, FencedError, Record, RecordTooLargeError, TransientBusError
+from bus.clients.kafka_python_fetch import (
+    RawBatch,
+    RawBatches,
+    RawRecords,
+    decode_columns,
+    install_raw_records,
+    raw_batch,
+    self_test,
+)
+from bus.settings import KafkaSettings
+from streamscore.errors import BusError, ConfigError
+from streamscore.logs import REDACTED, RedactSecrets, configure_logging, install_redaction
+
+SETTINGS = KafkaSettings()
+
+# --- error classification --------------------------------------------------------------
+
+
+def _wrapped_in_args() -> Exception:
+    return kerr.KafkaError("a send failed", kerr.ProducerFencedError())
+
+
+def _wrapped_as_cause() -> Exception:
+    try:
+        try:
+            raise kerr.ProducerFencedError()
+        except kerr.ProducerFencedError as inner:
+            raise kerr.KafkaError("the transaction failed") from inner
+    except kerr.KafkaError as outer:
+        return outer
+
+
+KAFKA_PYTHON_TABLE: list[tuple[BaseException, type[Exception]]] = [
+    (kerr.ProducerFencedError(), FencedError),
+    (_wrapped_in_args(), FencedError),
+    (_wrapped_as_cause(), FencedError),
+    (
+        kerr.KafkaError(
+            "Cannot execute transactional method because we are in an error state: "
+            "[Error 90] ProducerFencedError"
+        ),
+        FencedError,
+    ),
+    (kerr.FencedInstanceIdError(), FencedError),
+    (kerr.MessageSizeTooLargeError("The message is 2000 bytes"), RecordTooLargeError),
+    (kerr.RecordListTooLargeError(), RecordTooLargeError),
+    (kerr.KafkaConfigurationError("Unrecognized configs"), ConfigError),
+    (kerr.KafkaTimeoutError("Timeout waiting for future"), TransientBusError),
+    (kerr.KafkaConnectionError("111 ECONNREFUSED"), TransientBusError),
+    (kerr.NotLeaderForPartitionError(), TransientBusError),
+    (kerr.LeaderNotAvailableError(), TransientBusError),
+    (kerr.NotCoordinatorError(), TransientBusError),
+    (kerr.CoordinatorNotAvailableError(), TransientBusError),
+    (kerr.RequestTimedOutError(), TransientBusError),
+    (kerr.CommitFailedError(), TransientBusError),
+    (kerr.RebalanceInProgressError(), TransientBusError),
+    (kerr.IllegalGenerationError(), TransientBusError),
+    (kerr.UnknownMemberIdError(), TransientBusError),
+    (kerr.InvalidProducerEpochError(), TransientBusError),
+    (kerr.ConcurrentTransactionsError(), TransientBusError),
+    (kerr.TransactionAbortableError(), TransientBusError),
+    (
+        kerr.KafkaError(
+            "TransactionalId t: Invalid transition attempted from state "
+            "BUMPING_PRODUCER_EPOCH to state ABORTING_TRANSACTION"
+        ),
+        TransientBusError,
+    ),
+    (kerr.TopicAuthorizationFailedError(), BusError),
+    (kerr.InvalidTopicError(), BusError),
+    (kerr.IllegalStateError("KafkaProducer already closed!"), BusError),
+    (ValueError("not a Kafka error"), BusError),
+]
+
+
+@pytest.mark.parametrize(("exc", "expected"), KAFKA_PYTHON_TABLE, ids=lambda v: repr(v)[:60])
+def test_kafka_python_errors_are_classified(exc: BaseException, expected: type) -> None:
+    error = kafka_python.classify(exc, "committing the transaction")
+    assert type(error) is expected
+    assert str(error).startswith("committing the transaction")
+    assert str(exc) in str(error) or type(exc).__name__ in str(error)
+
+
+CONFLUENT_TABLE: list[tuple[Any, type[Exception]]] = [
+    (CKError(CKError._FENCED, "fenced by a newer instance", fatal=True), FencedError),
+    (CKError(CKError.PRODUCER_FENCED, fatal=True), FencedError),
+    (CKError(CKError.FENCED_INSTANCE_ID), FencedError),
+    (CKError(CKError.MSG_SIZE_TOO_LARGE), RecordTooLargeError),
+    (CKError(CKError.RECORD_LIST_TOO_LARGE), RecordTooLargeError),
+    (CKError(CKError._INVALID_ARG, "No such configuration property"), ConfigError),
+    (CKError(CKError._TRANSPORT), TransientBusError),
+    (CKError(CKError._ALL_BROKERS_DOWN), TransientBusError),
+    (CKError(CKError._TIMED_OUT, "retry call to resume", retriable=True), TransientBusError),
+    (CKError(CKError._MSG_TIMED_OUT), TransientBusError),
+    (CKError(CKError._WAIT_COORD), TransientBusError),
+    (CKError(CKError.NOT_COORDINATOR), TransientBusError),
+    (CKError(CKError.COORDINATOR_NOT_AVAILABLE), TransientBusError),
+    (CKError(CKError.REBALANCE_IN_PROGRESS), TransientBusError),
+    (CKError(CKError.ILLEGAL_GENERATION), TransientBusError),
+    (CKError(CKError.UNKNOWN_MEMBER_ID), TransientBusError),
+    (CKError(CKError.INVALID_PRODUCER_EPOCH), TransientBusError),
+    (CKError(CKError.NOT_LEADER_FOR_PARTITION), TransientBusError),
+    (CKError(CKError.INVALID_TXN_STATE, txn_requires_abort=True), TransientBusError),
+    (CKError(CKError.TOPIC_AUTHORIZATION_FAILED), BusError),
+    (CKError(CKError.OUT_OF_ORDER_SEQUENCE_NUMBER, fatal=True), TransientBusError),
+    (CKError(CKError.CLUSTER_AUTHORIZATION_FAILED, fatal=True), BusError),
+    (RuntimeError("not a Kafka error"), BusError),
+]
+
+
+@pytest.mark.parametrize(("error", "expected"), CONFLUENT_TABLE, ids=lambda v: repr(v)[:60])
+def test_confluent_errors_are_classified(error: Any, expected: type) -> None:
+    exc = KafkaException(error) if isinstance(error, CKError) else error
+    for raised in (exc, error):  # as raised, and as a delivery callback gets it
+        result = confluent.classify(raised, "flushing the producer")
+        assert type(result) is expected
+        assert str(result).startswith("flushing the producer")
+
+
+def test_a_fatal_confluent_error_says_to_make_a_new_producer() -> None:
+    error = confluent.classify(CKError(CKError.CLUSTER_AUTHORIZATION_FAILED, fatal=True), "send")
+    assert "make a new one" in str(error)
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        kerr.ProducerFencedError(),
+        KafkaException(CKError(CKError._FENCED, "old epoch", fatal=True)),
+    ],
+)
+def test_a_fence_after_the_transaction_timeout_is_the_coordinator_aborting_it(
+    exc: BaseException,
+) -> None:
+    classify = kafka_python.classify if isinstance(exc, kerr.KafkaError) else confluent.classify
+    within = classify(exc, "commit", txn_age_s=5.0, txn_timeout_s=10.0)
+    after = classify(exc, "commit", txn_age_s=12.0, txn_timeout_s=10.0)
+    assert type(within) is FencedError
+    assert "another producer with the same transactional id" in str(within)
+    assert type(after) is TransientBusError
+    assert "longer than its 10s timeout" in str(after)
+
+
+# --- options ---------------------------------------------------------------------------
+
+DRIVER_CONFIGS = [
+    pytest.param(kafka_python.producer_config, kafka_python.consumer_config, id="kafka-python"),
+    pytest.param(confluent.producer_config, confluent.consumer_config, id="confluent"),
+]
+
+
+def test_kafka_python_defaults() -> None:
+    producer = kafka_python.producer_config(SETTINGS, {})
+    assert producer["enable_idempotence"] is True
+    assert producer["acks"] == "all"
+    assert producer["linger_ms"] == 5
+    assert producer["batch_size"] >= 256 * 1024
+    assert "transactional_id" not in producer
+    consumer = kafka_python.consumer_config(SETTINGS, {})
+    assert consumer["enable_auto_commit"] is False
+    assert consumer["isolation_level"] == "read_committed"
+    assert consumer["auto_offset_reset"] == "earliest"
+    assert (consumer["session_timeout_ms"], consumer["heartbeat_interval_ms"]) == (10_000, 2_000)
+    assert consumer["group_id"] is None
+
+
+def test_confluent_defaults() -> None:
+    producer = confluent.producer_config(SETTINGS, {})
+    assert producer["enable.idempotence"] is True
+    assert producer["acks"] == "all"
+    assert producer["linger.ms"] == 5
+    assert producer["delivery.report.only.error"] is True
+    assert producer["partitioner"] == "murmur2_random"  # keys land where kafka-python puts them
+    consumer = confluent.consumer_config(SETTINGS, {})
+    assert consumer["enable.auto.commit"] is False
+    assert consumer["isolation.level"] == "read_committed"
+    assert consumer["auto.offset.reset"] == "earliest"
+    assert (consumer["session.timeout.ms"], consumer["heartbeat.interval.ms"]) == (10_000, 2_000)
+    assert consumer["group.id"].startswith("streamscore-unjoined-")  # librdkafka needs one
+
+
+NEUTRAL_PRODUCER = {
+    "transactional_id": "tx-1",
+    "linger_ms": 20,
+    "batch_size": 65536,
+    "acks": "all",
+    "max_request_size": 2_000_000,
+    "transaction_timeout_ms": 15_000,
+}
+NEUTRAL_CONSUMER = {
+    "group_id": "g",
+    "group_instance_id": "g-1",
+    "max_poll_records": 100,
+    "fetch_max_wait_ms": 50,
+    "read_committed": False,
+    "auto_offset_reset": "latest",
+    "session_timeout_ms": 6000,
+    "heartbeat_interval_ms": 1000,
+}
+
+
+def test_kafka_python_maps_every_neutral_option() -> None:
+    producer = kafka_python.producer_config(SETTINGS, NEUTRAL_PRODUCER)
+    assert {k: producer[k] for k in NEUTRAL_PRODUCER} == NEUTRAL_PRODUCER
+    consumer = kafka_python.consumer_config(SETTINGS, NEUTRAL_CONSUMER)
+    assert consumer["isolation_level"] == "read_uncommitted"
+    assert {k: consumer[k] for k in NEUTRAL_CONSUMER if k != "read_committed"} == {
+        k: v for k, v in NEUTRAL_CONSUMER.items() if k != "read_committed"
+    }
+    assert set(producer) <= set(KafkaProducer.DEFAULT_CONFIG)
+    assert set(consumer) <= set(KafkaConsumer.DEFAULT_CONFIG)
+
+
+def test_confluent_maps_every_neutral_option() -> None:
+    producer = confluent.producer_config(SETTINGS, NEUTRAL_PRODUCER)
+    assert producer["transactional.id"] == "tx-1"
+    assert producer["linger.ms"] == 20
+    assert producer["batch.size"] == 65536
+    assert producer["message.max.bytes"] == 2_000_000
+    assert producer["transaction.timeout.ms"] == 15_000
+    consumer = confluent.consumer_config(SETTINGS, NEUTRAL_CONSUMER)
+    assert consumer["group.id"] == "g"
+    assert consumer["group.instance.id"] == "g-1"
+    assert consumer["fetch.wait.max.ms"] == 50
+    assert consumer["isolation.level"] == "read_uncommitted"
+    assert consumer["auto.offset.reset"] == "latest"
+    assert (consumer["session.timeout.ms"], consumer["heartbeat.interval.ms"]) == (6000, 1000)
+    assert "max_poll_records" not in consumer  # the driver's own batch limit
+
+
+def test_librdkafka_knows_every_property_the_driver_sets() -> None:
+    settings = KafkaSettings.from_env(
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",
+            "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+            "KAFKA_SASL_MECHANISM": "PLAIN",
+            "KAFKA_SASL_USERNAME": "u",
+            "KAFKA_SASL_PASSWORD": "p",
+        }
+    )
+    producer = confluent_kafka.Producer(confluent.producer_config(settings, NEUTRAL_PRODUCER))
+    producer.flush(0)
+    consumer = confluent_kafka.Consumer(confluent.consumer_config(settings, NEUTRAL_CONSUMER))
+    consumer.close()
+
+
+@pytest.mark.parametrize(("producer_config", "consumer_config"), DRIVER_CONFIGS)
+def test_bad_options_are_config_errors(producer_config: Any, consumer_config: Any) -> None:
+    with pytest.raises(ConfigError, match=r"unknown producer option\(s\) lingering"):
+        producer_config(SETTINGS, {"lingering": 5})
+    with pytest.raises(ConfigError, match=r"unknown consumer option\(s\) enable_auto_commit"):
+        consumer_config(SETTINGS, {"enable_auto_commit": True})
+    with pytest.raises(ConfigError, match="acks='some'"):
+        producer_config(SETTINGS, {"acks": "some"})
+    with pytest.raises(ConfigError, match="transactional producer needs acks=all"):
+        producer_config(SETTINGS, {"acks": 1, "transactional_id": "t"})
+    with pytest.raises(ConfigError, match="auto_offset_reset='middle'"):
+        consumer_config(SETTINGS, {"auto_offset_reset": "middle"})
+    with pytest.raises(ConfigError, match="group_instance_id needs a group_id"):
+        consumer_config(SETTINGS, {"group_instance_id": "x"})
+
+
+@pytest.mark.parametrize("client", ["kafka-python", "confluent"])
+def test_the_drivers_refuse_unknown_options_before_connecting(client: str) -> None:
+    driver = driver_for(replace(SETTINGS, bootstrap_servers="127.0.0.1:1", client=client))
+    assert driver.name == client
+    with pytest.raises(ConfigError):
+        driver.producer(transactional="yes")
+    with pytest.raises(ConfigError):
+        driver.consumer(group="g")
+
+
+@pytest.mark.parametrize(("producer_config", "consumer_config"), DRIVER_CONFIGS)
+def test_acks_below_all_turns_idempotence_off(producer_config: Any, consumer_config: Any) -> None:
+    config = producer_config(SETTINGS, {"acks": 1})
+    assert config.get("enable_idempotence", config.get("enable.idempotence")) is False
+
+
+# --- raw batch decoding ----------------------------------------------------------------
+
+AbortedTxn = namedtuple("AbortedTxn", "producer_id first_offset")
+TP = KafkaTopicPartition("points", 2)
+Row = tuple[bytes | None, bytes | None, list[tuple[str, bytes | None]]]
+
+
+def _batch(
+    base: int,
+    rows: list[Row],
+    *,
+    codec: int = 0,
+    pid: int = -1,
+    transactional: bool = False,
+    control: bool = False,
+    offset_step: int = 1,
+    log_append_time: int | None = None,
+) -> bytes:
+    builder = DefaultRecordBatchBuilder(
+        magic=2,
+        compression_type=codec,
+        is_transactional=transactional,
+        producer_id=pid,
+        producer_epoch=0 if pid >= 0 else -1,
+        base_sequence=0 if pid >= 0 else -1,
+        batch_size=1 << 22,
+    )
+    for i, (key, value, headers) in enumerate(rows):
+        builder.append(i * offset_step, timestamp=1_000 + 7 * i, key=key, value=value,
+                       headers=headers)  # fmt: skip
+    raw = bytearray(builder.build())
+    header = list(DefaultRecordBatch.HEADER_STRUCT.unpack_from(raw))
+    header[0] = base  # base offset
+    if control:
+        header[5] |= DefaultRecordBatch.CONTROL_MASK  # attributes
+    if log_append_time is not None:
+        header[5] |= DefaultRecordBatch.TIMESTAMP_TYPE_MASK
+        header[8] = log_append_time  # max timestamp
+    DefaultRecordBatch.HEADER_STRUCT.pack_into(raw, 0, *header)
+    crc = calc_crc32c(memoryview(raw)[DefaultRecordBatch.ATTRIBUTES_OFFSET :])
+    struct.pack_into(">I", raw, DefaultRecordBatch.CRC_OFFSET, crc)
+    return bytes(raw)
+
+
+def _marker(base: int, pid: int, *, commit: bool) -> bytes:
+    key = struct.pack(">hh", 0, 1 if commit else 0)
+    return _batch(base, [(key, b"\x00\x00\x00\x00\x00\x00", [])], pid=pid, transactional=True,
+                  control=True)  # fmt: skip
+
+
+def _raw(raw: bytes, first_offset: int = 0) -> RawBatch:
+    batch = MemoryRecords(raw).next_batch()
+    assert isinstance(batch, DefaultRecordBatch)
+    return raw_batch(batch, first_offset)
+
+
+def _library(raw: bytes) -> list[tuple[int, int, bytes | None, bytes | None, list[Any]]]:
+    return [
+        (r.offset, r.timestamp, r.key, r.value, list(r.headers))
+        for r in MemoryRecords(raw).next_batch()
+    ]
+
+
+def _ours(records: list[Record]) -> list[tuple[int, int, bytes | None, bytes | None, list[Any]]]:
+    return [(r.offset, r.timestamp, r.key, r.value, list(r.headers)) for r in records]
+
+
+ROWS: list[Row] = [
+    (None, b'{"id":"a"}', []),
+    (b"k", b"v" * 200, [("h", b"x"), ("empty", b""), ("none", None)]),  # two-byte varints
+    (b"K" * 20_000, b"V" * 70_000, [("\u00e9", b"\xff" * 300)]),  # three-byte varints
+    (None, None, []),
+    (b"", b"", []),
+]
+
+
+def test_the_self_test_passes_with_the_installed_kafka_python() -> None:
+    self_test()
+    assert kafka.__version__.startswith("3.0.")
+
+
+@pytest.mark.parametrize("codec", [0, 1], ids=["none", "gzip"])
+def test_records_and_columns_match_the_library(codec: int) -> None:
+    raw = _batch(1_000_000, ROWS, codec=codec)
+    library = _library(raw)
+    batch = _raw(raw)
+    assert _ours(batch.records("points", 2)) == library
+    assert all(type(r) is Record and r.topic == "points" for r in batch.records("points", 2))
+    offsets, keys, values = batch.decode()
+    assert offsets == [r[0] for r in library] == list(range(1_000_000, 1_000_005))
+    assert keys == [r[2] for r in library]
+    assert values == [r[3] for r in library]
+
+
+def test_log_append_time_gives_every_record_the_brokers_time() -> None:
+    raw = _batch(0, ROWS[:2], log_append_time=1_700_000_000_123)
+    assert [r.timestamp for r in _raw(raw).records("t", 0)] == [1_700_000_000_123] * 2
+    assert [r[1] for r in _library(raw)] == [1_700_000_000_123] * 2
+
+
+def test_compacted_batches_keep_their_offset_gaps_and_can_be_cut() -> None:
+    raw = _batch(10, [(b"a", b"1", []), (b"b", b"2", []), (b"c", b"3", [])], offset_step=5)
+    batch = _raw(raw)
+    assert not batch.contiguous
+    assert batch.decode()[0] == [10, 15, 20]
+    assert [r.offset for r in batch.records("t", 0)] == [10, 15, 20]
+    head, tail = batch.split(2)
+    assert (head.decode()[0], tail.decode()[0]) == ([10, 15], [20])
+    assert (head.size(), tail.size(), head.next_offset) == (2, 1, 20)  # the gap goes with it
+    assert [r.offset for r in tail.records("t", 0)] == [20]
+
+
+def test_a_contiguous_batch_is_cut_by_offset_without_decoding() -> None:
+    batch = _raw(_batch(100, [(None, b"%d" % i, []) for i in range(10)]), first_offset=102)
+    assert batch.size() == 8
+    head, tail = batch.split(3)
+    assert head.decode() == ([102, 103, 104], [None] * 3, [b"2", b"3", b"4"])
+    assert [r.value for r in tail.records("t", 0)] == [b"%d" % i for i in range(5, 10)]
+    assert head.next_offset == tail.first_offset == 105
+
+
+def test_a_truncated_batch_is_a_corrupt_record_error() -> None:
+    good = _raw(_batch(0, [(None, b"x" * 50, [])] * 3))
+    with pytest.raises((IndexError, ValueError)):
+        decode_columns(good.body[:-10], 0, 3)
+    for body in (good.body[:-10], good.body + b"\x00"):
+        broken = replace(good, body=body)
+        with pytest.raises(kerr.CorruptRecordError):
+            broken.decode()
+        with pytest.raises(kerr.CorruptRecordError):
+            broken.records("t", 0)
+
+
+def _raw_records(
+    raw: bytes, fetch_offset: int, aborted: list[Any], *, chunk_mode: bool, check_crcs: bool = False
+) -> Any:
+    cls = type("Raw", (RawRecords,), {"chunk_mode": chunk_mode})
+    return cls(
+        fetch_offset,
+        TP,
+        MemoryRecords(raw),
+        key_deserializer=None,
+        value_deserializer=None,
+        check_crcs=check_crcs,
+        isolation_level=1,  # read_committed
+        aborted_transactions=aborted,
+        metric_aggregator=None,
+        on_drain=lambda _: None,
+    )
+
+
+TXN_LOG = b"".join(
+    [
+        _batch(0, [(None, b"a%d" % i, []) for i in range(3)], pid=7, transactional=True),
+        _marker(3, 7, commit=False),
+        _batch(4, [(None, b"c4", []), (None, b"c5", []), (None, b"c6", [])]),
+        _batch(7, [(None, b"d7", []), (None, b"d8", [])], pid=8, transactional=True),
+        _marker(9, 8, commit=True),
+    ]
+)
+ABORTED = [AbortedTxn(7, 0)]
+
+
+def test_raw_records_skip_aborted_and_control_batches_like_the_library() -> None:
+    library = Fetcher.PartitionRecords(
+        0, TP, MemoryRecords(TXN_LOG), check_crcs=False, isolation_level=1,
+        aborted_transactions=ABORTED,
+    )  # fmt: skip
+    expected = [(r.offset, r.value) for r in library.take()]
+    assert expected == [(4, b"c4"), (5, b"c5"), (6, b"c6"), (7, b"d7"), (8, b"d8")]
+
+    records = _raw_records(TXN_LOG, 0, ABORTED, chunk_mode=False, check_crcs=True)
+    got: list[Record] = []
+    while records:
+        got += records.take(2)
+    assert [(r.offset, r.value) for r in got] == expected
+    assert records.next_fetch_offset == 10  # past the commit marker
+
+    chunks = _raw_records(TXN_LOG, 0, ABORTED, chunk_mode=True)
+    taken = []
+    while chunks:
+        part = chunks.take(4)
+        assert len(part) <= 4  # the fetcher counts records, not batches
+        taken.append(part)
+    columns = [RawBatches(tuple(part)).decode() for part in taken if part]
+    assert [
+        (o, v) for offsets, _, values in columns for o, v in zip(offsets, values, strict=True)
+    ] == expected
+    assert [len(part) for part in taken if part] == [4, 1]  # the 4th record cut a batch
+    assert chunks.next_fetch_offset == 10
+
+
+def test_raw_records_drop_records_before_the_fetch_offset() -> None:
+    raw = _batch(100, [(None, b"%d" % i, []) for i in range(5)], codec=1)
+    records = _raw_records(raw, 103, [], chunk_mode=False)
+    assert [(r.offset, r.value) for r in records.take(100)] == [(103, b"3"), (104, b"4")]
+    assert records.next_fetch_offset == 105
+    assert not records.take(100)
+
+
+def test_raw_records_check_batch_crcs_when_asked() -> None:
+    raw = bytearray(_batch(0, [(None, b"payload", [])]))
+    raw[-3] ^= 0xFF
+    with pytest.raises(kerr.CorruptRecordError, match="CRC"):
+        _raw_records(bytes(raw), 0, [], chunk_mode=False, check_crcs=True).take(10)
+    assert _raw_records(bytes(raw), 0, [], chunk_mode=False).take(10)  # not asked: not checked
+
+
+def test_chunks_travel_to_other_processes_undecoded() -> None:
+    raw = _batch(0, [(None, b"%d" % i, []) for i in range(3)])
+    payload = RawBatches(tuple(_raw_records(raw, 0, [], chunk_mode=True).take(10)))
+    chunk = Chunk("points", 2, 3, payload)
+    copy = pickle.loads(pickle.dumps(chunk))
+    assert isinstance(copy.payload, RawBatches)
+    assert copy.columns() == ([0, 1, 2], [None, None, None], [b"0", b"1", b"2"])
+
+
+def test_install_says_why_it_cannot_switch(monkeypatch: pytest.MonkeyPatch) -> None:
+    class NoFetcher:
+        pass
+
+    assert "no fetcher" in str(install_raw_records(NoFetcher()))
+    monkeypatch.setattr(kafka, "__version__", "4.1.0")
+    assert "found 4.1.0" in str(install_raw_records(NoFetcher()))
+
+
+def test_install_changes_only_the_consumer_it_is_given() -> None:
+    class Fetcherish:
+        PartitionRecords = Fetcher.PartitionRecords
+
+    class Consumerish:
+        def __init__(self) -> None:
+            self._fetcher = Fetcherish()
+
+    consumer = Consumerish()
+    installed = install_raw_records(consumer)
+    assert isinstance(installed, type) and issubclass(installed, RawRecords)
+    assert consumer._fetcher.PartitionRecords is installed
+    assert Fetcherish.PartitionRecords is Fetcher.PartitionRecords
+
+
+# --- secrets out of logs ---------------------------------------------------------------
+
+
+def test_redaction_covers_message_arguments_tracebacks_and_reprs() -> None:
+    redact = RedactSecrets(["s3cr'et", None, ""])
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "config %s", ({"pw": "s3cr'et"},),
+                               None)  # fmt: skip
+    assert redact.filter(record)
+    assert record.getMessage() == "config {'pw': \"***\"}"
+    try:
+        raise ValueError("bad password s3cr'et")
+    except ValueError:
+        record = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed", None, sys.exc_info())
+    redact.filter(record)
+    assert record.exc_text is not None
+    assert "s3cr'et" not in record.exc_text
+    assert REDACTED in record.exc_text
+    assert RedactSecrets([]).redact("s3cr'et") == "s3cr'et"
+
+
+@pytest.fixture
+def restored_logging() -> Any:
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level, logging.getLogger("kafka").level)
+    yield
+    install_redaction(())
+    root.handlers[:] = saved[0]
+    root.setLevel(saved[1])
+    logging.getLogger("kafka").setLevel(saved[2])
+
+
+def test_no_password_reaches_the_logs_at_debug(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str], restored_logging: None
+) -> None:
+    secret = "pw-Zq7hunter2"
+    monkeypatch.setenv("KAFKA_SASL_PASSWORD", secret)
+    configure_logging("test", "DEBUG")
+    settings = KafkaSettings.from_env(
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",
+            "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+            "KAFKA_SASL_MECHANISM": "PLAIN",
+            "KAFKA_SASL_USERNAME": "alice",
+            "KAFKA_SASL_PASSWORD": secret,
+            "KAFKA_REQUEST_TIMEOUT_MS": "1000",
+        }
+    )
+    fast = {"bootstrap_timeout_ms": 300, "reconnect_backoff_ms": 50}
+    with pytest.raises(kerr.KafkaError):
+        KafkaProducer(**settings.client_kwargs(), max_block_ms=300, **fast)
+    with pytest.raises(kerr.KafkaError):  # logs its whole configuration at DEBUG
+        KafkaAdminClient(**settings.client_kwargs(), **fast)
+    logging.getLogger("bus.clients").exception("while using %s", settings.client_kwargs())
+    out, err = capfd.readouterr()
+    assert "Starting KafkaAdminClient with configuration" in err  # the config was logged
+    assert f"'sasl_plain_password': '{REDACTED}'" in err
+    assert secret not in out + err
