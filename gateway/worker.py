@@ -41,12 +41,16 @@ from functools import partial
 from http import HTTPStatus
 from typing import Any
 
+import gunicorn
 from gunicorn import util
 from gunicorn.workers.gthread import ThreadWorker
 
 from gateway.config import GatewayConfig
 from gateway.payloads import too_large
 
+#: The gunicorn releases whose gthread worker this one builds on (its event loop,
+#: connections and parser are not a public interface).
+GUNICORN_MAJOR = 27
 #: gunicorn's largest request line and number of header fields (``gunicorn.http.message``).
 MAX_REQUEST_LINE = 8190
 MAX_HEADERS = 32768
@@ -384,7 +388,17 @@ class GatewayWorker(ThreadWorker):  # type: ignore[misc]
         self.buffered = 0
 
     def _can_buffer(self) -> bool:
-        """Whether connections are plain HTTP/1.x this worker can frame itself."""
+        """Whether requests can be read in the loop: plain HTTP/1.x, the gunicorn it knows."""
+        if gunicorn.version_info[0] != GUNICORN_MAJOR:
+            self.log.warning(
+                "gunicorn %s, not %d.x: requests are read by threads, and clients that send "
+                "slowly hold them (pip install 'gunicorn>=%d,<%d')",
+                gunicorn.__version__,
+                GUNICORN_MAJOR,
+                GUNICORN_MAJOR,
+                GUNICORN_MAJOR + 1,
+            )
+            return False
         cfg = self.cfg
         plain = (
             not cfg.is_ssl
@@ -522,14 +536,13 @@ class GatewayWorker(ThreadWorker):  # type: ignore[misc]
             if force or now >= closing.deadline:
                 self._close(conn)
 
-    def finish_request(self, conn: Any, fs: Any) -> None:
+    def finish_request(self, *args: Any) -> None:
         """A connection the thread is done with closes by lingering in the loop, not blocking it."""
-        if (
-            self.buffering
-            and not fs.cancelled()
-            and fs.exception() is None
-            and fs.result() is False
-        ):
+        if not self.buffering:
+            super().finish_request(*args)
+            return
+        conn, fs = args
+        if not fs.cancelled() and fs.exception() is None and fs.result() is False:
             self._linger(conn)
             return
         super().finish_request(conn, fs)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import falcon
 import falcon.testing
+import gunicorn
 import pytest
 from gunicorn import glogging
 from gunicorn.config import Config
@@ -1090,3 +1091,19 @@ def test_a_finished_connection_closes_in_the_loop_without_blocking_it(loop: Loop
     client.close()
     loop.spin()
     assert loop.worker.closing == {} and loop.worker.nr_conns == 0
+
+
+def test_on_another_gunicorn_the_worker_leaves_reading_to_threads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(gunicorn, "version_info", (23, 0, 0))
+    cfg = Config()
+    worker = GatewayWorker(1, os.getpid(), [], None, 30, cfg, glogging.Logger(cfg))
+    assert worker.buffering is False
+    pool = HeldPool()
+    worker.tpool = pool
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        conn = TConn(cfg, ours, ("192.0.2.1", 4321), ("127.0.0.1", 8000))
+        worker.enqueue_req(conn)  # straight to a thread, as gthread does
+        assert pool.taken == [conn] and worker.incoming == {}
