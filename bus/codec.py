@@ -30,21 +30,25 @@ Encoding
     ids, say) is formatted column by column with the standard library's C helpers.
 
 Measured on 100,000 typical points (the producer's: ``{"id":"p-000017","x":[three
-17-digit floats],"y":...}``, a quarter without ``y``, a third with ``ts``), one
-core of a shared 2-core machine, best of 5, garbage collector paused as the
-scorer and the trainer do; µs per point, ``python -m bus.codec``::
+17-digit floats],"y":...}``, a quarter without ``y``, a third with ``ts``) and their
+predictions; CPU µs per point, garbage collector paused as the scorer and the
+trainer do; the best of three runs of ``python -m bus.codec`` (each the best of 5
+rounds, or of 3 on 20,000 points for the pure standard-library rows) on a 2-core
+machine shared with other work (load average 15 to 20), Python 3.11, msgspec 0.23,
+orjson 3.13::
 
-    decode                                        encode (one prediction)
-    json     Point.from_bytes each        18.5    json     Prediction.to_bytes     12.4
-    json     loads each + column checks    7.9    json     dumps of a dict         10.4
-    orjson   loads each + column checks    2.5    orjson   dumps of a dict (*)      3.6
-    msgspec  typed struct each             1.2    f-strings of C-formatted columns  2.0
-    decode_points (msgspec + columns)      1.6    msgspec  encode_lines (**)        0.8
-    decode_labelled (for the trainer)      1.5    encode_predictions                0.9
+    decode                                      encode
+    json    Point.from_bytes each        20.2   json    Prediction.to_bytes       11.8
+    json    loads each + column checks    8.1   json    dumps of a dict            7.1
+    orjson  loads each + column checks    2.5   orjson  dumps of a dict (*)        2.5
+    msgspec typed struct each             1.0   f-strings of C-formatted columns   2.3
+    decode_points                         1.4   msgspec encode_lines (**)          0.4
+    decode_labelled                       1.4   encode_predictions                 0.9
 
-(*) not the same bytes (float format, non-ASCII ids); (**) the same bytes only in
-the range above, which `encode_predictions` checks. The figures of the run that
-chose msgspec are in the table; rerun the command to measure this machine.
+(*) other bytes: floats written otherwise, non-ASCII ids not escaped. (**) the same
+bytes only where `encode_predictions` uses it. ``decode_points`` adds to msgspec the
+screen of the values and the columns; ``encode_predictions`` adds the checks of
+the columns and the rewrite of the values outside the range above.
 """
 
 from __future__ import annotations
@@ -299,7 +303,7 @@ def _written_otherwise(
     """Positions where msgspec would not write what ``json.dumps`` writes.
 
     C-speed checks of whole columns first; only a column that fails them is
-    looked at value by value (None when that would find too many to patch).
+    looked at value by value. None when ids are not ASCII as a rule.
     """
     plain_ids, plain_predictions, plain_ys = (
         _plain_text(ids),
@@ -309,7 +313,7 @@ def _written_otherwise(
     if plain_ids and plain_predictions and plain_ys:
         return []
     if not plain_ids and not _plain_text(ids[: max(1, len(ids) // 16)]):
-        return None  # ids are not ASCII as a rule: the column path suits them
+        return None  # the column path suits them
     others: set[int] = set()
     if not plain_ids:
         others.update(k for k, i in enumerate(ids) if not _plain_text([i]))
@@ -412,9 +416,9 @@ def _benchmark(n: int = 100_000, rounds: int = 5) -> None:  # pragma: no cover -
         times = []
         for _ in range(rounds if count == n else 3):
             gc.disable()
-            start = time.perf_counter()
+            start = time.process_time()  # CPU time: steadier than the clock on a shared machine
             run()
-            times.append(time.perf_counter() - start)
+            times.append(time.process_time() - start)
             gc.enable()
         print(f"{name:48s} {min(times) / count * 1e6:6.2f} µs/point", flush=True)
 
