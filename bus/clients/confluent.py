@@ -32,11 +32,13 @@ broker killed with SIGKILL and restarted, confluent-kafka 2.16), and what
 - away longer than the transaction timeout: the coordinator aborts the
   transaction and bumps the producer epoch; librdkafka then reports the fatal
   ``_FENCED`` ("Producer attempted an operation with an old epoch ...
-  transactional producer fenced by newer producer instance") on the records,
-  the commit and the abort: the same error a real second instance causes. A
-  fence is therefore `TransientBusError` when the producer's transaction has
-  been open longer than its transaction timeout (make a new producer: this one
-  is unusable; redo the batch), and `FencedError` otherwise.
+  transactional producer fenced by newer producer instance") on flush, commit
+  and abort, and ``INVALID_PRODUCER_EPOCH`` for the records.
+- another producer with the same transactional id: exactly the same errors.
+  The driver tells the two apart by time: a stale epoch or fence when the
+  transaction has been open longer than its transaction timeout is the
+  coordinator's abort (`TransientBusError`: make a new producer, this one is
+  unusable; redo the batch), otherwise another instance (`FencedError`).
 - plain (idempotent) sends while the broker is away: retried; ``flush``
   succeeds once it is back.
 - consumer commits while the broker is away: ``_WAIT_COORD``; right after the
@@ -198,13 +200,14 @@ def _library_error(exc: BaseException | KafkaError) -> KafkaError | None:
     return None
 
 
-def classify(exc: BaseException | KafkaError, doing: str, *, txn_age_s: float = 0.0,
+def classify(exc: BaseException | KafkaError, doing: str, *, txn_age_s: float | None = None,
              txn_timeout_s: float = float("inf")) -> StreamscoreError:  # fmt: skip
     """The streamscore error for a confluent-kafka error met while ``doing`` something.
 
-    ``txn_age_s``: how long the producer's transaction has been open; a fence seen
-    after ``txn_timeout_s`` is the coordinator aborting it (see the module doc).
-    Chain the result to the library's exception (``raise classify(exc, ...) from exc``).
+    ``txn_age_s`` is given for a transactional producer: how long its transaction
+    has been open. Then a stale producer epoch means fenced, by another instance
+    within ``txn_timeout_s``, by the coordinator aborting the transaction after it
+    (see the module doc). Chain the result to the library's exception.
     """
     error = _library_error(exc)
     if error is None:
@@ -216,8 +219,10 @@ def classify(exc: BaseException | KafkaError, doing: str, *, txn_age_s: float = 
             f"{doing}: another consumer with the same group instance id joined the group "
             f"({what}); stop this one (give every instance its own id)"
         )
-    if code in _FENCED_CODES:
-        if txn_age_s > txn_timeout_s:
+    if code in _FENCED_CODES or (
+        txn_age_s is not None and code == KafkaError.INVALID_PRODUCER_EPOCH
+    ):
+        if txn_age_s is not None and txn_age_s > txn_timeout_s:
             return TransientBusError(
                 f"{doing}: the transaction was open {txn_age_s:.0f}s, longer than its "
                 f"{txn_timeout_s:.0f}s timeout, and the coordinator aborted it ({what}); "
@@ -372,6 +377,8 @@ class ConfluentKafkaProducer(Producer):
             self._failures.append(error)
 
     def _error(self, exc: BaseException | KafkaError, doing: str) -> StreamscoreError:
+        if not self._transactional_id:
+            return classify(exc, doing)
         age = 0.0 if self._txn_started is None else time.monotonic() - self._txn_started
         return classify(exc, doing, txn_age_s=age, txn_timeout_s=self._txn_timeout_s)
 

@@ -25,15 +25,21 @@ broker killed with SIGKILL and restarted, kafka-python 3.0.12), and what
   make a new producer; its ``init_transactions`` aborts the old transaction.
 - away longer than the transaction timeout: the coordinator aborts the
   transaction and bumps the producer epoch. The next record fails with
-  ``InvalidProducerEpochError`` (`TransientBusError`); an abort or commit fails
-  with ``ProducerFencedError`` (kafka-python maps ``INVALID_PRODUCER_EPOCH`` to
-  it), also wrapped in a later ``KafkaError`` ("Cannot execute transactional
-  method because we are in an error state: ... ProducerFencedError"), or with
-  "Invalid transition ... from state BUMPING_PRODUCER_EPOCH" while it recovers.
-  A fence is therefore `TransientBusError` when the producer's transaction has
-  been open longer than its transaction timeout (the coordinator aborted it:
-  make a new producer, redo the batch), and `FencedError` (another instance
-  with the same transactional id) otherwise.
+  ``InvalidProducerEpochError``; an abort or commit with ``ProducerFencedError``
+  (kafka-python maps ``INVALID_PRODUCER_EPOCH`` to it), also wrapped in a later
+  ``KafkaError`` ("Cannot execute transactional method because we are in an
+  error state: ...").
+- another producer with the same transactional id: exactly the same errors
+  (Kafka 4.1 answers a fenced producer's records with ``INVALID_PRODUCER_EPOCH``;
+  kafka-python never says ``ProducerFencedError`` then). Left alone, kafka-python
+  "recovers" by bumping its epoch (KIP-360) and, when that is refused, by taking
+  a fresh producer id for the same transactional id: it fences the instance
+  that took over. The driver turns that recovery off for transactional
+  producers, so a stale epoch stays fatal for the producer, and tells the two
+  cases apart by time: a stale epoch or fence when the transaction has been open
+  longer than its transaction timeout is the coordinator's abort
+  (`TransientBusError`: make a new producer, redo the batch), otherwise another
+  instance (`FencedError`).
 - plain (idempotent) sends while the broker is away: retried; ``flush`` succeeds
   once it is back (or ``KafkaTimeoutError`` at its timeout: `TransientBusError`).
 - consumer commits while the broker is away: ``KafkaTimeoutError``; after a
@@ -135,7 +141,7 @@ _TOO_LARGE = (
     kafka_errors.MessageSizeTooLargeError,
     kafka_errors.RecordListTooLargeError,
 )
-_FENCED_NAMES = ("ProducerFencedError", "FencedInstanceIdError")
+_FENCED_NAMES = ("ProducerFencedError",)
 
 
 def _causes(exc: BaseException) -> list[BaseException]:
@@ -152,29 +158,29 @@ def _causes(exc: BaseException) -> list[BaseException]:
     return found
 
 
-def classify(exc: BaseException, doing: str, *, txn_age_s: float = 0.0,
+def classify(exc: BaseException, doing: str, *, txn_age_s: float | None = None,
              txn_timeout_s: float = float("inf")) -> StreamscoreError:  # fmt: skip
     """The streamscore error for a kafka-python error met while ``doing`` something.
 
-    ``txn_age_s``: how long the producer's transaction has been open; a fence seen
-    after ``txn_timeout_s`` is the coordinator aborting it (see the module doc).
-    Chain the result to ``exc`` (``raise classify(exc, ...) from exc``).
+    ``txn_age_s`` is given for a transactional producer: how long its transaction
+    has been open. Then a stale producer epoch means fenced, by another instance
+    within ``txn_timeout_s``, by the coordinator aborting the transaction after it
+    (see the module doc). Chain the result to ``exc`` (``raise ... from exc``).
     """
     causes = _causes(exc)
     text = " ".join(str(e) for e in causes)
+    if any(isinstance(e, kafka_errors.FencedInstanceIdError) for e in causes) or (
+        "FencedInstanceIdError" in text
+    ):
+        return FencedError(
+            f"{doing}: another consumer with the same group instance id joined the group "
+            f"({exc}); stop this one (give every instance its own id)"
+        )
     fenced = any(type(e).__name__ in _FENCED_NAMES for e in causes) or any(
         name in text for name in _FENCED_NAMES
     )
-    if fenced:
-        instance = any(isinstance(e, kafka_errors.FencedInstanceIdError) for e in causes) or (
-            "FencedInstanceIdError" in text and "ProducerFencedError" not in text
-        )
-        if instance:
-            return FencedError(
-                f"{doing}: another consumer with the same group instance id joined the group "
-                f"({exc}); stop this one (give every instance its own id)"
-            )
-        if txn_age_s > txn_timeout_s:
+    if fenced or (txn_age_s is not None and "InvalidProducerEpochError" in text):
+        if txn_age_s is not None and txn_age_s > txn_timeout_s:
             return TransientBusError(
                 f"{doing}: the transaction was open {txn_age_s:.0f}s, longer than its "
                 f"{txn_timeout_s:.0f}s timeout, and the coordinator aborted it ({exc}); "
@@ -338,8 +344,19 @@ class KafkaPythonProducer(Producer):
         ) / 1000
         self._txn_started: float | None = None
         self._ending: tuple[bool, Any] | None = None  # a commit (True) or abort in progress
+        self._failed = False  # a transactional call failed: close without waiting
+        manager = getattr(client, "_transaction_manager", None)
+        bump = getattr(manager, "_supports_epoch_bump", None)
+        if self._transactional_id and manager is not None and callable(bump):
+            # kafka-python recovers a transactional producer whose epoch went stale by
+            # bumping it (KIP-360), falling back to a fresh producer id: that fences the
+            # instance which took over. A stale epoch stays fatal here (see the module doc).
+            manager._supports_epoch_bump = lambda: False
 
     def _error(self, exc: BaseException, doing: str) -> StreamscoreError:
+        if not self._transactional_id:
+            return classify(exc, doing)
+        self._failed = True
         age = 0.0 if self._txn_started is None else time.monotonic() - self._txn_started
         return classify(exc, doing, txn_age_s=age, txn_timeout_s=self._txn_timeout_s)
 
@@ -457,7 +474,7 @@ class KafkaPythonProducer(Producer):
     def close(self, timeout_s: float = 10.0) -> None:
         """Flush what can be flushed within ``timeout_s`` and release the client."""
         try:
-            self._client.close(timeout=timeout_s)
+            self._client.close(timeout=0 if self._failed else timeout_s)
         except KafkaError as exc:
             log.warning("closing the producer: %s", exc)
 

@@ -145,6 +145,14 @@ def test_confluent_errors_are_classified(error: Any, expected: type) -> None:
         assert str(result).startswith("flushing the producer")
 
 
+def test_a_stale_epoch_outside_a_transaction_is_transient() -> None:
+    assert type(kafka_python.classify(kerr.InvalidProducerEpochError(), "send")) is (
+        TransientBusError
+    )
+    stale = KafkaException(CKError(CKError.INVALID_PRODUCER_EPOCH))
+    assert type(confluent.classify(stale, "send")) is TransientBusError
+
+
 def test_a_fatal_confluent_error_says_to_make_a_new_producer() -> None:
     error = confluent.classify(CKError(CKError.CLUSTER_AUTHORIZATION_FAILED, fatal=True), "send")
     assert "make a new one" in str(error)
@@ -154,14 +162,21 @@ def test_a_fatal_confluent_error_says_to_make_a_new_producer() -> None:
     "exc",
     [
         kerr.ProducerFencedError(),
+        kerr.InvalidProducerEpochError(),
+        kerr.KafkaError(
+            "Cannot execute transactional method because we are in an error state: "
+            "[Error 47] InvalidProducerEpochError: None"
+        ),
         KafkaException(CKError(CKError._FENCED, "old epoch", fatal=True)),
+        KafkaException(CKError(CKError.INVALID_PRODUCER_EPOCH)),
     ],
+    ids=lambda v: repr(v)[:50],
 )
 def test_a_fence_after_the_transaction_timeout_is_the_coordinator_aborting_it(
     exc: BaseException,
 ) -> None:
     classify = kafka_python.classify if isinstance(exc, kerr.KafkaError) else confluent.classify
-    within = classify(exc, "commit", txn_age_s=5.0, txn_timeout_s=10.0)
+    within = classify(exc, "commit", txn_age_s=0.0, txn_timeout_s=10.0)
     after = classify(exc, "commit", txn_age_s=12.0, txn_timeout_s=10.0)
     assert type(within) is FencedError
     assert "another producer with the same transactional id" in str(within)
