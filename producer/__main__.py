@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, replace
 from typing import Any, TextIO
 
-from bus.clients import make_producer
+from bus.clients import driver_for
 from bus.messages import Point
 from bus.settings import KafkaSettings
 from bus.topics import TopicLayout, Topics, ensure_topics
@@ -68,14 +68,15 @@ def build_parser(defaults: ProducerConfig) -> argparse.ArgumentParser:
         prog="streamscore producer",
         description=(__doc__ or "").replace("``", ""),
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Kafka: KAFKA_BOOTSTRAP_SERVERS (and KAFKA_*); topic: STREAMSCORE_TOPIC_PREFIX "
+        epilog="Kafka: KAFKA_BOOTSTRAP_SERVERS (and KAFKA_*); client library: "
+        "STREAMSCORE_KAFKA_CLIENT (kafka-python or confluent); topic: STREAMSCORE_TOPIC_PREFIX "
         "or STREAMSCORE_TOPIC_POINTS. Ctrl-C stops cleanly: flush, summary, exit 0.",
     )
     values = asdict(defaults)
     for name, (kind, metavar, text) in OPTIONS.items():
         shown = values[name]
         shown = ",".join(shown) if isinstance(shown, tuple) else shown
-        shown = "bus.clients.PRODUCER_DEFAULTS" if shown is None else repr(shown)
+        shown = "the Kafka client's (STREAMSCORE_KAFKA_CLIENT)" if shown is None else repr(shown)
         flags = [flag_name(name)] + (["-n"] if name == "count" else [])
         helptext = f"{text} [{env_name(name)}; default: {shown}]"
         if kind is bool:
@@ -152,7 +153,10 @@ def format_summary(summary: PublishSummary, bad: BadRows, topic: str) -> str:
         if bad.count > SHOW_BAD_ROWS:
             lines.append(f"  ... and {bad.count - SHOW_BAD_ROWS:,} more")
     if summary.failed:
-        lines.append(f"failed to deliver {summary.failed:,} point(s)")
+        lines.append(
+            f"{summary.failed:,} point(s) sent after the last acknowledgement may not have "
+            "been delivered"
+        )
     if summary.error:
         lines.append(f"error: {summary.error}")
     if summary.stopped:
@@ -174,7 +178,7 @@ def run(
     id_prefix = config.id_prefix_for_run()
     points, bad = build_source(config, id_prefix)
     ensure_topics(settings, topics, layout)
-    producer = make_producer(settings, **config.producer_overrides())
+    producer = driver_for(settings).producer(**config.producer_overrides())
     log.info("%s", describe(config, topics.points, id_prefix))
     tty = err.isatty()
     reporter = ProgressReporter(
@@ -197,7 +201,7 @@ def run(
         )
     finally:
         reporter.finish()
-        producer.close(timeout=10)
+        producer.close(10.0)
     print(format_summary(summary, bad, topics.points), file=out, flush=True)
     return 1 if summary.error else 0
 

@@ -1,10 +1,16 @@
 """The send loop: publish points to the ``points`` topic, fast, paced and stoppable.
 
 ``publish(points, producer, topic, ...)`` takes any iterable of ``bus.messages.Point``
-and a kafka-python producer (``bus.clients.make_producer``). It encodes each point
-once with a fast path, hands it to the producer without waiting (batched by the
-producer, no per-point flush), optionally paces the stream with a token bucket,
-stamps ``ts`` with the send time, and flushes once at the end.
+and a `bus.clients.base.Producer` of any driver (``driver_for(settings).producer()``).
+It encodes each point once with a fast path, hands it to the producer without
+waiting (batched by the producer, no per-point flush), optionally paces the stream
+with a token bucket, and stamps ``ts`` with the send time (the record's own
+timestamp is the client's, taken as it queues the record: the same moment, to a
+millisecond or so). It chooses every partition itself, as Kafka's Java client
+does (``murmur2`` of the key; unkeyed points one partition per chunk), so a key
+lands on the same partition whichever client library sends it. The producer is
+flushed every `FLUSH_EVERY` points or `FLUSH_INTERVAL_S` seconds, which
+bounds what waits for the broker and surfaces failed deliveries, and at the end.
 """
 
 from __future__ import annotations
@@ -14,28 +20,31 @@ import gc
 import logging
 import math
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 from json.encoder import encode_basestring_ascii
 from typing import Any, Protocol
 
-from kafka.errors import KafkaError
-from kafka.partitioner.default import murmur2
-
-from bus.messages import Point, dump_object
+from bus.clients.base import Producer
+from bus.messages import MAX_ABS_INPUT, MAX_FEATURES, MAX_ID_CHARS, Point, dump_object
 from producer.sources import KeyedPoint
 from streamscore.errors import BusError, MessageError
 
 log = logging.getLogger(__name__)
 
-#: Points sent between two looks at the stop flag, the clock and delivery errors;
-#: unkeyed points of one chunk go to one partition (like Kafka's sticky partitioner).
+#: Points sent between two looks at the stop flag and the clock; unkeyed points of
+#: one chunk go to one partition (like Kafka's sticky partitioner).
 CHUNK = 1000
-#: At most this many chunks may wait for the broker's acknowledgement before the
-#: loop waits for the oldest (kafka-python 3 has no buffer limit of its own).
-MAX_PENDING_CHUNKS = 100
+#: The producer is flushed (everything sent acknowledged, failures raised) after
+#: this many points, or this many seconds, whichever comes first: at most that much
+#: waits for the broker (kafka-python 3 has no buffer limit of its own).
+FLUSH_EVERY = 100 * CHUNK
+FLUSH_INTERVAL_S = 1.0
+#: How long the last flush waits when ``flush_timeout`` is not given.
+FLUSH_TIMEOUT_S = 60.0
+#: How often the topic's partition count is read again (new partitions are used).
+PARTITIONS_REFRESH_S = 10.0
 #: A token bucket holds at most this many seconds' worth of points: enough that a
 #: scheduling stall of the sending thread does not lose tokens (and rate).
 BURST_SECONDS = 0.1
@@ -93,24 +102,45 @@ def encode_point(point: Point, ts: int | None) -> bytes:
 
     Float features and labels take a fast path (the bytes ``json.dumps`` would
     make); other numbers (ints, numpy scalars) go through ``bus.messages``.
-    Non-finite numbers and an empty ``x`` raise ``MessageError``.
+    What the contract refuses raises ``MessageError``: non-finite numbers or
+    numbers beyond ±``MAX_ABS_INPUT``, an empty ``x`` or one with more than
+    ``MAX_FEATURES`` features, an id that is empty or longer than ``MAX_ID_CHARS``.
     """
+    x, y = point.x, point.y
     try:
-        xs = ",".join(map(_float_repr, point.x))
-        y = point.y
+        xs = ",".join(map(_float_repr, x))
         ys = "" if y is None else ',"y":' + _float_repr(y)
     except TypeError:
         return _encode_slow(point, ts)
     # A float's repr holds an "n" only when it is nan or inf; '"y":' has none.
-    if "n" in xs or "n" in ys or not xs:
+    if "n" in xs or "n" in ys or not xs or len(x) > MAX_FEATURES:
         raise MessageError(
-            f"point {point.id!r}: x and y must be finite numbers and x not empty, "
-            f"got x={point.x!r} y={point.y!r}"
+            f"point {point.id!r}: x and y must be finite numbers and x not empty "
+            f"(at most {MAX_FEATURES} features), got x={_short(x)} y={y!r}"
+        )
+    if (
+        max(x) > MAX_ABS_INPUT
+        or min(x) < -MAX_ABS_INPUT
+        or (y is not None and not -MAX_ABS_INPUT <= y <= MAX_ABS_INPUT)
+    ):
+        raise MessageError(
+            f"point {point.id!r}: x and y must be within ±{MAX_ABS_INPUT:g}, "
+            f"got x={_short(x)} y={y!r}"
+        )
+    if not 0 < len(point.id) <= MAX_ID_CHARS:
+        raise MessageError(
+            f"point id {point.id[:40]!r}: expected 1 to {MAX_ID_CHARS} characters, "
+            f"got {len(point.id)}"
         )
     ident = encode_basestring_ascii(point.id)
     if ts is None:
         return f'{{"id":{ident},"x":[{xs}]{ys}}}'.encode()
     return f'{{"id":{ident},"x":[{xs}]{ys},"ts":{ts:d}}}'.encode()
+
+
+def _short(values: list[float]) -> str:
+    """At most the first 8 values, for a message."""
+    return repr(values) if len(values) <= 8 else repr(values[:8])[:-1] + ", ...]"
 
 
 def _encode_slow(point: Point, ts: int | None) -> bytes:
@@ -181,39 +211,81 @@ class Pacer:
 
 # --- partitions ---------------------------------------------------------------------
 
+_M = 0x5BD1E995
+_MASK = 0xFFFFFFFF
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 hash of ``data`` (the Java client's ``Utils.murmur2``), unsigned 32 bits."""
+    length = len(data)
+    h = (0x9747B28C ^ length) & _MASK
+    end = length & ~3
+    for i in range(0, end, 4):
+        k = data[i] | data[i + 1] << 8 | data[i + 2] << 16 | data[i + 3] << 24
+        k = (k * _M) & _MASK
+        k ^= k >> 24
+        k = (k * _M) & _MASK
+        h = ((h * _M) & _MASK) ^ k
+    rest = length & 3
+    if rest == 3:
+        h ^= data[end + 2] << 16
+    if rest >= 2:
+        h ^= data[end + 1] << 8
+    if rest >= 1:
+        h ^= data[end]
+        h = (h * _M) & _MASK
+    h ^= h >> 13
+    h = (h * _M) & _MASK
+    h ^= h >> 15
+    return h
+
+
+def key_partition(key: bytes, partitions: int) -> int:
+    """The partition Kafka's Java client (and kafka-python) gives ``key`` among ``partitions``."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
 
 class _Partitions:
     """Chooses partitions like Kafka's default partitioner, without its per-record cost.
 
     Keyed records go to ``murmur2(key) % n`` (the Java client's choice, cached per
-    key); unkeyed records go to one partition per chunk, round-robin.
+    key); unkeyed records go to one partition per chunk, round-robin. The count
+    of partitions is read again every `PARTITIONS_REFRESH_S` seconds.
     """
 
-    def __init__(self, producer: Any, topic: str) -> None:
+    def __init__(self, producer: Producer, topic: str, clock: Clock) -> None:
         self._producer = producer
         self._topic = topic
-        self._partitions: list[int] = []
+        self._clock = clock
+        self._count = 0
         self._by_key: dict[bytes, int] = {}
         self._turn = -1  # the first chunk goes to the first partition
+        self._next_refresh = 0.0
         self.refresh()
 
     def refresh(self) -> None:
-        """Re-read the topic's partitions (cheap: the producer caches its metadata)."""
+        """Re-read the topic's partition count when it is time to."""
+        now = self._clock()
+        if now < self._next_refresh:
+            return
+        self._next_refresh = now + PARTITIONS_REFRESH_S
         try:
-            found = self._producer.partitions_for(self._topic)
-        except KafkaError as exc:
-            raise BusError(f"cannot get the partitions of topic {self._topic!r}: {exc}") from exc
-        partitions = sorted(found or ())
-        if not partitions:
+            count = self._producer.partition_count(self._topic)
+        except BusError as exc:
+            raise BusError(
+                f"cannot get the partitions of topic {self._topic!r}: {exc}; does it exist? "
+                "(`streamscore topics` creates it)"
+            ) from exc
+        if count < 1:
             raise BusError(f"topic {self._topic!r} has no partitions (does it exist?)")
-        if partitions != self._partitions:
-            self._partitions = partitions
+        if count != self._count:
+            self._count = count
             self._by_key.clear()
 
     def next_sticky(self) -> int:
         """The partition for the next chunk of unkeyed records."""
-        self._turn = (self._turn + 1) % len(self._partitions)
-        return self._partitions[self._turn]
+        self._turn = (self._turn + 1) % self._count
+        return self._turn
 
     def for_key(self, key: bytes) -> int:
         """The partition of ``key``."""
@@ -221,31 +293,21 @@ class _Partitions:
         if partition is None:
             if len(self._by_key) >= 100_000:
                 self._by_key.clear()
-            index = (murmur2(key) & 0x7FFFFFFF) % len(self._partitions)
-            partition = self._by_key[key] = self._partitions[index]
+            partition = self._by_key[key] = key_partition(key, self._count)
         return partition
 
 
 # --- delivery -----------------------------------------------------------------------
 
 
-class _Deliveries:
-    """Counts records the producer failed to deliver and keeps the first error."""
-
-    def __init__(self) -> None:
-        self.failed = 0
-        self.error: str | None = None
-
-    def on_error(self, exc: BaseException) -> None:
-        self.failed += 1
-        if self.error is None:
-            self.error = f"{type(exc).__name__}: {exc}"
-            log.warning("a point was not delivered: %s", self.error)
-
-
 @dataclass(frozen=True)
 class PublishSummary:
-    """What a run of ``publish`` did."""
+    """What a run of ``publish`` did.
+
+    ``sent`` and ``labelled`` count the points the broker acknowledged; ``failed``
+    the points sent after the last acknowledged flush when a delivery failed
+    (some of them may have been written: the producer says only that one was not).
+    """
 
     sent: int
     labelled: int
@@ -271,7 +333,7 @@ Progress = Callable[[int, float], None]
 
 def publish(
     points: Iterable[Point],
-    producer: Any,
+    producer: Producer,
     topic: str,
     *,
     count: int | None = None,
@@ -293,11 +355,12 @@ def publish(
     ``rate`` (points/s) paces the stream with a token bucket; None sends as fast as
     the producer takes them. ``keys(i, point)`` gives the record key of the
     ``i``-th point (``point_key``: the point's own; ``entity_keys(k)``; None: no
-    keys). ``stamp`` sets ``ts`` (and the record timestamp) to ``now_ms()`` when each
-    point is sent; without it a point's own ``ts`` is kept. ``progress(sent,
-    elapsed)`` is called after every chunk. Delivery failures stop the loop: they
-    are counted in ``failed`` and the first is in ``error``; so is a Kafka error
-    raised while sending. ``clock``, ``now_ms`` and ``sleep`` are injectable.
+    keys). ``stamp`` sets ``ts`` to ``now_ms()`` when each point is sent; without
+    it a point's own ``ts`` is kept. ``progress(sent, elapsed)`` is called after
+    every chunk. A failed delivery (raised by a flush) or a bus error while
+    sending stops the loop; the summary says how many points were acknowledged
+    and gives the error. ``flush_timeout`` bounds the last flush (None:
+    `FLUSH_TIMEOUT_S`). ``clock``, ``now_ms`` and ``sleep`` are injectable.
     ``gc_threshold`` sets the youngest GC generation's threshold for the run (None:
     leave the collector alone); the previous one is restored at the end.
     """
@@ -318,7 +381,7 @@ def publish(
             now_ms=now_ms,
             sleep=sleep,
             chunk=chunk,
-            flush_timeout=flush_timeout,
+            flush_timeout=FLUSH_TIMEOUT_S if flush_timeout is None else flush_timeout,
         )
 
 
@@ -336,9 +399,42 @@ def _gc_threshold(threshold: int | None) -> Iterator[None]:
         gc.set_threshold(*before)
 
 
+class _Acks:
+    """What the broker acknowledged: the counts at the last successful flush.
+
+    After a failed flush nothing more is acknowledged: a later flush would succeed
+    without saying which of the earlier records were lost.
+    """
+
+    def __init__(self, producer: Producer, clock: Clock) -> None:
+        self._producer = producer
+        self._clock = clock
+        self.sent = self.labelled = 0
+        self.unflushed = 0
+        self.last = clock()
+        self.failed = False
+
+    def due(self) -> bool:
+        """True when enough points or time went by since the last flush."""
+        return self.unflushed >= FLUSH_EVERY or self._clock() - self.last >= FLUSH_INTERVAL_S
+
+    def flush(self, sent: int, labelled: int, timeout_s: float) -> str | None:
+        """Flush; on success the points sent so far are acknowledged. The error, if any."""
+        self.unflushed = 0
+        self.last = self._clock()
+        try:
+            self._producer.flush(timeout_s)
+        except BusError as exc:
+            self.failed = True
+            log.warning("points were not delivered: %s", exc)
+            return f"delivery failed: {exc}"
+        self.sent, self.labelled = sent, labelled
+        return None
+
+
 def _publish(
     points: Iterable[Point],
-    producer: Any,
+    producer: Producer,
     topic: str,
     *,
     count: int | None,
@@ -351,13 +447,11 @@ def _publish(
     now_ms: Callable[[], int],
     sleep: Callable[[float], Any],
     chunk: int,
-    flush_timeout: float | None,
+    flush_timeout: float,
 ) -> PublishSummary:
     """The loop of ``publish``."""
-    partitions = _Partitions(producer, topic)  # may wait for metadata: before the pacer
-    deliveries = _Deliveries()
-    on_error = deliveries.on_error
-    pending: deque[Any] = deque()
+    partitions = _Partitions(producer, topic, clock)  # may wait for metadata: before the pacer
+    acks = _Acks(producer, clock)
     send = producer.send
     source: Iterator[Point] = iter(points)
     sent = labelled = 0
@@ -371,8 +465,6 @@ def _publish(
         while count is None or sent < count:
             if stop is not None and stop.is_set():
                 stopped = True
-                break
-            if deliveries.failed:
                 break
             want = chunk if count is None else min(chunk, count - sent)
             if pacer is not None:
@@ -389,54 +481,40 @@ def _publish(
                 partitions.refresh()
                 sticky = partitions.next_sticky()
                 in_chunk = 0
-            future = None
             for point in batch:
-                ts = now_ms() if stamp else point.ts
-                value = encode_point(point, ts)
+                value = encode_point(point, now_ms() if stamp else point.ts)
                 key = keys(sent, point) if keys is not None else None
                 if key is None:
-                    future = send(topic, value, partition=sticky, timestamp_ms=ts)
+                    send(topic, value, partition=sticky)
                 else:
                     raw = key.encode()
-                    partition = partitions.for_key(raw)
-                    future = send(topic, value, key=raw, partition=partition, timestamp_ms=ts)
-                future.add_errback(on_error)
+                    send(topic, value, key=raw, partition=partitions.for_key(raw))
                 sent += 1
                 if point.y is not None:
                     labelled += 1
             in_chunk += len(batch)
-            if future is not None:
-                _bound_pending(pending, future)
+            acks.unflushed += len(batch)
             if progress is not None:
                 progress(sent, clock() - start)
             if len(batch) < want:
                 exhausted = True
                 break
-    except KafkaError as exc:
-        error = f"sending to {topic!r} failed: {type(exc).__name__}: {exc}"
-    try:
-        producer.flush(timeout=flush_timeout)
-    except KafkaError as exc:
-        error = error or f"flush failed: {type(exc).__name__}: {exc}"
+            if acks.due():
+                error = acks.flush(sent, labelled, flush_timeout)
+                if error is not None:
+                    break
+    except BusError as exc:
+        error = f"sending to {topic!r} failed: {exc}"
+    if not acks.failed:
+        flushed = acks.flush(sent, labelled, flush_timeout)
+        error = error or flushed
     elapsed = clock() - start
-    if deliveries.error is not None:
-        error = error or f"{deliveries.failed} point(s) not delivered: {deliveries.error}"
     return PublishSummary(
-        sent=sent - deliveries.failed,
-        labelled=labelled,
-        failed=deliveries.failed,
+        sent=acks.sent,
+        labelled=acks.labelled,
+        failed=sent - acks.sent,
         elapsed=elapsed,
         stopped=stopped,
         exhausted=exhausted,
         error=error,
     )
-
-
-def _bound_pending(pending: deque[Any], future: Any) -> None:
-    """Remember the chunk's last future; wait for the oldest when too many are open."""
-    pending.append(future)
-    while pending and pending[0].is_done:
-        pending.popleft()
-    if len(pending) > MAX_PENDING_CHUNKS:
-        with contextlib.suppress(KafkaError):  # a failure is counted by the errback
-            pending.popleft().get()

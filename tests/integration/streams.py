@@ -1,4 +1,8 @@
-"""Helpers for integration tests: write and read topics, run a service as a process."""
+"""Helpers for integration tests: write and read topics, run a service as a process.
+
+Topics are written and read through the client driver ``settings.client`` names
+(``STREAMSCORE_KAFKA_CLIENT``; kafka-python unless told otherwise).
+"""
 
 from __future__ import annotations
 
@@ -11,10 +15,11 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
-from kafka.consumer.fetcher import ConsumerRecord
 
-from bus.clients import make_consumer, make_producer
+from bus.clients import driver_for
+from bus.clients.base import Record
 from bus.messages import ModelVersion, Point, Prediction
+from bus.partitions import topic_partitions
 from bus.settings import KafkaSettings
 from bus.topics import Topics
 from regressors import MultivariateRegressor
@@ -52,20 +57,24 @@ def send_values(
     settings: KafkaSettings, topic: str, values: Iterable[bytes | None], key: bytes | None = None
 ) -> None:
     """Write raw values to a topic and wait for the acks."""
-    producer = make_producer(settings)
-    for value in values:
-        producer.send(topic, key=key, value=value)
-    producer.flush()
-    producer.close()
+    producer = driver_for(settings).producer()
+    try:
+        for value in values:
+            producer.send(topic, value, key=key)
+        producer.flush()
+    finally:
+        producer.close()
 
 
 def send_points(settings: KafkaSettings, topics: Topics, points: Iterable[Point]) -> None:
     """Write points to the points topic, keyed by id so they spread over partitions."""
-    producer = make_producer(settings)
-    for point in points:
-        producer.send(topics.points, key=point.id.encode(), value=point.to_bytes())
-    producer.flush()
-    producer.close()
+    producer = driver_for(settings).producer()
+    try:
+        for point in points:
+            producer.send(topics.points, point.to_bytes(), key=point.id.encode())
+        producer.flush()
+    finally:
+        producer.close()
 
 
 def send_model(settings: KafkaSettings, topics: Topics, model: ModelVersion) -> None:
@@ -76,17 +85,19 @@ def send_model(settings: KafkaSettings, topics: Topics, model: ModelVersion) -> 
 def read_until(
     settings: KafkaSettings,
     topic: str,
-    done: Callable[[list[ConsumerRecord]], bool],
+    done: Callable[[list[Record]], bool],
     timeout_s: float = 60.0,
-) -> list[ConsumerRecord]:
+) -> list[Record]:
     """Read a topic from the start (read_committed) until ``done(records)`` or the timeout."""
-    consumer = make_consumer(settings, topic, group_id=None)
-    records: list[ConsumerRecord] = []
+    consumer = driver_for(settings).consumer(group_id=None)
+    records: list[Record] = []
     deadline = time.monotonic() + timeout_s
     try:
+        partitions = topic_partitions(consumer, [topic])
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(partitions)
         while time.monotonic() < deadline and not done(records):
-            for batch in consumer.poll(timeout_ms=200).values():
-                records.extend(batch)
+            records += consumer.poll(0.2)
     finally:
         consumer.close()
     return records
@@ -122,12 +133,12 @@ def run_streamscore(
     )
 
 
-def predicted_ids(n: int) -> Callable[[list[ConsumerRecord]], bool]:
+def predicted_ids(n: int) -> Callable[[list[Record]], bool]:
     """A ``read_until`` condition: predictions for ``n`` distinct point ids were read."""
     seen: set[str] = set()
     read = 0
 
-    def done(records: list[ConsumerRecord]) -> bool:
+    def done(records: list[Record]) -> bool:
         nonlocal read
         seen.update(Prediction.from_bytes(r.value).id for r in records[read:])
         read = len(records)

@@ -1,20 +1,20 @@
-"""The producer's send loop, pacer, encoding and settings, with an in-memory producer double."""
+"""The producer's send loop, pacer, encoding, partitioner and settings, with a producer double."""
 
 from __future__ import annotations
 
 import gc
 import io
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import Any
 
 import numpy as np
 import pytest
-from kafka.errors import KafkaTimeoutError, NotLeaderForPartitionError
 
+from bus.clients.base import Headers, Producer, TopicPartition, TransientBusError
 from bus.messages import Point
+from producer import loop
 from producer.__main__ import format_summary, parse_config
 from producer.config import ProducerConfig
 from producer.loop import (
@@ -23,6 +23,8 @@ from producer.loop import (
     PublishSummary,
     encode_point,
     entity_keys,
+    key_partition,
+    murmur2,
     point_key,
     publish,
 )
@@ -47,67 +49,73 @@ class FakeClock:
         self.now += seconds
 
 
-class FakeFuture:
-    """A record future that is already done; it may fail."""
-
-    is_done = True
-
-    def __init__(self, error: BaseException | None = None) -> None:
-        self.error = error
-
-    def add_errback(self, fn: Callable[[BaseException], Any]) -> FakeFuture:
-        if self.error is not None:
-            fn(self.error)
-        return self
-
-    def get(self, timeout: float | None = None) -> None:
-        if self.error is not None:
-            raise self.error
-
-
 @dataclass
 class Sent:
     topic: str
     value: bytes
     key: bytes | None
     partition: int | None
-    timestamp_ms: int | None
     at: float
 
 
-@dataclass
-class FakeProducer:
-    """Records what it is sent; ``fail_from`` makes deliveries fail from that record on."""
+@dataclass(eq=False)
+class FakeProducer(Producer):
+    """Records what it is sent; the first flush after record ``fail_from`` was sent fails,
+    and sends fail from record ``raise_from`` on."""
 
     clock: Callable[[], float] = lambda: 0.0
-    partitions: tuple[int, ...] = (0, 1, 2)
+    partitions: int = 3
     fail_from: int | None = None
     raise_from: int | None = None
     sent: list[Sent] = field(default_factory=list)
     flushes: int = 0
+    flushed: int = 0
 
-    def partitions_for(self, topic: str) -> set[int]:
-        return set(self.partitions)
+    def partition_count(self, topic: str) -> int:
+        return self.partitions
 
     def send(
         self,
         topic: str,
-        value: bytes,
+        value: bytes | None,
+        *,
         key: bytes | None = None,
         partition: int | None = None,
-        timestamp_ms: int | None = None,
-    ) -> FakeFuture:
+        headers: Headers | None = None,
+    ) -> None:
         if self.raise_from is not None and len(self.sent) >= self.raise_from:
-            raise KafkaTimeoutError("no metadata")
-        self.sent.append(Sent(topic, value, key, partition, timestamp_ms, self.clock()))
-        failing = self.fail_from is not None and len(self.sent) > self.fail_from
-        return FakeFuture(NotLeaderForPartitionError("gone") if failing else None)
+            raise TransientBusError("no metadata for the topic")
+        assert value is not None
+        self.sent.append(Sent(topic, value, key, partition, self.clock()))
 
-    def flush(self, timeout: float | None = None) -> None:
+    def flush(self, timeout_s: float = 30.0) -> None:
         self.flushes += 1
+        before, self.flushed = self.flushed, len(self.sent)
+        if self.fail_from is not None and before <= self.fail_from < self.flushed:
+            raise TransientBusError("NotLeaderForPartition: the leader moved")
 
     def points(self) -> list[Point]:
         return [Point.from_bytes(s.value) for s in self.sent]
+
+    def init_transactions(self) -> None:
+        raise NotImplementedError
+
+    def begin_transaction(self) -> None:
+        raise NotImplementedError
+
+    def send_offsets_to_transaction(
+        self, offsets: Mapping[TopicPartition, int], group: object
+    ) -> None:
+        raise NotImplementedError
+
+    def commit_transaction(self) -> None:
+        raise NotImplementedError
+
+    def abort_transaction(self) -> None:
+        raise NotImplementedError
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        pass
 
 
 class StopAfter:
@@ -131,7 +139,7 @@ class StopAfter:
     "point",
     [
         Point("p-000017", [0.25, -1.5], 3.71),
-        Point("p-1", [1e-300, 1.7976931348623157e308, -0.0], None),
+        Point("p-1", [1e-300, 1e12, -1e12, -0.0], None),
         Point('quote"back\\slash\nnew', [0.1], 2.0),
         Point("unicodé-✓", [3.0], -0.5),
     ],
@@ -157,10 +165,16 @@ def test_encode_point_accepts_ints_and_numpy_numbers() -> None:
         Point("c", [-float("inf"), 1.0]),
         Point("d", []),
         Point("e", [1, float("nan")]),  # the slow path checks too
+        Point("f", [1.0, 1.5e12]),
+        Point("g", [-2e12]),
+        Point("h", [1.0], -1.0000001e12),
+        Point("i", [1.0] * 10_001),
+        Point("", [1.0]),
+        Point("j" * 129, [1.0]),
     ],
 )
 def test_encode_point_refuses_what_the_contract_refuses(point: Point) -> None:
-    with pytest.raises(MessageError, match=repr(point.id)):
+    with pytest.raises(MessageError, match=repr(point.id[:40])):
         encode_point(point, None)
 
 
@@ -216,11 +230,11 @@ def test_publish_paced_does_not_bank_the_wait_for_metadata() -> None:
     class SlowMetadata(FakeProducer):
         looked_up = False
 
-        def partitions_for(self, topic: str) -> set[int]:
+        def partition_count(self, topic: str) -> int:
             if not self.looked_up:
                 self.looked_up = True
                 clock.now += 1.0  # the first look-up waits for the cluster
-            return super().partitions_for(topic)
+            return super().partition_count(topic)
 
     producer = SlowMetadata(clock=clock)
     summary = publish(
@@ -258,7 +272,7 @@ def test_publish_unpaced_never_sleeps() -> None:
 def test_publish_sends_count_points_once_each_and_flushes_once() -> None:
     producer = FakeProducer()
     source = DummySource("cubic", 3, unlabelled=0.25, seed=3)
-    summary = publish(source, producer, "pts", count=4321, now_ms=lambda: 1234)
+    summary = publish(source, producer, "pts", count=4321, now_ms=lambda: 1234, clock=FakeClock())
     assert producer.flushes == 1
     assert summary.sent == 4321 and summary.failed == 0 and summary.error is None
     assert not summary.stopped and not summary.exhausted
@@ -267,7 +281,7 @@ def test_publish_sends_count_points_once_each_and_flushes_once() -> None:
     assert [p.id for p in points] == [p.id for p in expected]
     assert [(p.x, p.y) for p in points] == [(p.x, p.y) for p in expected]
     assert all(p.ts == 1234 for p in points)
-    assert all(s.timestamp_ms == 1234 and s.topic == "pts" for s in producer.sent)
+    assert all(s.topic == "pts" for s in producer.sent)
     assert summary.labelled == sum(p.y is not None for p in points)
     assert summary.unlabelled == 4321 - summary.labelled
 
@@ -289,14 +303,16 @@ def test_publish_count_zero_sends_nothing() -> None:
 
 def test_publish_stops_on_the_flag_at_a_chunk_boundary() -> None:
     producer = FakeProducer()
-    summary = publish(DummySource(), producer, "t", stop=StopAfter(producer, 2500), chunk=1000)
+    summary = publish(
+        DummySource(), producer, "t", stop=StopAfter(producer, 2500), chunk=1000, clock=FakeClock()
+    )
     assert summary.stopped
     assert summary.sent == len(producer.sent) == 3000
     assert producer.flushes == 1
 
 
 def test_unkeyed_points_go_to_one_partition_per_chunk_round_robin() -> None:
-    producer = FakeProducer(partitions=(0, 1, 2, 3))
+    producer = FakeProducer(partitions=4)
     publish(DummySource(), producer, "t", count=5000, chunk=500)
     assert all(s.key is None for s in producer.sent)
     per_chunk = [{s.partition for s in producer.sent[i : i + 500]} for i in range(0, 5000, 500)]
@@ -305,7 +321,7 @@ def test_unkeyed_points_go_to_one_partition_per_chunk_round_robin() -> None:
 
 
 def test_entity_keys_cycle_and_each_key_keeps_its_partition() -> None:
-    producer = FakeProducer(partitions=(0, 1, 2, 3, 4, 5))
+    producer = FakeProducer(partitions=6)
     publish(DummySource(), producer, "t", count=3000, keys=entity_keys(7))
     keys = [s.key for s in producer.sent]
     assert keys[:8] == [f"entity-{i}".encode() for i in range(7)] + [b"entity-0"]
@@ -315,12 +331,46 @@ def test_entity_keys_cycle_and_each_key_keeps_its_partition() -> None:
     assert len(partition_of) == 7
     assert all(len(parts) == 1 for parts in partition_of.values())
     assert len({p for parts in partition_of.values() for p in parts}) > 1
-    # kafka-python's (and the Java client's) default partitioner would choose the same
-    from kafka.partitioner.default import murmur2
-
+    # the Java client's (and kafka-python's) default partitioner would choose the same
     for key, parts in partition_of.items():
         assert key is not None
-        assert parts == {(murmur2(key) & 0x7FFFFFFF) % 6}
+        assert parts == {(murmur2(key) & 0x7FFFFFFF) % 6} == {key_partition(key, 6)}
+
+
+# Kafka's own test vectors for Utils.murmur2 (signed 32-bit results in Java).
+MURMUR2 = {
+    b"21": -973932308,
+    b"foobar": -790332482,
+    b"a-little-bit-long-string": -985981536,
+    b"a-little-bit-longer-string": -1486304829,
+    b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8": -58897971,
+    b"abc": 479470107,
+}
+
+
+@pytest.mark.parametrize(("key", "java"), MURMUR2.items())
+def test_murmur2_is_kafkas(key: bytes, java: int) -> None:
+    assert murmur2(key) == java & 0xFFFFFFFF
+    assert key_partition(key, 7) == (java & 0x7FFFFFFF) % 7
+
+
+def test_new_partitions_are_used_after_a_refresh(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeClock()
+    producer = FakeProducer(clock=clock, partitions=2)
+    monkeypatch.setattr(loop, "PARTITIONS_REFRESH_S", 5.0)
+
+    class Grows(FakeProducer):
+        def partition_count(self, topic: str) -> int:
+            return 2 if clock.now < 1003 else 5
+
+    producer = Grows(clock=clock)
+    summary = publish(
+        DummySource(), producer, "t", count=20_000, rate=2000, clock=clock, sleep=clock.sleep
+    )
+    assert summary.sent == 20_000
+    early = {s.partition for s in producer.sent if s.at < 1005}
+    late = {s.partition for s in producer.sent if s.at >= 1006}
+    assert early == {0, 1} and late == {0, 1, 2, 3, 4}
 
 
 def test_points_bring_their_own_keys_unless_told_otherwise() -> None:
@@ -334,23 +384,50 @@ def test_points_bring_their_own_keys_unless_told_otherwise() -> None:
     assert point_key(0, points[0]) == "dev-1" and point_key(1, points[1]) is None
 
 
-def test_delivery_failures_are_counted_and_stop_the_loop() -> None:
-    producer = FakeProducer(fail_from=1500)
-    summary = publish(DummySource(), producer, "t", count=10_000, chunk=1000)
-    assert len(producer.sent) == 2000  # the chunk in which failures showed, then stop
-    assert summary.failed == 500
-    assert summary.sent == 1500
-    assert summary.error is not None and "NotLeaderForPartitionError" in summary.error
-    assert producer.flushes == 1
+def test_the_producer_is_flushed_every_so_many_points(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(loop, "FLUSH_EVERY", 2000)
+    producer = FakeProducer()
+    summary = publish(DummySource(), producer, "t", count=9000, chunk=1000, clock=FakeClock())
+    assert summary.sent == 9000
+    assert producer.flushes == 5  # after 2000, 4000, 6000, 8000 points, and at the end
 
 
-def test_a_kafka_error_while_sending_ends_the_run_with_an_error() -> None:
+def test_the_producer_is_flushed_every_second() -> None:
+    clock = FakeClock()
+    producer = FakeProducer(clock=clock)
+    publish(DummySource(), producer, "t", count=3000, rate=1000, clock=clock, sleep=clock.sleep)
+    assert 3 <= producer.flushes <= 4
+
+
+def test_a_failed_delivery_stops_the_loop_and_counts_what_was_acknowledged(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(loop, "FLUSH_EVERY", 2000)
+    producer = FakeProducer(fail_from=2500)
+    summary = publish(
+        DummySource(unlabelled=0.5), producer, "t", count=10_000, chunk=1000, clock=FakeClock()
+    )
+    assert len(producer.sent) == 4000  # the flush after 4000 failed: stop there
+    assert producer.flushes == 2  # and no further flush claims the rest delivered
+    assert summary.sent == 2000 and summary.failed == 2000
+    assert summary.labelled == sum(p.y is not None for p in producer.points()[:2000])
+    assert summary.error is not None and "NotLeaderForPartition" in summary.error
+
+
+def test_a_bus_error_while_sending_ends_the_run_with_an_error() -> None:
     producer = FakeProducer(raise_from=700)
-    summary = publish(DummySource(), producer, "t", count=5000)
-    assert summary.sent == len(producer.sent) == 700
+    summary = publish(DummySource(), producer, "t", count=5000, clock=FakeClock())
+    assert summary.sent == len(producer.sent) == 700 and summary.failed == 0
     assert summary.labelled == 700
-    assert summary.error is not None and "KafkaTimeoutError" in summary.error
-    assert producer.flushes == 1
+    assert summary.error is not None and "no metadata for the topic" in summary.error
+    assert producer.flushes == 1  # what was sent before is flushed
+
+
+def test_a_topic_without_partitions_is_a_bus_error() -> None:
+    from streamscore.errors import BusError
+
+    with pytest.raises(BusError, match="has no partitions"):
+        publish(DummySource(), FakeProducer(partitions=0), "t", count=10)
 
 
 def test_progress_is_reported_after_each_chunk() -> None:
