@@ -9,6 +9,7 @@ from dataclasses import replace
 
 from bus.clients import driver_for
 from bus.settings import KafkaSettings
+from bus.signing import model_key_from_env
 from bus.topics import TopicLayout, Topics, ensure_topics
 from scorer.config import DELIVERY_MODES, ScorerConfig
 from scorer.service import Scorer
@@ -38,7 +39,14 @@ def main(argv: list[str] | None = None) -> int:
         settings = KafkaSettings.from_env()
         topics = Topics.from_env()
         ensure_topics(settings, topics, TopicLayout.from_env())
-        stats = Scorer(driver_for(settings), topics, config, stop=StopFlag().install()).run()
+        scorer = Scorer(
+            driver_for(settings),
+            topics,
+            config,
+            stop=StopFlag().install(),
+            model_key=model_key_from_env(),
+        )
+        stats = scorer.run()
     except StreamscoreError as exc:
         log.error("%s", exc)
         return 1

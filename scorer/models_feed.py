@@ -7,6 +7,7 @@ import logging
 from bus.clients.base import Driver, Producer, Record
 from bus.deadletter import DeadLetters
 from bus.messages import ModelVersion
+from bus.signing import ModelKey
 from bus.table import Table
 from scorer.registry import ModelRegistry, load_model
 from streamscore.errors import StreamscoreError
@@ -19,7 +20,7 @@ class ModelFeed:
     """Reads every partition of ``models`` from the start (no consumer group) into a registry.
 
     A model message that breaks the contract, whose params do not validate, or
-    (with a signing key) whose signature does not match goes to the dead-letter
+    (with a model ``key``) whose signature does not match goes to the dead-letter
     topic and is never loaded. Dead letters of models are rare: they get a
     producer of their own, flushed at once.
     """
@@ -31,9 +32,11 @@ class ModelFeed:
         registry: ModelRegistry,
         deadletter_topic: str,
         *,
+        key: ModelKey | None = None,
         stop: StopFlag | None = None,
     ) -> None:
         self._driver = driver
+        self._key = key
         self._registry = registry
         self._deadletter_topic = deadletter_topic
         self._table = Table(driver, topic, stop=stop)
@@ -59,7 +62,7 @@ class ModelFeed:
                 self._registry.remove(name)
                 continue
             try:
-                model = load_model(ModelVersion.from_bytes(record.value))
+                model = load_model(ModelVersion.from_bytes(record.value), self._key)
             except StreamscoreError as exc:
                 self._deadletter(record, f"unusable model: {exc}")
                 continue

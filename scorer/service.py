@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from bus.clients.base import Driver
 from bus.partitions import wait_for_partitions
+from bus.signing import ModelKey
 from bus.stream import StreamConfig, StreamRunner, StreamStats, retry_s_from_env
 from bus.topics import Topics
 from scorer.config import ScorerConfig
@@ -48,7 +49,10 @@ class ScorerStats:
 
 
 class Scorer:
-    """Consumes ``points``, ``models`` and ``requests``; publishes predictions, scores, replies."""
+    """Consumes ``points``, ``models`` and ``requests``; publishes predictions, scores, replies.
+
+    With a ``model_key`` only model versions signed with it are loaded.
+    """
 
     def __init__(
         self,
@@ -59,6 +63,7 @@ class Scorer:
         stop: StopFlag | None = None,
         clock: Callable[[], float] = time.time,
         retry_s: float | None = None,
+        model_key: ModelKey | None = None,
     ) -> None:
         self._driver = driver
         self._topics = topics
@@ -71,7 +76,12 @@ class Scorer:
         board = Scoreboard(config.window, config.scores_every, config.scores_interval_s, clock())
         self.board = board
         self._feed = ModelFeed(
-            driver, topics.models, self.registry, topics.deadletter, stop=self._stop
+            driver,
+            topics.models,
+            self.registry,
+            topics.deadletter,
+            key=model_key,
+            stop=self._stop,
         )
         self._reply_partitions = _PartitionCount(driver, topics.replies, self._stop)
         self.step = ScoringStep(

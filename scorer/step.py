@@ -27,6 +27,7 @@ from scorer.models_feed import ModelFeed
 from scorer.policy import ServingPolicy
 from scorer.quality import Scoreboard
 from scorer.registry import FloatArray, LiveModel, ModelRegistry
+from streamscore.errors import ModelError
 
 log = logging.getLogger(__name__)
 
@@ -243,7 +244,12 @@ class ScoringStep(Step):
         self.board.labelled(len(labelled[0][1]))
         for model, y_true, y_pred in labelled:
             if live.get(model.name) is model:
-                self.board.update(model, y_true, y_pred)
+                try:
+                    self.board.update(model, y_true, y_pred)
+                except ModelError as exc:  # predictions past the metrics' range: not scored
+                    log.debug(
+                        "not scoring %s v%d on this batch: %s", model.name, model.version, exc
+                    )
         self.policy.review(live, self.board)
 
 
