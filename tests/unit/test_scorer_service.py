@@ -15,6 +15,7 @@ from bus.clients.base import FencedError, Record, TransientBusError
 from bus.clients.memory import MemoryBroker
 from bus.messages import InferReply, InferRequest, ModelVersion, Point, Prediction
 from bus.reply import ReplyAddress
+from bus.signing import ModelKey, sign
 from bus.topics import Topics
 from regressors import MultivariateRegressor
 from scorer.config import ScorerConfig
@@ -62,7 +63,9 @@ def broker() -> MemoryBroker:
 class Running:
     """A scorer running in a thread on the memory broker."""
 
-    def __init__(self, broker: MemoryBroker, **config: object) -> None:
+    def __init__(
+        self, broker: MemoryBroker, model_key: ModelKey | None = None, **config: object
+    ) -> None:
         base = ScorerConfig(transactional_id="tx-scorer", scores_interval_s=0.2)
         self.stop = StopFlag()
         self.scorer = Scorer(
@@ -71,6 +74,7 @@ class Running:
             replace(base, **config),  # type: ignore[arg-type]
             stop=self.stop,
             retry_s=30.0,
+            model_key=model_key,
         )
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -92,8 +96,8 @@ class Running:
 def run(broker: MemoryBroker) -> Iterator[Callable[..., Running]]:
     started: list[Running] = []
 
-    def start(**config: object) -> Running:
-        running = Running(broker, **config)
+    def start(model_key: ModelKey | None = None, **config: object) -> Running:
+        running = Running(broker, model_key, **config)
         started.append(running)
         return running
 
@@ -242,5 +246,25 @@ def test_requests_are_answered_and_bad_addresses_dead_lettered(
     assert InferReply.from_bytes(reply.value).predictions is not None
     assert broker.records(TOPICS.points) == [], "a request never writes into another topic"
     assert all(b"cannot answer" in dict(r.headers)["error"] for r in deadletters(broker))
+    running.close()
+    assert running.error is None
+
+
+def test_with_a_model_key_only_signed_versions_serve(
+    broker: MemoryBroker, run: Callable[..., Running]
+) -> None:
+    key = ModelKey(b"k" * 32)
+    forged = replace(sign(linear(3), key), version=9)  # signed, then changed
+    broker.produce(TOPICS.models, linear(5).to_bytes(), key=b"multivariate")  # unsigned
+    broker.produce(TOPICS.models, forged.to_bytes(), key=b"multivariate")
+    broker.produce(TOPICS.models, sign(linear(2), key).to_bytes(), key=b"multivariate")
+    publish(broker, points(20))
+    running = run(model_key=key)
+    wait_for(lambda: len(predicted(broker)) == 20)
+    assert {p.version for p in predicted(broker)} == {2}
+    reasons = sorted(dict(r.headers)["error"].decode() for r in deadletters(broker))
+    assert len(reasons) == 2
+    assert "signature does not match" in reasons[0] + reasons[1]
+    assert "signature missing" in reasons[0] + reasons[1]
     running.close()
     assert running.error is None
