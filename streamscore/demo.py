@@ -22,10 +22,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from kafka.structs import TopicPartition
-
-from bus.clients import make_admin, make_consumer
+from bus.clients import driver_for, make_admin
 from bus.messages import ModelVersion, Prediction, Score
+from bus.partitions import topic_partitions
 from bus.settings import KafkaSettings
 from bus.topics import TopicLayout, Topics, ensure_topics
 from streamscore.broker import BrokerConfig, LocalBroker, free_port
@@ -110,21 +109,20 @@ class Watcher:
     def __init__(self, settings: KafkaSettings, topics: Topics) -> None:
         self._topics = topics
         self.monitor = Monitor()
-        self._consumer = make_consumer(settings, group_id=None)
-        names = [topics.points, topics.predictions, topics.models, topics.scores]
-        partitions = [
-            TopicPartition(name, p)
-            for name in [*names, topics.deadletter]
-            for p in sorted(self._consumer.partitions_for_topic(name) or ())
-        ]
-        self._consumer.assign(partitions)
-        self._consumer.seek_to_beginning(*partitions)
+        self._consumer = driver_for(settings).consumer(group_id=None)
+        try:
+            names = [topics.points, topics.predictions, topics.models, topics.scores]
+            partitions = topic_partitions(self._consumer, [*names, topics.deadletter])
+            self._consumer.assign(partitions)
+            self._consumer.seek_to_beginning(partitions)
+        except BaseException:
+            self._consumer.close()
+            raise
 
-    def poll(self, timeout_ms: int = 200) -> None:
+    def poll(self, timeout_s: float = 0.2) -> None:
         """Read what arrived."""
-        for tp, records in self._consumer.poll(timeout_ms=timeout_ms).items():
-            for record in records:
-                self.monitor.add(tp.topic, record.value, record.timestamp, self._topics)
+        for record in self._consumer.poll(timeout_s):
+            self.monitor.add(record.topic, record.value, record.timestamp, self._topics)
 
     def close(self) -> None:
         """Close the consumer."""
@@ -288,7 +286,7 @@ class DemoRun:
             if producer_done and m.points and len(m.predicted) >= m.points and answer is not None:
                 break
         for _ in range(10):  # the last scores and dead letters
-            watcher.poll(100)
+            watcher.poll(0.1)
         display.show(m, time.monotonic(), force=True)
         return self._summary(m, answer, time.monotonic() - started)
 

@@ -9,10 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from kafka.errors import KafkaError
-from kafka.structs import TopicPartition
-
-from bus.clients import make_admin, make_consumer
+from bus.clients import driver_for
+from bus.clients.base import Consumer, Driver, TopicPartition
 from bus.settings import KafkaSettings
 from bus.topics import TopicLayout, Topics, ensure_topics
 from streamscore.broker import BrokerConfig, LocalBroker
@@ -98,9 +96,10 @@ def status(env: Mapping[str, str]) -> int:
     settings = KafkaSettings.from_env(env)
     topics = Topics.from_env(env)
     try:
-        sizes = topic_sizes(settings, list(topics.all().values()))
-        lags = group_lags(settings, topics, env)
-    except (StreamscoreError, KafkaError) as exc:
+        driver = driver_for(settings)
+        sizes = topic_sizes(driver, list(topics.all().values()))
+        lags = group_lags(driver, topics, env)
+    except StreamscoreError as exc:
         print(f"kafka at {settings.bootstrap_servers} did not answer: {exc}")
         return 1
     print("topics (records):")
@@ -113,45 +112,56 @@ def status(env: Mapping[str, str]) -> int:
     return 0 if healthy else 3
 
 
-def topic_sizes(settings: KafkaSettings, names: list[str]) -> dict[str, int | None]:
+def topic_sizes(driver: Driver, names: list[str]) -> dict[str, int | None]:
     """Records held by each topic (end minus start offsets); None when it does not exist."""
-    consumer = make_consumer(settings, group_id=None)
+    consumer = driver.consumer(group_id=None)
     try:
-        sizes: dict[str, int | None] = {}
-        for name in names:
-            partitions = consumer.partitions_for_topic(name)
-            if not partitions:
-                sizes[name] = None
-                continue
-            tps = [TopicPartition(name, p) for p in partitions]
-            end, start = consumer.end_offsets(tps), consumer.beginning_offsets(tps)
-            sizes[name] = sum(end[tp] - start[tp] for tp in tps)
-        return sizes
+        found = {name: consumer.partitions_for(name) for name in names}
+        tps = [TopicPartition(name, p) for name, ids in found.items() for p in ids]
+        if not tps:
+            return dict.fromkeys(names)
+        consumer.assign(tps)
+        consumer.seek_to_beginning(tps)
+        end = consumer.end_offsets(tps)
+        start = {tp: consumer.position(tp) for tp in tps}
+        return {
+            name: sum(end[tp] - start[tp] for tp in tps if tp.topic == name)
+            if found[name]
+            else None
+            for name in names
+        }
     finally:
         consumer.close()
 
 
-def group_lags(settings: KafkaSettings, topics: Topics, env: Mapping[str, str]) -> list[GroupLag]:
+def group_lags(driver: Driver, topics: Topics, env: Mapping[str, str]) -> list[GroupLag]:
     """Lag of the trainer's and the scorer's groups on ``points``."""
     groups = [
         env_str(env, "STREAMSCORE_TRAINER_GROUP", "streamscore-trainer"),
         env_str(env, "STREAMSCORE_SCORER_GROUP", "streamscore-scorer"),
     ]
-    admin = make_admin(settings)
-    consumer = make_consumer(settings, group_id=None)
+    reader = driver.consumer(group_id=None)
     try:
-        partitions = consumer.partitions_for_topic(topics.points) or set()
-        end = consumer.end_offsets([TopicPartition(topics.points, p) for p in partitions])
-        lags = []
-        for group in groups:
-            committed = admin.list_group_offsets(group).get(group, {})
-            mine = {tp: meta.offset for tp, meta in committed.items() if tp.topic == topics.points}
-            lag = sum(end[tp] - mine.get(tp, 0) for tp in end) if mine else None
-            lags.append(GroupLag(group, topics.points, lag))
-        return lags
+        tps = [TopicPartition(topics.points, p) for p in reader.partitions_for(topics.points)]
+        end = reader.end_offsets(tps)
+    finally:
+        reader.close()
+    return [GroupLag(group, topics.points, _lag(driver, group, end)) for group in groups]
+
+
+def _lag(driver: Driver, group: str, end: Mapping[TopicPartition, int]) -> int | None:
+    """How far ``group`` is behind ``end`` (None: it has committed nothing there).
+
+    The consumer only asks for the group's committed offsets: it never joins it.
+    """
+    consumer: Consumer = driver.consumer(group_id=group)
+    try:
+        committed = consumer.committed(list(end))
     finally:
         consumer.close()
-        admin.close()
+    if all(offset is None for offset in committed.values()):
+        return None
+    return sum(end[tp] - (committed.get(tp) or 0) for tp in end)
 
 
 def main(argv: list[str]) -> int:
