@@ -350,6 +350,7 @@ class StreamRunner:
         self._flight: _Flight | None = None  # the background commit in flight
         self._held: list[Outcome] = []  # outcomes that came while it flies, not written yet
         self._commit_wanted = False  # an outcome asked for a commit while it flies
+        self._deadline: float | None = None  # when the stop's waits end (set at stop)
 
     # --- the loop ----------------------------------------------------------------------
 
@@ -396,6 +397,8 @@ class StreamRunner:
                 if self._dirty:  # stopped while a background commit was in flight
                     return
             action()
+        except _StoppedError:  # a blocking call is left to finish alone: the stop goes on
+            return
         except FencedError as exc:
             raise self._fenced(exc) from exc
         except TransientBusError as exc:
@@ -792,7 +795,7 @@ class StreamRunner:
         self._in_txn = False
         self._doing = "abort_transaction"
         try:
-            self._producer.abort_transaction()
+            self._blocking(self._producer.abort_transaction)
             self.stats.aborts += 1
         except FencedError:
             raise
@@ -850,6 +853,9 @@ class StreamRunner:
                     self._assign(partitions, partitions)
                 self._progressed()
                 return not self._stop.is_set()
+            except _StoppedError:
+                self._close()
+                return False
             except FencedError as exc:
                 raise self._fenced(exc) from exc
             except TransientBusError as exc:
@@ -869,7 +875,7 @@ class StreamRunner:
         if config.exactly_once:
             self._doing = "init_transactions"
             try:
-                producer.init_transactions()
+                self._blocking(producer.init_transactions)
             except BusError:
                 _close_quietly(producer)
                 raise
@@ -976,7 +982,7 @@ class StreamRunner:
     def _finish(self) -> None:
         """Commit the batch in hand and what the step writes last; sync the last offsets."""
         config = self._config
-        deadline = time.monotonic() + config.finish_timeout_s
+        deadline = self._deadline = time.monotonic() + config.finish_timeout_s
         try:
             if not self._settle(deadline):
                 return
@@ -991,7 +997,7 @@ class StreamRunner:
                 "at the next start",
                 config.service,
             )
-            self._drop_open_transaction()
+            self._drop_open_transaction(deadline)
             return
         try:
             final = self._step.finish()
@@ -1017,7 +1023,7 @@ class StreamRunner:
                 self._doing,
                 exc,
             )
-            self._drop_open_transaction()
+            self._drop_open_transaction(deadline)
 
     def _settle(self, deadline: float) -> bool:
         """Stop: land background commits until none is left (True), or ``deadline`` passes."""
@@ -1033,19 +1039,59 @@ class StreamRunner:
         self._commit_wanted = False  # the last commit covers it
         return True
 
-    def _drop_open_transaction(self) -> None:
+    def _drop_open_transaction(self, deadline: float) -> None:
+        """Stop: abort the open transaction, waiting until ``deadline`` at most."""
         if self._flight is not None:  # still committing: leave it to Kafka
             return
         if self._in_txn and self._producer is not None:
             self._in_txn = False
             try:
-                self._producer.abort_transaction()
+                self._blocking(self._producer.abort_transaction, deadline)
                 self.stats.aborts += 1
+            except _StoppedError:
+                log.warning(
+                    "%s: aborting the open transaction takes over %.0fs: stopping without "
+                    "waiting (Kafka aborts it when it times out, or at the next start)",
+                    self._config.service,
+                    self._config.finish_timeout_s,
+                )
             except BusError as exc:
                 log.debug("aborting on stop: %s", exc)
 
+    def _blocking(self, call: Callable[[], object], deadline: float | None = None) -> None:
+        """Run a blocking client call on a helper thread, and wait for it.
+
+        Raises what the call raised, or `_StoppedError` when the stop flag is set first
+        (or, with a ``deadline``, when it passes): the call then goes on alone, and
+        the loop stops without it.
+        """
+        done = threading.Event()
+        failed: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                call()
+            except BaseException as exc:
+                failed.append(exc)
+            finally:
+                done.set()
+
+        name = f"{self._config.service}-{self._doing}"
+        threading.Thread(target=run, name=name, daemon=True).start()
+        while not done.wait(0.05):
+            if deadline is None and self._stop.is_set():
+                raise _StoppedError(self._doing)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise _StoppedError(self._doing)
+        if failed:
+            raise failed[0]
+
     def _close(self) -> None:
-        """Close the consumer (leaving the group), then the producer."""
+        """Close the consumer (leaving the group), then the producer.
+
+        After a stop, the producer gets what is left of ``finish_timeout_s`` to
+        deliver what it holds.
+        """
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
             try:
@@ -1054,7 +1100,10 @@ class StreamRunner:
                 log.debug("closing the consumer: %s", exc)
         producer, self._producer = self._producer, None
         if producer is not None:
-            _close_quietly(producer)
+            timeout = self._config.finish_timeout_s
+            if self._deadline is not None:
+                timeout = max(0.0, self._deadline - time.monotonic())
+            _close_quietly(producer, timeout)
 
 
 class _Flight:
@@ -1095,9 +1144,13 @@ class _Flight:
             self.finished.set()
 
 
-def _close_quietly(producer: Producer) -> None:
+class _StoppedError(Exception):
+    """The stop flag was set (or the stop's deadline passed) during a blocking client call."""
+
+
+def _close_quietly(producer: Producer, timeout_s: float = 10.0) -> None:
     try:
-        producer.close()
+        producer.close(timeout_s)
     except BusError as exc:
         log.debug("closing a producer: %s", exc)
 

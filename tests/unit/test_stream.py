@@ -511,12 +511,19 @@ def test_a_revoke_settles_the_uncommitted_work(broker: MemoryBroker, delivery: s
 
 
 class GatedProducer(Producer):
-    """A producer whose ``commit_transaction`` waits until the test opens the gate."""
+    """A producer whose ``gated`` calls wait until the test opens the gate."""
 
-    def __init__(self, inner: Producer, gate: threading.Event, started: list[float]) -> None:
+    def __init__(
+        self, inner: Producer, gate: threading.Event, started: list[float], gated: set[str]
+    ) -> None:
         self._inner = inner
         self._gate = gate
         self._started = started
+        self._gated = gated
+
+    def _wait(self, operation: str) -> None:
+        if operation in self._gated:
+            assert self._gate.wait(30), "the test never opened the gate"
 
     def send(
         self,
@@ -536,6 +543,7 @@ class GatedProducer(Producer):
         return self._inner.partition_count(topic)
 
     def init_transactions(self) -> None:
+        self._wait("init_transactions")
         self._inner.init_transactions()
 
     def begin_transaction(self) -> None:
@@ -548,10 +556,11 @@ class GatedProducer(Producer):
 
     def commit_transaction(self) -> None:
         self._started.append(time.monotonic())
-        assert self._gate.wait(30), "the test never opened the gate"
+        self._wait("commit_transaction")
         self._inner.commit_transaction()
 
     def abort_transaction(self) -> None:
+        self._wait("abort_transaction")
         self._inner.abort_transaction()
 
     def close(self, timeout_s: float = 10.0) -> None:
@@ -559,17 +568,19 @@ class GatedProducer(Producer):
 
 
 class GatedDriver(Driver):
-    """The memory driver, with commits that wait for ``gate``."""
+    """The memory driver, with producer calls (commits by default) that wait for ``gate``."""
 
     name = "gated"
 
-    def __init__(self, broker: MemoryBroker) -> None:
+    def __init__(self, broker: MemoryBroker, gated: frozenset[str] = frozenset()) -> None:
         self._inner = broker.driver()
         self.gate = threading.Event()
         self.commits: list[float] = []
+        self.gated = set(gated or {"commit_transaction"})
 
     def producer(self, **options: Any) -> Producer:
-        return GatedProducer(self._inner.producer(**options), self.gate, self.commits)
+        inner = self._inner.producer(**options)
+        return GatedProducer(inner, self.gate, self.commits, self.gated)
 
     def consumer(self, **options: Any) -> Any:
         return self._inner.consumer(**options)
@@ -660,6 +671,26 @@ def test_a_stop_waits_for_a_stuck_commit_a_bounded_time(
     assert len(driver.commits) == 1
     assert stats.commits == 0 and step.done == []
     assert any("still in flight" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("operation", ["init_transactions", "abort_transaction"])
+def test_a_stop_during_a_call_that_hangs_is_prompt(broker: MemoryBroker, operation: str) -> None:
+    seed(broker, 10, partitions=1)
+    broker.fail_next("commit_transaction", TransientBusError("broker gone"))  # then an abort
+    driver = GatedDriver(broker, frozenset({operation}))
+    stop = StopFlag()
+    runner = background_runner(driver, Copy(stop), stop, finish_timeout_s=0.3)
+    timer = threading.Timer(0.3, stop.set)
+    timer.start()
+    started = time.monotonic()
+    try:
+        stats = runner.run()
+    finally:
+        timer.cancel()
+        driver.gate.set()
+    assert time.monotonic() - started < 3.0
+    assert outputs(broker) == []
+    assert stats.commits == 0
 
 
 # --- configuration ---------------------------------------------------------------------
