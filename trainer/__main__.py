@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+import threading
+import time
 from dataclasses import replace
 from typing import Any
 
@@ -18,6 +21,9 @@ from trainer.config import TrainerConfig, parse_models
 from trainer.trainer import Trainer
 
 log = logging.getLogger("trainer")
+
+#: After a stop signal, how long the trainer has to finish before it exits anyway.
+STOP_GRACE_S = 8.0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -60,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         topics = Topics.from_env()
         ensure_topics(settings, topics, TopicLayout.from_env())
         stop = StopFlag().install()
+        _exit_if_stuck(stop, STOP_GRACE_S)
         stats = Trainer(driver_for(settings), topics, config, stop=stop).run()
     except StreamscoreError as exc:
         log.error("%s", exc)
@@ -69,6 +76,29 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     log.info("stopped after %d labelled points, %d versions", stats.labelled, stats.versions)
     return 0
+
+
+def _exit_if_stuck(stop: StopFlag, grace_s: float) -> None:
+    """Once ``stop`` is set, end the process if it still runs ``grace_s`` later.
+
+    The loop stops within a few seconds in every state it knows; this is the bound
+    for the rest (a client call that does not return). Nothing committed is lost:
+    the next start resumes from the last checkpoint.
+    """
+
+    def watch() -> None:
+        while not stop.wait(3600):
+            pass
+        time.sleep(grace_s)
+        log.error(
+            "still stopping %gs after the signal (a Kafka call does not return): exiting "
+            "now; the next start resumes from the last checkpoint",
+            grace_s,
+        )
+        logging.shutdown()
+        os._exit(1)
+
+    threading.Thread(target=watch, name="stop-watchdog", daemon=True).start()
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from bus.clients.base import Driver, Record, TopicPartition
 from bus.partitions import wait_for_partitions
 from bus.table import Table
+from bus.topics import Topics
 from streamscore.shutdown import StopFlag
 from trainer.state import Checkpoint, Headers, assemble_checkpoint, part_key
 
@@ -117,6 +118,33 @@ class Positions:
     partitions: list[int]
     ends: dict[int, int] = field(default_factory=dict)
     committed: dict[int, int | None] = field(default_factory=dict)
+
+
+@dataclass
+class Start:
+    """Everything the trainer reads back at start."""
+
+    found: Found
+    versions: dict[str, int]
+    positions: Positions
+
+
+def read_start(
+    driver: Driver,
+    topics: Topics,
+    group: str,
+    *,
+    names: Collection[str],
+    partitions: Sequence[int],
+    stop: StopFlag,
+) -> Start:
+    """The checkpoint, the versions of ``names`` (and the checkpoint's), the input's positions."""
+    found = read_checkpoint(driver, topics.trainer_state, group, stop)
+    if found.checkpoint is not None:
+        names = {*names, *found.checkpoint.versions}
+    versions = read_versions(driver, topics.models, names, stop)
+    positions = read_positions(driver, topics.points, group, partitions, stop)
+    return Start(found, versions, positions)
 
 
 def read_positions(

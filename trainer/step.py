@@ -44,10 +44,11 @@ from __future__ import annotations
 
 import copy
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal, cast
+from typing import Literal, TypeVar, cast
 
 import numpy as np
 
@@ -63,12 +64,14 @@ from trainer.config import TrainerConfig
 from trainer.models import ModelSlot, PrequentialScore
 from trainer.pool import ParsedChunk, ParsePool, Rejected, parse_chunk
 from trainer.publish import PublishPolicy
-from trainer.recovery import read_checkpoint, read_positions, read_versions
+from trainer.recovery import read_start
 from trainer.state import Checkpoint, StateError, encode_checkpoint
 
 log = logging.getLogger(__name__)
 
 STATS_EVERY_S = 10.0
+
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -198,18 +201,24 @@ class TrainingStep(ChunkStep):
     def _load(self, partitions: list[int]) -> bool:
         """Read the checkpoint and versions back and restore them; False if stopped."""
         config, topics = self._config, self._topics
-        found = read_checkpoint(self._driver, topics.trainer_state, config.group_id, self._stop)
+        names = [spec.name for spec in config.models]
+        start = _until_stopped(
+            lambda: read_start(
+                self._driver,
+                topics,
+                config.group_id,
+                names=names,
+                partitions=partitions,
+                stop=self._stop,
+            ),
+            self._stop,
+        )
+        if start is None or self._stop.is_set():
+            return False
+        found, versions, positions = start.found, start.versions, start.positions
         checkpoint = found.checkpoint
-        names = {spec.name for spec in config.models}
         if checkpoint is not None:
             self._check(checkpoint)
-            names |= checkpoint.versions.keys()
-        versions = read_versions(self._driver, topics.models, names, self._stop)
-        positions = read_positions(
-            self._driver, topics.points, config.group_id, partitions, self._stop
-        )
-        if self._stop.is_set():
-            return False
         for partition, offset in (checkpoint.offsets if checkpoint else {}).items():
             end = positions.ends.get(partition)
             if end is not None and offset > end:
@@ -557,3 +566,30 @@ class TrainingStep(ChunkStep):
             stats.versions,
             self._versions,
         )
+
+
+def _until_stopped(call: Callable[[], _T], stop: StopFlag) -> _T | None:
+    """What ``call`` returns, run on a helper thread; None if the stop flag is set first.
+
+    Reading back at start may wait on a broker that is away: a stop does not wait
+    for it (the call goes on alone, and its result is dropped).
+    """
+    done = threading.Event()
+    box: list[_T] = []
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            box.append(call())
+        except BaseException as exc:
+            failed.append(exc)
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="trainer-start", daemon=True).start()
+    while not done.wait(0.05):
+        if stop.is_set():
+            return None
+    if failed:
+        raise failed[0]
+    return box[0]

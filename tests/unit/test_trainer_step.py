@@ -294,6 +294,30 @@ def test_a_stop_while_a_commit_hangs_is_bounded(broker: MemoryBroker) -> None:
     assert trainer.stats.transactions == 0
 
 
+def test_a_stop_while_reading_back_at_start_is_prompt(
+    broker: MemoryBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    away = threading.Event()
+
+    def hanging(*args: Any, **kwargs: Any) -> Any:
+        away.wait(30)  # a broker that does not answer
+        raise TransientBusError("timed out")
+
+    monkeypatch.setattr("trainer.step.read_start", hanging)
+    stop = StopFlag()
+    trainer = make(broker.driver(), config(), stop=stop)
+    timer = threading.Timer(0.3, stop.set)
+    timer.start()
+    started = time.monotonic()
+    try:
+        trainer.run()
+    finally:
+        away.set()
+        timer.cancel()
+    assert time.monotonic() - started < 3.0
+    assert broker.records(TOPICS.trainer_state) == []
+
+
 # --- dead letters --------------------------------------------------------------------------
 
 
