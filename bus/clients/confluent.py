@@ -88,7 +88,7 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
     "acks": "all",
     "linger.ms": 5,
     "batch.size": 1024 * 1024,
-    "message.max.bytes": 4 * 1024 * 1024,
+    "message.max.bytes": 1024 * 1024,  # the broker's default limit: larger fails at send()
     "queue.buffering.max.messages": 500_000,
     "delivery.report.only.error": True,
     "partitioner": "murmur2_random",  # a key goes where Java clients and kafka-python put it
@@ -680,7 +680,7 @@ class ConfluentKafkaConsumer(Consumer):
             self._forget((tp.topic, tp.partition))
 
     def _callback(self, callback: RebalanceCallback | None, partitions: list[Any]) -> None:
-        if callback is None or self._callback_error is not None:
+        if callback is None or self._callback_error is not None or not partitions:
             return
         try:
             callback(_ours(partitions))

@@ -49,13 +49,14 @@ broker killed with SIGKILL and restarted, kafka-python 3.0.12), and what
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka import errors as kafka_errors
-from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.errors import KafkaConfigurationError, KafkaError
 from kafka.structs import OffsetAndMetadata
 from kafka.structs import TopicPartition as KafkaTopicPartition
@@ -82,7 +83,7 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
     "acks": "all",
     "linger_ms": 5,
     "batch_size": 256 * 1024,
-    "max_request_size": 4 * 1024 * 1024,
+    "max_request_size": 1024 * 1024,  # the broker's default limit: larger fails at send()
     "retries": 2**31 - 1,
     "enable_idempotence": True,
 }
@@ -334,6 +335,7 @@ class KafkaPythonProducer(Producer):
     """A `Producer` on ``kafka.KafkaProducer``."""
 
     def __init__(self, client: KafkaProducer, config: Mapping[str, Any]) -> None:
+        self._config = dict(config)
         self._client = client
         self._send = client.send
         self._futures: list[Any] = []
@@ -387,7 +389,26 @@ class KafkaPythonProducer(Producer):
         for future in futures:
             failure = future.exception
             if failure is not None:
-                raise self._error(failure, "writing a record") from failure
+                error = self._error(failure, "writing a record")
+                self._renew_if_broken()
+                raise error from failure
+
+    def _renew_if_broken(self) -> None:
+        """Replace a plain producer that kafka-python made unusable after one failed record.
+
+        kafka-python treats any non-retriable error of an idempotent producer (a record
+        the broker refused as too large, say) as fatal for the whole producer.
+        """
+        manager = getattr(self._client, "_transaction_manager", None)
+        if self._transactional_id or manager is None or not manager.has_fatal_error():
+            return
+        log.info("kafka-python's producer failed for good after a record error; making a new one")
+        self._client.close(timeout=0)
+        try:
+            self._client = KafkaProducer(**self._config)
+        except KafkaError as exc:
+            raise classify(exc, "making a new producer") from exc
+        self._send = self._client.send
 
     def partition_count(self, topic: str) -> int:
         """How many partitions ``topic`` has (waits for its metadata up to ``max_block_ms``)."""
@@ -479,29 +500,46 @@ class KafkaPythonProducer(Producer):
             log.warning("closing the producer: %s", exc)
 
 
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Runs the caller's rebalance callbacks; keeps their first error for `poll` to raise."""
+class _Listener(AsyncConsumerRebalanceListener):  # type: ignore[misc]
+    """Runs the caller's rebalance callbacks; keeps their first error for `poll` to raise.
+
+    kafka-python calls listeners on its IO thread, where a blocking consumer call
+    (a commit on revoke, a position or seek on assign) is refused. So each callback
+    runs on a worker thread while the IO thread waits for it (heartbeats go on),
+    and the caller's thread waits inside ``poll``: for the caller it runs inside poll.
+    """
 
     def __init__(
-        self, on_assign: RebalanceCallback | None, on_revoke: RebalanceCallback | None
+        self, on_assign: RebalanceCallback | None, on_revoke: RebalanceCallback | None, net: Any
     ) -> None:
         self.on_assign = on_assign
         self.on_revoke = on_revoke
         self.error: BaseException | None = None
+        self._net = net
 
-    def _call(self, callback: RebalanceCallback | None, partitions: Any) -> None:
-        if callback is None or self.error is not None:
+    async def _call(self, callback: RebalanceCallback | None, partitions: Any) -> None:
+        if callback is None or self.error is not None or not partitions:
             return
-        try:
-            callback(sorted(TopicPartition(tp[0], tp[1]) for tp in partitions))
-        except BaseException as exc:  # raised again by poll, after the rebalance
-            self.error = exc
+        tps = sorted(TopicPartition(tp[0], tp[1]) for tp in partitions)
+        done = threading.Event()
 
-    def on_partitions_revoked(self, revoked: Any) -> None:
-        self._call(self.on_revoke, revoked)
+        def run() -> None:
+            try:
+                callback(tps)
+            except BaseException as exc:  # raised again by poll, after the rebalance
+                self.error = exc
+            finally:
+                done.set()
 
-    def on_partitions_assigned(self, assigned: Any) -> None:
-        self._call(self.on_assign, assigned)
+        threading.Thread(target=run, name="kafka-rebalance-callback", daemon=True).start()
+        while not done.is_set():
+            await self._net.sleep(0.002)
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self._call(self.on_revoke, revoked)
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        await self._call(self.on_assign, assigned)
 
 
 class KafkaPythonConsumer(Consumer):
@@ -549,9 +587,13 @@ class KafkaPythonConsumer(Consumer):
         on_revoke: RebalanceCallback | None = None,
     ) -> None:
         """Join the consumer group for ``topics``; callbacks run inside `poll`."""
-        self._listener = _Listener(on_assign, on_revoke)
+        self._listener = _Listener(on_assign, on_revoke, self._client._net)
         try:
             self._client.subscribe(list(topics), listener=self._listener)
+            # Fresh metadata before the first join: a group joined before a new topic's
+            # metadata came assigns nothing until the next refresh, and metadata that
+            # changes after the join makes the group rebalance again.
+            self._client.topics()
         except KafkaError as exc:
             raise classify(exc, f"subscribing to {', '.join(topics)}") from exc
 
