@@ -1,14 +1,19 @@
-"""The whole pipeline as users run it: producer, trainer and scorer processes on a real broker."""
+"""The whole pipeline as users run it: producer, trainer and scorer processes on a real broker.
+
+Each test runs once per Kafka client library (``STREAMSCORE_KAFKA_CLIENT``): the
+services and the test's own reads all use that client.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
 
 from bus.messages import ModelVersion, Prediction, Score
-from bus.settings import KafkaSettings
+from bus.settings import CLIENTS, KafkaSettings
 from bus.topics import Topics
 from tests.integration.streams import (
     predicted_ids,
@@ -26,17 +31,28 @@ def produce(env: dict[str, str], *args: str) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.fixture
+@dataclass(frozen=True)
+class Pipeline:
+    """A running trainer and scorer: their environment, and settings for the test's reads."""
+
+    env: dict[str, str]
+    settings: KafkaSettings
+
+
+@pytest.fixture(params=CLIENTS)
 def pipeline(
+    request: pytest.FixtureRequest,
     kafka_settings: KafkaSettings,
     fresh_topics: Topics,
     tmp_path: Path,
     unique_name: Callable[[str], str],
-) -> Iterator[dict[str, str]]:
-    """A trainer and a scorer running on this test's topics; yields their environment."""
+) -> Iterator[Pipeline]:
+    """A trainer and a scorer running on this test's topics with one client library."""
+    client: str = request.param
     env = service_env(
         kafka_settings,
         fresh_topics,
+        STREAMSCORE_KAFKA_CLIENT=client,
         STREAMSCORE_TRAINER_GROUP=unique_name("trainer"),
         STREAMSCORE_TRAINER_TRANSACTIONAL_ID=unique_name("trainer-tx"),
         STREAMSCORE_TRAINER_PUBLISH_EVERY="2000",
@@ -50,17 +66,16 @@ def pipeline(
     trainer = start_service(["trainer"], env, tmp_path / "trainer.log")
     scorer = start_service(["scorer"], env, tmp_path / "scorer.log")
     try:
-        yield env
+        yield Pipeline(env, replace(kafka_settings, client=client))
     finally:
         assert stop_service(scorer) == 0, (tmp_path / "scorer.log").read_text()[-3000:]
         assert stop_service(trainer) == 0, (tmp_path / "trainer.log").read_text()[-3000:]
 
 
-def test_end_to_end(
-    kafka_settings: KafkaSettings, fresh_topics: Topics, pipeline: dict[str, str]
-) -> None:
+def test_end_to_end(fresh_topics: Topics, pipeline: Pipeline) -> None:
+    kafka_settings = pipeline.settings
     n = 20_000
-    produce(pipeline, "--count", str(n), "--run-id", "e2e")
+    produce(pipeline.env, "--count", str(n), "--run-id", "e2e")
     records = read_until(kafka_settings, fresh_topics.predictions, predicted_ids(n), 240)
     predictions = [Prediction.from_bytes(r.value) for r in records]
     assert len({p.id for p in predictions}) == n, "every point id gets a prediction"
@@ -88,12 +103,13 @@ def test_end_to_end(
 
 
 def test_drift_brings_new_versions_and_scores_recover(
-    kafka_settings: KafkaSettings, fresh_topics: Topics, pipeline: dict[str, str]
+    fresh_topics: Topics, pipeline: Pipeline
 ) -> None:
+    kafka_settings = pipeline.settings
     n, drift = 24_000, 12_000
     # paced like a live stream, so scores come out every 500 labelled points rather
     # than once per (large) catch-up batch
-    produce(pipeline, "--count", str(n), "--drift-after", str(drift), "--rate", "4000")
+    produce(pipeline.env, "--count", str(n), "--drift-after", str(drift), "--rate", "4000")
     read_until(kafka_settings, fresh_topics.predictions, predicted_ids(n), 240)
     models = [
         ModelVersion.from_bytes(r.value)
