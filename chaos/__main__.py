@@ -141,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = (datetime.now(UTC) - started).total_seconds()
     rows = summarise(results)
     failed = [r for r in results if not r.passed]
-    print("\n" + render_table(rows), flush=True)
+    if rows:
+        print("\n" + render_table(rows), flush=True)
     details = render_failures(results)
     if details:
         print("\n" + details, flush=True)

@@ -49,6 +49,7 @@ class Observed:
     invalid_points: int = 0
     invalid_at: set[tuple[int, int]] = field(default_factory=set)  # (partition, offset)
     predicted: Counter[str] = field(default_factory=Counter)
+    served: dict[tuple[str, int], int] = field(default_factory=dict)  # (model, version) -> ms
     prediction_times: dict[int, list[int]] = field(default_factory=dict)
     deadletters: list[DeadLetter] = field(default_factory=list)
     models: list[tuple[int, str, int]] = field(default_factory=list)  # (ms, name, version)
@@ -63,10 +64,18 @@ class Observed:
         self.valid.add(point_id)
         self.point_copies[point_id] += 1
 
-    def add_prediction(self, point_id: str, partition: int, appended_ms: int) -> None:
-        """A ``predictions`` record."""
+    def add_prediction(
+        self, point_id: str, partition: int, appended_ms: int, model: tuple[str, int] | None = None
+    ) -> None:
+        """A ``predictions`` record (and the model version that made it)."""
         self.predicted[point_id] += 1
         self.prediction_times.setdefault(partition, []).append(appended_ms)
+        if model is not None and model not in self.served:
+            self.served[model] = appended_ms
+
+    def served_since(self, since_ms: int) -> list[str]:
+        """``name vN`` of the model versions that first served at or after ``since_ms``."""
+        return [f"{n} v{v}" for (n, v), ms in sorted(self.served.items()) if ms >= since_ms]
 
     def missing(self, ids: Iterable[str] | None = None) -> list[str]:
         """Valid point ids (or those of ``ids``) without a prediction yet, sorted."""

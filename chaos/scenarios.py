@@ -239,6 +239,7 @@ def poison(ctx: Context) -> RunResult:
             *request_poisons(run.run_id, run.topics, ctx.load.features),
             *model_poisons(run.run_id, MODEL, latest + 1, ctx.load.features),
         ]
+        began = int(time.time() * 1000)
         written = write_poisons(run, records)
         run.fault_over()
 
@@ -251,6 +252,9 @@ def poison(ctx: Context) -> RunResult:
 
         result = run.finish(excused=excused)
         check_poisons(observed, written, result)
+        since = observed.served_since(began)
+        if since:
+            result.notes.append(f"first serving after the poison: {', '.join(since)}")
         ours = {(w.partition, w.offset) for w in written if w.topic == run.topics.points}
         foreign = len(observed.invalid_at - ours)
         if foreign:

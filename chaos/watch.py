@@ -139,11 +139,14 @@ class Watcher:
 
     def _prediction(self, record: Any) -> None:
         try:
-            point_id = Prediction.from_bytes(record.value).id
+            prediction = Prediction.from_bytes(record.value)
         except MessageError as exc:
             log.warning("a prediction that breaks the contract: %s", exc)
             return
-        self.observed.add_prediction(point_id, record.partition, record.timestamp)
+        point_id = prediction.id
+        self.observed.add_prediction(
+            point_id, record.partition, record.timestamp, (prediction.model, prediction.version)
+        )
         self.pending.discard(point_id)
         self.last_prediction_at = time.monotonic()
 

@@ -329,3 +329,12 @@ def test_the_last_error_line_and_the_producer_count_come_from_logs(tmp_path: Pat
     producer.write_text("sent 35,802 points to 'p.points' in 17.96 s (1,993 points/s)\n")
     assert producer_sent(producer) == 35_802
     assert producer_sent(log) is None
+
+
+def test_the_model_versions_serving_since_a_time_are_named() -> None:
+    observed = Observed()
+    observed.add_prediction("a", 0, 100, ("m", 1))
+    observed.add_prediction("b", 0, 200, ("m", 1))
+    observed.add_prediction("c", 1, 300, ("m", 10**15))
+    assert observed.served_since(150) == [f"m v{10**15}"]
+    assert observed.served_since(0) == ["m v1", f"m v{10**15}"]
