@@ -1,14 +1,15 @@
 """``python -m bench [NAME ...]``: run the benchmarks, print their table, write it as JSON.
 
-With no name every benchmark runs, in the issue's order, in one process run;
-``python -m bench scorer`` runs one (and what it needs: the pre-filled topic,
-the pass-through it is compared with). Figures go to ``bench/results/<stamp>.json``
+With no name every benchmark runs, in the order below, in one process run;
+``python -m bench scorer`` runs one (and what it needs: the pre-filled topics,
+the pass-through and the peer it is compared with). Figures go to ``bench/results/<stamp>.json``
 and a markdown table is printed at the end.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import platform
@@ -30,26 +31,32 @@ log = logging.getLogger("bench")
 
 Bench = Callable[[BenchContext, BenchConfig], BenchResult]
 
-#: name -> (title, function), in the order of the issue
+#: name -> (title, function), in the order they run
 BENCHES: dict[str, tuple[str, Bench]] = {
     "bus": ("1. bus limit", bus_limit.run),
     "passthrough": ("2. pass-through", scoring.run_passthrough),
-    "scorer": ("3. scorer", scoring.run_scorer),
-    "latency": ("4. end-to-end latency", latency.run),
-    "gateway": ("5. gateway", gateway_load.run),
+    "peer": ("3. peer: Quix Streams", scoring.run_peer),
+    "scorer": ("4. scorer", scoring.run_scorer),
+    "latency": ("5. end-to-end latency", latency.run),
     "trainer": ("6. trainer", training.run),
-    "hotswap": ("7. hot swap", hotswap.run),
+    "gateway": ("7. gateway", gateway_load.run),
+    "hotswap": ("8. hot swap", hotswap.run),
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _versions() -> dict[str, str]:
     out = {"python": platform.python_version(), "platform": platform.platform()}
-    for package in ("kafka-python", "crc32c", "numpy", "falcon", "gunicorn"):
+    packages = ("kafka-python", "crc32c", "confluent-kafka", "quixstreams", "msgspec", "numpy")
+    for package in (*packages, "falcon", "gunicorn"):
         try:
             out[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             out[package] = "not installed"
+    try:
+        out["librdkafka"] = str(importlib.import_module("confluent_kafka").libversion()[0])
+    except ImportError:
+        out["librdkafka"] = "not installed"
     return out
 
 

@@ -73,7 +73,7 @@ def consume(settings: KafkaSettings, topic: str, count: int) -> tuple[int, int, 
 def run(ctx: BenchContext, config: BenchConfig) -> BenchResult:
     """Fill (once), produce, consume; rows for each."""
     result = BenchResult("1. bus limit")
-    data = dataset(ctx, config.points)
+    data = dataset(ctx, config.points, max(config.partitions))
     fill = data.fill
     result.add(
         "fill (set-up)",

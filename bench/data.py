@@ -113,20 +113,31 @@ def fill(
 
 @dataclass(frozen=True)
 class Dataset:
-    """The run's pre-filled ``points`` topic (under the ``data`` prefix) and how it was filled."""
+    """A pre-filled ``points`` topic of the run (under the ``data<partitions>`` prefix)."""
 
     topics: Topics
     count: int
     partitions: int
     fill: FillResult
 
+    @property
+    def prefix(self) -> str:
+        """The topic prefix its services are run with (``STREAMSCORE_TOPIC_PREFIX``)."""
+        return self.topics.points[: -len("points")]
 
-def dataset(ctx: BenchContext, count: int) -> Dataset:
-    """The run's ``count`` points, filled once and shared by the benchmarks that read them."""
-    key = f"points-{count}"
-    if key not in ctx.shared:
-        topics = ctx.topics("data")
+
+def dataset(ctx: BenchContext, count: int, partitions: int | None = None) -> Dataset:
+    """The run's ``count`` points on ``partitions`` partitions, filled once and shared.
+
+    ``partitions`` None: the topic layout's default (``STREAMSCORE_TOPIC_PARTITIONS``).
+    """
+    if partitions is None:
         partitions = TopicLayout.from_env(ctx.env).partitions
+    key = f"points-{count}-{partitions}"
+    if key not in ctx.shared:
+        name = f"data{partitions}"
+        ctx.create_topic(ctx.prefix(name) + "points", partitions, {})
+        topics = ctx.topics(name)
         log.info("filling %s with %d points", topics.points, count)
         result = fill(ctx.settings, topics.points, count, partitions)
         ctx.shared[key] = Dataset(topics, count, partitions, result)

@@ -1,4 +1,4 @@
-"""5. Gateway: requests/s and p50 / p99 of ``POST /predict`` with 16 and 64 clients.
+"""7. Gateway: requests/s and p50 / p99 of ``POST /predict`` with 16 and 64 clients.
 
 The gateway runs as users run it (``streamscore gateway``: gunicorn, 4 gthread
 workers) in front of a scorer (``streamscore scorer``) that answers over the bus,
@@ -135,7 +135,7 @@ def _load(port: int, clients: int, config: BenchConfig) -> LoadResult:
 
 def run(ctx: BenchContext, config: BenchConfig) -> BenchResult:
     """The gateway with and without a flood, then the in-process baseline."""
-    result = BenchResult("5. gateway")
+    result = BenchResult("7. gateway")
     layout = TopicLayout.from_env(ctx.env)
     for name, partitions in (("requests", layout.partitions), ("replies", layout.reply_partitions)):
         ctx.create_topic(ctx.prefix("gateway") + name, partitions, APPENDED)

@@ -1,4 +1,4 @@
-"""7. Hot swap: from a model version's publication to the first prediction that uses it.
+"""8. Hot swap: from a model version's publication to the first prediction that uses it.
 
 A scorer (``streamscore scorer``) scores a steady stream of points
 (``streamscore producer --rate 2000``) while new versions of its one model are
@@ -58,7 +58,7 @@ def wait_for_version(settings: KafkaSettings, topic: str, version: int, timeout_
 
 def run(ctx: BenchContext, config: BenchConfig) -> BenchResult:
     """Publish ``swaps`` versions while points flow; the swap time of each."""
-    result = BenchResult("7. hot swap")
+    result = BenchResult("8. hot swap")
     topics = ctx.topics("hotswap")
     publish(ctx.settings, topics.models, [model_version("multivariate", 1, "multivariate")])
     group = f"bench-{ctx.run_id}-hotswap"

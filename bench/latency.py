@@ -1,6 +1,7 @@
-"""4. End-to-end latency: from a point's ``ts`` to its prediction's log-append time.
+"""5. End-to-end latency: from a point's ``ts`` to its prediction's log-append time, per client.
 
-The scorer (at-least-once, defaults) and the producer run as users run them:
+For each Kafka client (``STREAMSCORE_KAFKA_CLIENT``, the same for both services)
+the scorer (at-least-once, defaults) and the producer run as users run them:
 ``streamscore scorer`` and ``streamscore producer --rate R`` (which stamps each
 point's ``ts`` with its send time). The predictions topic is created with
 ``message.timestamp.type=LogAppendTime``, so a prediction's record timestamp is
@@ -8,7 +9,8 @@ when the broker appended it; its ``ts`` field echoes the point's. This run's
 ``points`` topic is created with ``LogAppendTime`` too (the scorer reads a point's
 record timestamp only when the point has no ``ts``), which splits each latency
 into producer -> broker and broker -> prediction (the scorer's share). Both topics
-are read after each run, so reading them takes nothing from the run.
+are read after each run, so reading them takes nothing from the run. Each client
+gets topics of its own.
 """
 
 from __future__ import annotations
@@ -74,20 +76,29 @@ def _point(value: bytes) -> tuple[str, int]:
 
 
 def run(ctx: BenchContext, config: BenchConfig) -> BenchResult:
-    """Offer each rate for ``latency_seconds``; p50 / p99 / max of the latencies."""
-    result = BenchResult("4. latency")
+    """Each client in turn: offer each rate for ``latency_seconds``; p50 / p99 / max."""
+    result = BenchResult("5. latency")
+    for client in config.clients:
+        run_client(ctx, config, client, result)
+    return result
+
+
+def run_client(ctx: BenchContext, config: BenchConfig, client: str, result: BenchResult) -> None:
+    """The scorer and the producer on ``client``: the rows of each offered rate."""
     layout = TopicLayout.from_env(ctx.env)
+    name = f"latency-{client}"
     ctx.create_topic(
-        ctx.prefix("latency") + "points",
+        ctx.prefix(name) + "points",
         layout.partitions,
         {"retention.ms": str(HOUR_MS), "message.timestamp.type": "LogAppendTime"},
     )
-    topics = ctx.topics("latency")
+    topics = ctx.topics(name)
     publish(ctx.settings, topics.models, default_models())
-    group = f"bench-{ctx.run_id}-latency"
+    group = f"bench-{ctx.run_id}-{name}"
     services = ctx.supervisor(
-        "latency",
+        name,
         topics,
+        STREAMSCORE_KAFKA_CLIENT=client,
         STREAMSCORE_SCORER_GROUP=group,
         STREAMSCORE_SCORER_REQUESTS_GROUP=group + "-requests",
     )
@@ -123,7 +134,7 @@ def run(ctx: BenchContext, config: BenchConfig) -> BenchResult:
             config.latency_seconds * 3 + 30,
         )
         if not finished:
-            raise StreamscoreError(f"the producer at {rate}/s did not finish")
+            raise StreamscoreError(f"the producer at {rate}/s on {client} did not finish")
         predictions = read_stamps(
             ctx.settings, topics.predictions, prefix, count, timeout_s=60, decode=_prediction
         )
@@ -134,7 +145,7 @@ def run(ctx: BenchContext, config: BenchConfig) -> BenchResult:
         producer = Latency.of([float(appended - ts) for ts, appended in points.values()])
         scorer = Latency.of([float(done - points[i][1]) for i, (_, done) in predictions.items()])
         offered = steady_rate([float(ts) for ts, _ in predictions.values()])
-        case = f"{rate:,} pts/s offered"
+        case = f"{client}, {rate:,} pts/s offered"
         target = "<= 50" if rate == 1_000 else ""
         note = f"{total.count:,} points, {offered:,.0f} pts/s achieved"
         result.add(case, "p50", total.p50, "ms")
@@ -144,7 +155,7 @@ def run(ctx: BenchContext, config: BenchConfig) -> BenchResult:
                    note=f"p50 {producer.p50:.0f} ms (the producer's linger and send)")  # fmt: skip
         result.add(case, "p99 broker -> prediction", scorer.p99, "ms",
                    note=f"p50 {scorer.p50:.0f} ms (the scorer's share)")  # fmt: skip
-        result.data[str(rate)] = {
+        result.data[f"{client}, {rate}"] = {
             "latency_ms": total,
             "producer_to_broker_ms": producer,
             "broker_to_prediction_ms": scorer,
@@ -152,4 +163,3 @@ def run(ctx: BenchContext, config: BenchConfig) -> BenchResult:
             "count": count,
         }
     services.stop_all(["scorer"])
-    return result

@@ -1,14 +1,14 @@
-"""Pass-through: copy ``points`` record by record to another topic, committing like the scorer.
+"""Pass-through: the stream kernel copying ``points`` to another topic, on either Kafka client.
 
-The ceiling for any Python scorer on kafka-python: the same clients, settings,
-batches and commits as ``scorer.loop.Scorer`` (flush then commit for
-at-least-once; one transaction per batch with the offsets for exactly-once), the
-same partition choice (a record without a key goes to the partition of its own
-number), and nothing else: no parsing, no model, no encoding.
+The ceiling for any step the kernel runs: `bus.stream.StreamRunner` with an
+identity step, on the driver ``STREAMSCORE_KAFKA_CLIENT`` names, with the
+scorer's batch size, poll timeout and delivery (poll, send, flush, commit), and
+its partition choice (a record without a key goes to the partition of its own
+number, modulo the target's partitions). No parsing, no model, no encoding.
 
 Run as a process of its own, like the scorer: ``python -m bench.passthrough
-SOURCE TARGET --group G [--exactly-once --transactional-id T]``; it stops on
-SIGTERM after finishing its batch.
+SOURCE TARGET --group G [--transactional-id T]`` (with a transactional id:
+exactly-once); it stops on SIGTERM after finishing its batch.
 """
 
 from __future__ import annotations
@@ -17,15 +17,47 @@ import argparse
 import logging
 import sys
 
-from kafka.structs import OffsetAndMetadata
-
-from bus.clients import make_consumer, make_producer
+from bus.clients import driver_for
+from bus.clients.base import Record
 from bus.settings import KafkaSettings
+from bus.stream import Outcome, Step, StreamConfig, StreamRunner, StreamStats
 from scorer.config import ScorerConfig
 from streamscore.logs import configure_logging
 from streamscore.shutdown import StopFlag
 
 log = logging.getLogger("passthrough")
+
+
+class Identity(Step):
+    """Writes every record's key and value, unchanged, to ``target``."""
+
+    def __init__(self, target: str, partitions: int) -> None:
+        self._target = target
+        self._partitions = partitions
+
+    def process(self, records: list[Record]) -> Outcome:
+        """One output per record: same key and value; key-less ones by their partition."""
+        partitions = self._partitions
+        return Outcome().add(
+            self._target,
+            [r.value for r in records],
+            [r.key for r in records],
+            [None if r.key is not None else r.partition % partitions for r in records],
+        )
+
+
+def stream_config(source: str, group: str, transactional_id: str | None) -> StreamConfig:
+    """The kernel's configuration: the scorer's batch, poll timeout and delivery."""
+    scorer = ScorerConfig()
+    return StreamConfig(
+        topics=(source,),
+        group_id=group,
+        service="passthrough",
+        delivery="exactly-once" if transactional_id else "at-least-once",
+        transactional_id=transactional_id,
+        max_batch=scorer.max_batch,
+        poll_timeout_s=scorer.poll_timeout_ms / 1000,
+    )
 
 
 def run(
@@ -36,56 +68,17 @@ def run(
     group: str,
     transactional_id: str | None,
     stop: StopFlag,
-) -> int:
-    """Copy ``source`` to ``target`` until stopped; return how many records were copied."""
-    config = ScorerConfig()
-    consumer = make_consumer(
-        settings,
-        source,
-        group_id=group,
-        max_poll_records=config.max_batch,
-        fetch_max_wait_ms=config.poll_timeout_ms,
-    )
-    if transactional_id:
-        producer = make_producer(
-            settings, transactional_id=transactional_id, transaction_timeout_ms=15_000
-        )
-        producer.init_transactions()
-    else:
-        producer = make_producer(settings)
-    partitions = len(producer.partitions_for(target))
-    copied = 0
+) -> StreamStats:
+    """Copy ``source`` to ``target`` until stopped; what the kernel committed."""
+    driver = driver_for(settings)
+    probe = driver.producer()
     try:
-        while not stop.is_set():
-            polled = consumer.poll(timeout_ms=config.poll_timeout_ms)
-            if not polled:
-                continue
-            if transactional_id:
-                producer.begin_transaction()
-            send = producer.send
-            for records in polled.values():
-                for record in records:
-                    key = record.key
-                    if key is None:
-                        send(target, value=record.value, partition=record.partition % partitions)
-                    else:
-                        send(target, key=key, value=record.value)
-                copied += len(records)
-            offsets = {
-                tp: OffsetAndMetadata(records[-1].offset + 1, "", -1)
-                for tp, records in polled.items()
-                if records
-            }
-            if transactional_id:
-                producer.send_offsets_to_transaction(offsets, consumer.group_metadata())
-                producer.commit_transaction()
-            else:
-                producer.flush()
-                consumer.commit(offsets)
+        partitions = probe.partition_count(target)
     finally:
-        consumer.close()
-        producer.close(timeout=10)
-    return copied
+        probe.close()
+    step = Identity(target, partitions)
+    config = stream_config(source, group, transactional_id)
+    return StreamRunner(driver, config, step, stop=stop).run()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,15 +90,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--transactional-id", help="exactly-once: one transaction per batch")
     args = parser.parse_args(argv)
     configure_logging("passthrough")
-    copied = run(
-        KafkaSettings.from_env(),
+    settings = KafkaSettings.from_env()
+    stats = run(
+        settings,
         args.source,
         args.target,
         group=args.group,
         transactional_id=args.transactional_id,
         stop=StopFlag().install(),
     )
-    log.info("stopped after copying %d records", copied)
+    log.info("stopped after copying %d records (%s)", stats.records, settings.client)
     return 0
 
 

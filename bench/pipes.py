@@ -1,4 +1,12 @@
-"""Measuring a consume-transform-produce process (pass-through, scorer) over a pre-filled topic."""
+"""Measuring a consume-transform-produce process (pass-through, scorer, peer) on a full topic.
+
+`measure_pipe` watches a process's output topic grow (or, for a process without
+one, its group's committed offsets) and reads the process's CPU time at the first
+output seen and when the last one is there, so start-up, group join and the wait
+for the first fetch are left out, and so is anything after the last output (a
+peer's commit timer, say). The rate comes from the broker's append times of the
+first and last output records (every output topic here is ``LogAppendTime``).
+"""
 
 from __future__ import annotations
 
@@ -8,10 +16,11 @@ from dataclasses import dataclass
 
 from kafka.admin import KafkaAdminClient
 from kafka.errors import KafkaError
+from kafka.structs import TopicPartition
 
 from bench.context import cpu_seconds, edge_timestamps
 from bench.report import ratio, span_rate
-from bus.clients import make_admin
+from bus.clients import make_admin, make_consumer
 from bus.settings import KafkaSettings
 from streamscore.errors import StreamscoreError
 
@@ -24,10 +33,27 @@ class PipeRun:
 
     records: int
     rate: float  # records/s: output records over the span of their log-append times
-    wall_rate: float  # records/s: committed offsets over the bench's clock
-    cpu_us_per_record: float  # the process's CPU time (all threads) per record
+    wall_rate: float  # records/s: progress over the bench's clock between the two marks
+    cpu_us_per_record: float  # the process's CPU time (all threads, children) per record
     cpu_share: float  # cores the process kept busy meanwhile
-    seconds: float
+    seconds: float  # between the two marks
+
+
+@dataclass(frozen=True)
+class Mark:
+    """One look at a running process: the bench's clock, its CPU seconds, its progress."""
+
+    wall: float
+    cpu: float
+    done: int
+
+
+def between(first: Mark, last: Mark) -> tuple[float, float, float, float]:
+    """(wall rate, CPU µs per record, cores busy, seconds) from ``first`` to ``last``."""
+    seconds = last.wall - first.wall
+    records = last.done - first.done
+    cpu = last.cpu - first.cpu
+    return ratio(records, seconds), ratio(cpu * 1e6, records), ratio(cpu, seconds), seconds
 
 
 def committed(admin: KafkaAdminClient, group: str) -> int:
@@ -37,6 +63,28 @@ def committed(admin: KafkaAdminClient, group: str) -> int:
     except KafkaError:
         return 0
     return sum(max(o.offset, 0) for o in offsets.values())
+
+
+class OutputCount:
+    """How many records a topic holds (the sum of its partitions' last stable offsets)."""
+
+    def __init__(self, settings: KafkaSettings, topic: str) -> None:
+        self._consumer = make_consumer(settings, group_id=None)
+        self._partitions = [
+            TopicPartition(topic, p)
+            for p in sorted(self._consumer.partitions_for_topic(topic) or ())
+        ]
+        if not self._partitions:
+            self._consumer.close()
+            raise StreamscoreError(f"topic {topic!r} has no partitions (does it exist?)")
+
+    def __call__(self) -> int:
+        """The count now (transaction markers count too: a few per transaction)."""
+        return sum(self._consumer.end_offsets(self._partitions).values())
+
+    def close(self) -> None:
+        """Release the consumer."""
+        self._consumer.close()
 
 
 def measure_pipe(
@@ -49,23 +97,23 @@ def measure_pipe(
     timeout_s: float,
     alive: Callable[[], bool] = lambda: True,
 ) -> PipeRun:
-    """Wait until ``group`` has committed ``count`` records; measure from its first commit.
+    """Wait until the process wrote ``count`` outputs (or committed ``count`` offsets); measure.
 
-    The CPU time and the wall clock are read at the first commit seen and at the
-    last, so the process's start-up and group join are left out. With an ``output``
-    topic the rate is taken from the broker's append times of its first and last
-    records; without, from the committed offsets over the bench's clock.
+    With an ``output`` topic, progress is its record count and the rate is taken
+    from the append times of its first and last records; without, progress is the
+    group's committed offsets and the rate is the wall rate between the marks.
     """
     deadline = time.monotonic() + timeout_s
-    first: tuple[float, float, int] | None = None  # (wall, cpu, committed)
+    first: Mark | None = None
     done = 0
     admin = make_admin(settings)
+    outputs = OutputCount(settings, output) if output is not None else None
     try:
         while time.monotonic() < deadline:
-            done = committed(admin, group)
-            now, cpu = time.monotonic(), cpu_seconds(pid) or 0.0
+            done = outputs() if outputs is not None else committed(admin, group)
+            mark = Mark(time.monotonic(), cpu_seconds(pid) or 0.0, done)
             if first is None and done > 0:
-                first = (now, cpu, done)
+                first = mark
             if done >= count:
                 break
             if not alive():
@@ -75,10 +123,10 @@ def measure_pipe(
             raise StreamscoreError(f"only {done} of {count} records in {timeout_s:.0f}s")
     finally:
         admin.close()
+        if outputs is not None:
+            outputs.close()
     assert first is not None
-    seconds = now - first[0]
-    records = done - first[2]
-    wall_rate = ratio(records, seconds)
+    wall_rate, cpu_us, share, seconds = between(first, mark)
     if output is not None:
         first_ms, last_ms = edge_timestamps(settings, output)
         rate = span_rate(count, first_ms, last_ms)
@@ -88,7 +136,7 @@ def measure_pipe(
         records=done,
         rate=rate,
         wall_rate=wall_rate,
-        cpu_us_per_record=ratio((cpu - first[1]) * 1e6, records),
-        cpu_share=ratio(cpu - first[1], seconds),
+        cpu_us_per_record=cpu_us,
+        cpu_share=share,
         seconds=seconds,
     )

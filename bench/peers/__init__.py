@@ -1,0 +1,1 @@
+"""Peers the benchmarks compare streamscore with (optional, bench-only dependencies)."""
