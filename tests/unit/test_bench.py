@@ -1,16 +1,26 @@
-"""The benchmarks' arithmetic and output, and the scorer fast paths they measure."""
+"""The benchmarks' arithmetic and output, their settings, the pass-through step and the peer."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
+from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
-from kafka.consumer.fetcher import ConsumerRecord
 
+from bench import scoring
+from bench.config import BenchConfig
+from bench.context import BenchContext
 from bench.data import point_values
 from bench.load import LoadResult, split
+from bench.models import model_version
+from bench.passthrough import Identity, stream_config
+from bench.peers.quix_scorer import linear_model
+from bench.pipes import Mark, PipeRun, between
 from bench.report import (
     BenchResult,
     Latency,
@@ -26,9 +36,14 @@ from bench.report import (
     window_counts,
     write_results,
 )
-from bus.messages import Point, Prediction
-from scorer.batch import encode_predictions, parse_points
-from streamscore.errors import MessageError
+from bench.training import published_rate
+from bus.clients.base import Record, TopicPartition
+from bus.clients.memory import MemoryBroker
+from bus.messages import Point
+from bus.stream import Outcome, StreamRunner
+from scorer.registry import load_model
+from streamscore.errors import ConfigError
+from streamscore.shutdown import StopFlag
 
 # --- latency summaries and rates -------------------------------------------------------
 
@@ -164,15 +179,7 @@ def test_load_results_merge_and_rate() -> None:
     assert a.errors == {"ConnectionResetError": 1}
 
 
-# --- the data and the scorer's fast paths ----------------------------------------------
-
-
-def record(
-    value: bytes | None, offset: int = 0, timestamp: int = 1_700_000_000_000
-) -> ConsumerRecord:
-    return ConsumerRecord(
-        "points", 0, None, offset, timestamp, 0, None, value, [], None, -1, len(value or b""), -1
-    )
+# --- the data ---------------------------------------------------------------------------
 
 
 def test_bench_points_follow_the_contract() -> None:
@@ -183,58 +190,181 @@ def test_bench_points_follow_the_contract() -> None:
     assert values == point_values(50, start=10, seed=1, ts=1_700_000_000_000), "deterministic"
 
 
-def test_predictions_are_encoded_exactly_like_the_contract_does() -> None:
-    ids = ["p-1", 'é\u2028"quoted"\\', "x" * 128]
-    values = [1.0 / 3.0, -2.5e-300, 12345678901234.5]
-    ys = [0.1, None, 3.0]
-    stamps = [0, 1_700_000_000_000, 2**41]
-    fast = encode_predictions(ids, values, ys, stamps, model="poly\u00f1", version=7)
-    slow = [
-        Prediction(i, v, "poly\u00f1", 7, y, t).to_bytes()
-        for i, v, y, t in zip(ids, values, ys, stamps, strict=True)
-    ]
-    assert fast == slow
-    assert Prediction.from_bytes(fast[1]).id == ids[1]
+# --- settings ----------------------------------------------------------------------------
 
 
-def test_parse_fast_path_gives_the_contract_points() -> None:
-    values = [
-        *point_values(200, seed=2),
-        b'{"id":"int-features","x":[1,2,3],"y":4}',  # ints are numbers too
-        b'{"id":"no-label","x":[0.5,0.5,0.5],"extra":{"ignored":true}}',
-    ]
-    batch = parse_points([record(v, i) for i, v in enumerate(values)])
-    assert not batch.invalid
-    assert batch.points == [Point.from_bytes(v) for v in values]
-    assert batch.y[-2] == 4.0 and type(batch.y[-2]) is float, "labels are floats"
-    assert batch.event_times()[-1] == 1_700_000_000_000, "no ts: the record's timestamp"
+def test_config_reads_partition_counts_and_clients() -> None:
+    config = BenchConfig.from_env(
+        {"BENCH_PARTITIONS": "4, 1", "BENCH_CLIENTS": "confluent", "BENCH_POINTS": "20000"}
+    )
+    assert config.partitions == (4, 1)
+    assert config.clients == ("confluent",)
+    assert config.points == 20_000
+    default = BenchConfig.from_env({})
+    assert default.partitions == (1, 4)
+    assert default.clients == ("kafka-python", "confluent")
+    assert default.points == 300_000
 
 
 @pytest.mark.parametrize(
-    "bad",
+    ("name", "value"),
     [
-        b'{"id":"a","x":[1e999]}',  # decodes to infinity
-        b'{"id":"a","x":[true]}',  # a bool is not a number
-        b'{"id":"a","x":[1],"y":1e999}',
-        b'{"id":"a","x":[1],"y":' + b"9" * 400 + b"}",  # beyond float range
-        b'{"id":"a","x":[' + b"9" * 400 + b"]}",
-        b'{"id":"a","x":[1],"ts":-1}',
-        b'{"id":"a","x":[1],"ts":1.5}',
-        b'{"id":"","x":[1]}',
-        b'{"id":"' + b"i" * 129 + b'","x":[1]}',
-        b'{"id":"a","x":[]}',
-        b'{"id":"a","x":"1"}',
-        b'{"id":7,"x":[1]}',
-        b'{"x":[1]}',
-        b"[1, 2]",
+        ("BENCH_PARTITIONS", "0,4"),
+        ("BENCH_PARTITIONS", "one"),
+        ("BENCH_PARTITIONS", ","),
+        ("BENCH_CLIENTS", "kafka-python,aiokafka"),
+        ("BENCH_CLIENTS", ","),
     ],
 )
-def test_parse_fast_path_rejects_what_the_contract_rejects(bad: bytes) -> None:
-    good = point_values(20, seed=3)
-    values = [*good[:10], bad, *good[10:]]
-    batch = parse_points([record(v, i) for i, v in enumerate(values)])
-    assert [p.id for p in batch.points] == [Point.from_bytes(v).id for v in good]
-    assert [r.offset for r, _ in batch.invalid] == [10]
-    with pytest.raises(MessageError) as expected:
-        Point.from_bytes(bad)
-    assert batch.invalid[0][1] == str(expected.value)
+def test_config_refuses_what_it_cannot_run(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        BenchConfig.from_env({name: value})
+
+
+def test_the_scorer_runs_every_client_at_every_count_and_exactly_once_at_the_most() -> None:
+    config = BenchConfig(partitions=(1, 4), clients=("kafka-python", "confluent"))
+    assert scoring.scorer_cases(config) == [
+        ("kafka-python", 1, "at-least-once"),
+        ("confluent", 1, "at-least-once"),
+        ("kafka-python", 4, "at-least-once"),
+        ("confluent", 4, "at-least-once"),
+        ("kafka-python", 4, "exactly-once"),
+        ("confluent", 4, "exactly-once"),
+    ]
+    assert scoring.scorer_cases(replace(config, scorer_exactly_once=False))[-1] == (
+        "confluent",
+        4,
+        "at-least-once",
+    )
+    assert scoring.case("confluent", 1) == "confluent, 1 partition"
+    assert (
+        scoring.case("kafka-python", 4, "exactly-once")
+        == "kafka-python, 4 partitions, exactly-once"
+    )
+
+
+# --- measuring and the target ratios ---------------------------------------------------
+
+
+def test_a_run_is_measured_between_its_two_marks() -> None:
+    rate, cpu_us, cores, seconds = between(Mark(10.0, 3.0, 5_000), Mark(12.0, 4.0, 45_000))
+    assert (rate, cpu_us, cores, seconds) == (20_000.0, 25.0, 0.5, 2.0)
+    assert all(math.isnan(v) for v in between(Mark(1.0, 1.0, 9), Mark(1.0, 1.0, 9))[:3])
+
+
+def pipe(rate: float, cpu_us: float) -> PipeRun:
+    return PipeRun(300_000, rate, rate, cpu_us, 0.5, 10.0)
+
+
+def test_ratios_judge_the_scorer_against_the_peer_and_the_pass_through() -> None:
+    result = BenchResult("4. scorer")
+    scorer = {
+        ("confluent", 4, "at-least-once"): pipe(60_000, 8.0),
+        ("kafka-python", 4, "at-least-once"): pipe(16_000, 40.0),
+    }
+    passthrough = {("kafka-python", 4): pipe(20_000, 35.0), ("confluent", 4): pipe(90_000, 5.0)}
+    scoring.ratios(result, 4, scorer, passthrough, pipe(30_000, 20.0))
+    rows = {row.metric: row for row in result.rows}
+    rate = rows["scorer on confluent / Quix Streams, points/s"]
+    cpu = rows["Quix Streams / scorer on confluent, CPU per point"]
+    python = rows["scorer / pass-through on kafka-python, points/s"]
+    native = rows["scorer / pass-through on confluent, points/s"]
+    assert (rate.value, rate.met) == (2.0, True)
+    assert (cpu.value, cpu.met) == (2.5, True)
+    assert (python.value, python.met) == (0.8, False), "0.8 x misses the 0.85 x target"
+    assert native.value == pytest.approx(2 / 3) and native.met is None, "no target"
+    assert {row.case for row in result.rows} == {"4 partitions"}
+
+
+def test_ratios_without_the_peer_have_no_value_and_say_why() -> None:
+    result = BenchResult("4. scorer")
+    scorer = {("confluent", 1, "at-least-once"): pipe(60_000, 8.0)}
+    scoring.ratios(result, 1, scorer, {}, None)
+    assert [row.value for row in result.rows] == [None, None]
+    assert all(row.met is None and "did not run" in row.note for row in result.rows)
+
+
+def test_the_peer_is_skipped_with_a_reason_when_quixstreams_is_missing(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *args: None if name == "quixstreams" else real(name, *args),
+    )
+    result = scoring.run_peer(BenchContext({}), BenchConfig())
+    assert [(row.metric, row.value) for row in result.rows] == [("skipped", None)]
+    assert "quixstreams is not installed" in result.rows[0].note
+    assert "skipped: quixstreams is not installed" in capsys.readouterr().out
+
+
+def test_the_trainer_rate_is_read_from_its_versions() -> None:
+    history = [(1_000, 5_000), (1_500, 105_000), (3_000, 305_000)]
+    assert published_rate(history) == 150_000.0
+    assert math.isnan(published_rate(history[:1]))
+
+
+# --- the pass-through step and the peer's model ----------------------------------------
+
+
+class StopWhenIdle(Identity):
+    """The pass-through's step, stopping the loop once a poll finds nothing."""
+
+    def __init__(self, target: str, partitions: int, stop: StopFlag) -> None:
+        super().__init__(target, partitions)
+        self._stop = stop
+
+    def idle(self) -> Outcome | None:
+        self._stop.set()
+        return None
+
+
+def test_the_pass_through_copies_every_record_and_commits() -> None:
+    broker = MemoryBroker()
+    broker.create_topic("points", 3)
+    broker.create_topic("copies", 2)
+    sent: list[Record] = []
+    for i in range(60):
+        key = None if i % 3 else f"k{i}".encode()
+        sent.append(broker.produce("points", f"v{i}".encode(), key=key, partition=i % 3))
+    stop = StopFlag()
+    config = replace(stream_config("points", "copy", None), max_batch=7, poll_timeout_s=0.0)
+    stats = StreamRunner(broker.driver(), config, StopWhenIdle("copies", 2, stop), stop=stop).run()
+    copies = broker.records("copies")
+    assert stats.records == stats.outputs == 60
+    assert Counter((r.key, r.value) for r in copies) == Counter((r.key, r.value) for r in sent)
+    by_value = {r.value: r for r in sent}
+    for copy in copies:
+        if copy.key is None:
+            assert copy.partition == by_value[copy.value].partition % 2, "key-less: its number"
+    assert broker.committed_offsets("copy") == {TopicPartition("points", p): 20 for p in range(3)}
+
+
+def test_the_pass_through_is_exactly_once_with_a_transactional_id() -> None:
+    config = stream_config("points", "copy", "copy-1")
+    assert config.exactly_once and config.transactional_id == "copy-1"
+    assert stream_config("points", "copy", None).delivery == "at-least-once"
+
+
+def test_the_peer_predicts_what_the_scorer_predicts_and_writes_the_prediction_fields() -> None:
+    model = model_version("multivariate", 3, "multivariate")
+    predict = linear_model(model)
+    rows = [[0.25, -0.5, 0.75], [1.0, 2.0, -3.0]]
+    expected = load_model(model).predict(np.asarray(rows, dtype=np.float64)).tolist()
+    first = predict({"id": "p-1", "x": rows[0], "y": 1.5, "ts": 77}, None, 99, [])
+    second = predict({"id": "p-2", "x": rows[1]}, b"k", 99, [])
+    assert first == {
+        "id": "p-1",
+        "prediction": pytest.approx(expected[0], rel=1e-12),
+        "model": "multivariate",
+        "version": 3,
+        "y": 1.5,
+        "ts": 77,
+    }
+    assert second["prediction"] == pytest.approx(expected[1], rel=1e-12)
+    assert (second["y"], second["ts"]) == (None, 99), "no label; no ts: the record's timestamp"
+    with pytest.raises(ValueError):
+        predict({"id": "p-3", "x": [1.0, 2.0]}, None, 0, [])
+    with pytest.raises(ConfigError, match="linear"):
+        linear_model(model_version("polynomial", 1, "polynomial"))
