@@ -392,12 +392,15 @@ class ConfluentKafkaProducer(Producer):
         headers: Headers | None = None,
     ) -> None:
         """Queue one record (raises `RecordTooLargeError` at once when it is over the limit)."""
-        if headers is not None and type(headers) is not list:
-            headers = list(headers)
         try:
-            self._produce(
-                topic, value, key, -1 if partition is None else partition, headers=headers
-            )
+            if headers is None:  # positional arguments only: the cheapest call
+                self._produce(topic, value, key, -1 if partition is None else partition)
+            else:
+                if type(headers) is not list:
+                    headers = list(headers)
+                self._produce(
+                    topic, value, key, -1 if partition is None else partition, headers=headers
+                )
         except BufferError:
             self._wait_for_room(topic, value, key, partition, headers)
         except KafkaException as exc:
