@@ -11,15 +11,17 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +38,14 @@ from schemathesis.specs.openapi.checks import (
 
 import gateway
 from bus.clients import driver_for
-from bus.messages import ModelVersion
-from bus.reply import AsyncTicket, ReplyClient
-from bus.settings import KafkaSettings
+from bus.clients.base import Driver
+from bus.messages import InferReply, InferRequest, ModelVersion
+from bus.reply import AsyncTicket, ReplyAddress, ReplyClient
+from bus.settings import CLIENTS, KafkaSettings
 from bus.topics import TopicLayout, Topics, ensure_topics
 from regressors import regressor_from_dict
+from streamscore.broker import BrokerConfig, LocalBroker
+from streamscore.errors import BusError
 
 BIN = Path(sys.executable).parent
 OPENAPI = Path(gateway.__file__).with_name("openapi.json")
@@ -391,3 +396,98 @@ def test_scorer_stopped_gives_504_in_time_then_recovers(stack: Stack) -> None:
     answer = requests.post(stack.infer_url(), json=oip(rows), timeout=10)
     assert answer.status_code == 200
     assert answer.json()["outputs"][0]["data"] == pytest.approx(offline(rows), abs=1e-9)
+
+
+# --- the reply client through a broker restart ----------------------------------------
+
+
+class Echo:
+    """A stand-in scorer in a thread: answers each request with the sum of each row.
+
+    It rides through bus failures itself (new clients after any error).
+    """
+
+    def __init__(self, driver: Driver, topics: Topics, group: str) -> None:
+        self.driver, self.topics, self.group = driver, topics, group
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Echo:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(30)
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            consumer = self.driver.consumer(group_id=self.group)
+            producer = self.driver.producer(linger_ms=0)
+            try:
+                consumer.subscribe([self.topics.requests])
+                while not self.stop.is_set():
+                    for request in consumer.poll(0.1):
+                        address = ReplyAddress.of_request(request)
+                        asked = InferRequest.from_bytes(request.value)
+                        reply = InferReply(asked.id, "echo", 1, [sum(r) for r in asked.instances])
+                        producer.send(
+                            address.topic,
+                            reply.to_bytes(),
+                            key=address.correlation_id.encode(),
+                            partition=address.partition,
+                            headers=address.reply_headers(),
+                        )
+                    producer.flush()
+            except BusError:
+                self.stop.wait(0.5)
+            finally:
+                consumer.close()
+                producer.close(1.0)
+
+
+@pytest.mark.skipif(
+    not (os.environ.get("JAVA_HOME") or shutil.which("java")),
+    reason="a broker of this test's own needs Java",
+)
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("client", CLIENTS)
+def test_the_reply_client_rides_through_a_broker_restart(
+    client: str, tmp_path: Path, kafka_settings: KafkaSettings
+) -> None:
+    port, controller_port = free_port(), free_port()
+    while controller_port == port:
+        controller_port = free_port()
+    config = replace(
+        BrokerConfig.from_env({}),
+        home=tmp_path / "kafka",
+        cache_dir=BrokerConfig.from_env().cache_dir,  # the jars this machine has
+        port=port,
+        controller_port=controller_port,
+        heap="512m",
+    )
+    broker = LocalBroker(config)
+    try:
+        broker.up()
+        settings = replace(kafka_settings, bootstrap_servers=config.bootstrap, client=client)
+        topics = Topics.with_prefix("restart.")
+        ensure_topics(settings, topics, TopicLayout(partitions=1, reply_partitions=2))
+        driver = driver_for(settings)
+        bus = ReplyClient(driver, topics.requests, topics.replies, group_id="restart-gw").start()
+        request = InferRequest("r", [[1.0, 2.0]])
+
+        def answered() -> bool:
+            try:
+                return bus.call(request, 3.0).predictions == [3.0]
+            except BusError:
+                return False
+
+        with Echo(driver, topics, "restart-scorer"):
+            wait_until("a first answer", answered, 90)
+            broker.kill(1)
+            assert not answered()  # the broker is gone
+            broker.up()
+            wait_until("an answer after the restart", answered, 180)
+        bus.close()
+    finally:
+        broker.down()
