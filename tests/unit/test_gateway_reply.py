@@ -337,7 +337,8 @@ def test_newly_owned_partitions_start_at_their_end(
 
 
 class NoBlockingInCallbacks(MemoryConsumer):
-    """Notes calls that would block inside a rebalance callback (kafka-python refuses them)."""
+    """Notes calls that block inside a rebalance callback (they hold up the poll, and
+    some client versions refuse them there); the reply client makes none."""
 
     blocking: ClassVar[list[str]] = []
 

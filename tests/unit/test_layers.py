@@ -86,7 +86,6 @@ TEMPORARY = (
         "TEMPORARY: tests of the trainer's kafka-python fetching, ported with it",
     ),
     Allowed(("bench/*",), LIBRARIES, "TEMPORARY: the benchmarks are being reworked"),
-    Allowed(("tests/unit/test_bench.py",), ("kafka",), "TEMPORARY: tests of the benchmarks"),
     Allowed(
         ("bus/clients/__init__.py",),
         ("kafka",),
