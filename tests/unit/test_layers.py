@@ -129,7 +129,11 @@ def _is_library(module: str) -> bool:
 def library_imports(path: Path, root: Path) -> list[LibraryImport]:
     """The client-library imports of one file, at any depth (functions too)."""
     name = path.relative_to(root).as_posix()
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=name)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:  # removed while the tree was scanned (another process's file)
+        return []
+    tree = ast.parse(text, filename=name)
     found: list[LibraryImport] = []
     for node in ast.walk(tree):
         if not isinstance(node, ast.Import | ast.ImportFrom | ast.Call):
