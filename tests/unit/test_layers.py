@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ast
 import fnmatch
+import os
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -115,11 +116,12 @@ class LibraryImport:
 
 
 def python_files(root: Path) -> Iterator[Path]:
-    """Every ``.py`` file under ``root``, outside hidden, virtualenv and build folders."""
-    for path in sorted(root.rglob("*.py")):
-        parts = path.relative_to(root).parts[:-1]
-        if not any(part.startswith(".") or part in SKIP_DIRS for part in parts):
-            yield path
+    """Every ``.py`` file under ``root``, outside hidden (virtualenv) and build folders."""
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in SKIP_DIRS)
+        for name in sorted(files):
+            if name.endswith(".py"):
+                yield Path(folder) / name
 
 
 def _is_library(module: str) -> bool:
