@@ -92,6 +92,7 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
     "queue.buffering.max.messages": 500_000,
     "delivery.report.only.error": True,
     "partitioner": "murmur2_random",  # a key goes where Java clients and kafka-python put it
+    "reconnect.backoff.max.ms": 1000,  # back soon after a broker restart (default: 10 s)
 }
 
 CONSUMER_DEFAULTS: dict[str, Any] = {
@@ -106,6 +107,7 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
     "heartbeat.interval.ms": 2_000,
     "topic.metadata.refresh.interval.ms": 30_000,
     "enable.partition.eof": True,
+    "reconnect.backoff.max.ms": 1000,
 }
 MAX_POLL_RECORDS = 5000
 

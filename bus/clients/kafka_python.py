@@ -86,6 +86,7 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
     "max_request_size": 1024 * 1024,  # the broker's default limit: larger fails at send()
     "retries": 2**31 - 1,
     "enable_idempotence": True,
+    "reconnect_backoff_max_ms": 1000,  # back soon after a broker restart (default: 30 s)
 }
 
 CONSUMER_DEFAULTS: dict[str, Any] = {
@@ -99,6 +100,7 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
     "session_timeout_ms": 10_000,
     "heartbeat_interval_ms": 2_000,
     "metadata_max_age_ms": 30_000,
+    "reconnect_backoff_max_ms": 1000,
 }
 
 PRODUCER_OPTIONS = (
