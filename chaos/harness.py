@@ -26,7 +26,7 @@ from kafka.errors import KafkaError
 from bus.clients import make_admin
 from bus.topics import TopicLayout, Topics, ensure_topics
 from chaos.cluster import ChaosBrokers
-from chaos.counts import RunResult, duplicated, judge, lost, recovery_s
+from chaos.counts import Observed, RunResult, duplicated, judge, lost, recovery_s
 from chaos.processes import Services, last_error, producer_sent, shielded
 from chaos.watch import Watcher
 from streamscore.errors import StreamscoreError
@@ -120,7 +120,9 @@ class LiveRun:
                 self.topics,
                 TopicLayout(partitions=self.load.partitions, reply_partitions=4),
             )
-            self._watcher = Watcher(self.settings, self.topics, self.load.features)
+            self._watcher = Watcher(
+                self.settings, self.topics, self.load.features, f"{self.run_id}-p-"
+            )
             self.start_trainer()
             for name in self.scorers:
                 self.start_scorer(name)
@@ -230,36 +232,34 @@ class LiveRun:
         self.fault_ends.append(end)
         return end
 
-    def wait_recovered(self, fault_end_ms: int, grace_s: float = 0.0) -> float | None:
-        """Wait until every active partition had a prediction after the fault; its seconds.
+    def wait_recovered(self, fault_end_ms: int, grace_s: float = 0.0) -> bool:
+        """Wait (bounded) until every active partition had a prediction after the fault.
 
         ``grace_s`` skips what was appended just after the fault's end (writes of a
-        killed process still in flight) and is counted in the time.
+        killed process still in flight). Only pacing: the figures come at the end.
         """
         times = self.watcher.observed.prediction_times
         since = fault_end_ms + int(grace_s * 1000)
-
-        def recovered() -> float | None:
-            found = recovery_s(times, since)
-            return None if found is None else found + grace_s
-
-        self.wait_until(lambda: recovered() is not None, self.load.recover_timeout_s)
-        return recovered()
+        return self.wait_until(
+            lambda: recovery_s(times, since) is not None, self.load.recover_timeout_s
+        )
 
     # --- the end ----------------------------------------------------------------------
 
     def finish(
         self,
         *,
-        recoveries: list[float | None] | None = None,
+        recoveries: Callable[[Observed], list[float | None]] | None = None,
         faults: int = 1,
         excused: Callable[[], set[str]] = set,
     ) -> RunResult:
         """Stop the stream, wait for the last predictions, count; the run's result.
 
-        ``recoveries`` are times measured by the scenario (default: from each
-        fault's end to the next prediction of every partition). ``excused`` ids
-        may stay unpredicted (valid points dead-lettered with a reason).
+        ``recoveries`` computes the times to recover from everything seen (default:
+        from each fault's end to the next prediction of every partition). It runs
+        once the topics are read to their end, so a watcher that fell behind on a
+        busy machine cannot make them wrong. ``excused`` ids may stay unpredicted
+        (valid points dead-lettered with a reason).
         """
         watcher = self.watcher
         self.hold(self.load.tail_s)
@@ -284,7 +284,11 @@ class LiveRun:
         return self.count(recoveries=recoveries, faults=faults, excused=excused())
 
     def count(
-        self, *, recoveries: list[float | None] | None, faults: int, excused: set[str]
+        self,
+        *,
+        recoveries: Callable[[Observed], list[float | None]] | None,
+        faults: int,
+        excused: set[str],
     ) -> RunResult:
         """Fill in and judge the result from what the watcher saw."""
         observed = self.watcher.observed
@@ -308,7 +312,8 @@ class LiveRun:
         result.deadletters = len(observed.deadletters)
         if recoveries is None:
             times = observed.prediction_times
-            recoveries = [recovery_s(times, end) for end in self.fault_ends]
-        result.recoveries = recoveries
+            result.recoveries = [recovery_s(times, end) for end in self.fault_ends]
+        else:
+            result.recoveries = recoveries(observed)
         result.seconds = time.monotonic() - self.started
         return judge(result, exactly_once=self.delivery == "exactly-once", faults=faults)

@@ -19,7 +19,7 @@ from kafka.errors import KafkaError
 
 from bus.clients import make_producer
 from chaos.cluster import ChaosBrokers
-from chaos.counts import DeadLetter, Observed, RunResult, digest, first_after_s
+from chaos.counts import DeadLetter, Observed, RunResult, digest, first_after_s, recovery_s
 from chaos.harness import LiveRun, Load
 from chaos.poison import PREDICTED, Poison, model_poisons, point_poisons, request_poisons
 from streamscore.errors import StreamscoreError
@@ -161,15 +161,26 @@ def scorer_kill(ctx: Context) -> RunResult:
     with ctx.live("scorer-kill", brokers, scorers=names) as run:
         if not run.warm_up():
             return run.finish(faults=0)
-        recoveries: list[float | None] = []
+        kills: list[int] = []
         for i in range(KILLS):
             victim = names[i % 2]
             killed_at = run.services.kill(victim)
-            end = run.fault_over(killed_at)
-            recoveries.append(run.wait_recovered(end, grace_s=IN_FLIGHT_S))
+            kills.append(run.fault_over(killed_at))
+            run.wait_recovered(kills[-1], grace_s=IN_FLIGHT_S)
             run.start_scorer(victim)
             run.hold(REJOIN_S)
-        return run.finish(recoveries=recoveries, faults=KILLS)
+        return run.finish(recoveries=lambda seen: takeovers(seen, kills), faults=KILLS)
+
+
+def takeovers(observed: Observed, kills: list[int]) -> list[float | None]:
+    """Seconds from each kill until every partition was predicted again.
+
+    What was appended within `IN_FLIGHT_S` of a kill may be the killed scorer's
+    last writes, so the search starts that much later (and the time includes it).
+    """
+    grace_ms = int(IN_FLIGHT_S * 1000)
+    found = [recovery_s(observed.prediction_times, kill + grace_ms) for kill in kills]
+    return [None if f is None else f + IN_FLIGHT_S for f in found]
 
 
 def trainer_kill(ctx: Context) -> RunResult:
@@ -183,26 +194,30 @@ def trainer_kill(ctx: Context) -> RunResult:
         if not run.warm_up():
             return run.finish(faults=0)
         observed = run.watcher.observed
-        recoveries: list[float | None] = []
+        restarts: list[int] = []
         for _ in range(KILLS):
             run.services.kill("trainer")
             run.start_trainer()
-            restart = run.fault_over()
-            recoveries.append(wait_new_model(run, observed, restart))
+            restarts.append(run.fault_over())
+            wait_new_model(run, observed, restarts[-1])
             run.hold(1.0)
-        result = run.finish(recoveries=recoveries, faults=KILLS)
+        result = run.finish(recoveries=lambda seen: new_versions(seen, restarts), faults=KILLS)
         check_versions_rise(observed, result)
         return result
 
 
-def wait_new_model(run: LiveRun, observed: Observed, since_ms: int) -> float | None:
-    """Wait for a model version published after ``since_ms``; the seconds it took."""
+def new_versions(observed: Observed, restarts: list[int]) -> list[float | None]:
+    """Seconds from each restart of the trainer to the next model version published."""
+    stamps = [ms for ms, _, _ in observed.models]
+    return [first_after_s(stamps, restart) for restart in restarts]
 
-    def found() -> float | None:
-        return first_after_s((ms for ms, _, _ in observed.models), since_ms)
 
-    run.wait_until(lambda: found() is not None, run.load.recover_timeout_s)
-    return found()
+def wait_new_model(run: LiveRun, observed: Observed, since_ms: int) -> bool:
+    """Wait (bounded) for a model version published after ``since_ms``."""
+    return run.wait_until(
+        lambda: first_after_s((ms for ms, _, _ in observed.models), since_ms) is not None,
+        run.load.recover_timeout_s,
+    )
 
 
 def check_versions_rise(observed: Observed, result: RunResult) -> None:

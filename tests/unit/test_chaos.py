@@ -40,7 +40,14 @@ from chaos.report import (
     summarise,
     update_document,
 )
-from chaos.scenarios import Written, check_poisons, check_versions_rise, dead_letters_of
+from chaos.scenarios import (
+    Written,
+    check_poisons,
+    check_versions_rise,
+    dead_letters_of,
+    new_versions,
+    takeovers,
+)
 
 # --- counting ------------------------------------------------------------------------
 
@@ -338,3 +345,23 @@ def test_the_model_versions_serving_since_a_time_are_named() -> None:
     observed.add_prediction("c", 1, 300, ("m", 10**15))
     assert observed.served_since(150) == [f"m v{10**15}"]
     assert observed.served_since(0) == ["m v1", f"m v{10**15}"]
+
+
+def test_takeover_times_skip_writes_in_flight_at_the_kill() -> None:
+    observed = Observed()
+    for ms in (100, 1_100, 3_000):  # 1_100: the killed scorer's last write, in flight
+        observed.add_prediction("a", 0, ms)
+    for ms in (200, 1_600):
+        observed.add_prediction("b", 1, ms)
+    assert takeovers(observed, [1_000]) == [pytest.approx(2.0)]
+    observed.prediction_times[1] = [200]  # partition 1 never predicted again
+    assert takeovers(observed, [1_000]) == [None]
+
+
+def test_trainer_recoveries_run_from_each_restart_to_the_next_version() -> None:
+    observed = Observed(models=[(500, "m", 1), (2_500, "m", 2), (2_600, "n", 2)])
+    assert new_versions(observed, [1_000, 2_550, 3_000]) == [
+        pytest.approx(1.5),
+        pytest.approx(0.05),
+        None,
+    ]
