@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pytest
@@ -23,6 +25,18 @@ class Encoded:
         values: list[bytes | None] = list(self.lines.split(b"\n"))
         offsets = list(range(self.base, self.base + len(values)))
         return offsets, [b"k"] * len(values), values
+
+
+@dataclass(frozen=True)
+class Packed:
+    """Columns kept as a driver's encoded payload would be (picklable, decoded on demand)."""
+
+    offsets: list[int]
+    keys: list[bytes | None]
+    values: list[bytes | None]
+
+    def decode(self) -> Columns:
+        return self.offsets, self.keys, self.values
 
 
 def _values(n: int, seed: int) -> list[bytes]:
@@ -70,6 +84,20 @@ def test_workers_parse_like_the_caller_and_keep_the_order() -> None:
         assert got.records == want.records
         assert got.rejected == want.rejected
         assert len(got.rejected) == 1
+
+
+def test_decoded_chunks_stay_in_the_caller_even_with_workers() -> None:
+    values: list[bytes | None] = [*_values(40, seed=7)]
+    unpicklable = threading.Lock()  # would fail on its way to a worker
+    keys: list[Any] = [unpicklable] * len(values)
+    chunk = Chunk("points", 0, len(values), (list(range(len(values))), keys, values))
+    pool = ParsePool(1, 1e33, 1e100).open()
+    try:
+        (result,) = pool.parse([chunk], 2)
+    finally:
+        pool.close()
+    assert isinstance(result, ParsedChunk)
+    assert result.records == 40 and len(result.rejected) == 1
 
 
 def test_unknown_dimension_is_learnt_in_the_caller_then_used() -> None:

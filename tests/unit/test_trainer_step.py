@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 
 from bus.clients.base import Chunk, Driver, TopicPartition, TransientBusError
-from bus.clients.memory import MemoryBroker
+from bus.clients.memory import MemoryBroker, MemoryConsumer, MemoryDriver
 from bus.deadletter import MAX_DEADLETTER_BYTES
 from bus.messages import ModelVersion, Point
 from bus.stream import StreamRunner
@@ -21,6 +22,7 @@ from bus.topics import Topics
 from streamscore.errors import BusError
 from streamscore.shutdown import StopFlag
 from tests.unit.test_stream import GatedDriver
+from tests.unit.test_trainer_pool import Packed
 from trainer.config import TrainerConfig
 from trainer.pool import ParsedChunk, parse_chunk
 from trainer.state import Checkpoint, StateError, assemble_checkpoint, encode_checkpoint
@@ -460,11 +462,32 @@ def test_new_partitions_are_read_from_their_beginning(broker: MemoryBroker) -> N
 # --- parsing workers -----------------------------------------------------------------------
 
 
-def test_parsing_workers_train_what_the_loop_alone_trains(broker: MemoryBroker) -> None:
+class PackingConsumer(MemoryConsumer):
+    """Hands out chunks still encoded, as the kafka-python driver does."""
+
+    def poll_chunks(self, timeout_s: float, max_records: int | None = None) -> list[Chunk]:
+        return [
+            Chunk(c.topic, c.partition, c.next_offset, Packed(*c.columns()))
+            for c in super().poll_chunks(timeout_s, max_records)
+        ]
+
+
+class PackingDriver(MemoryDriver):
+    def consumer(self, **options: Any) -> MemoryConsumer:
+        return PackingConsumer(self.broker, options)
+
+
+def test_parsing_workers_train_what_the_loop_alone_trains(
+    broker: MemoryBroker, caplog: pytest.LogCaptureFixture
+) -> None:
     values = points(1000, seed=19, unlabelled_every=5)
     values[500] = b"garbage"
     produce(broker, values)
-    trainer = train(broker, labelled(values), config(workers=1, publish_every=10**9))
+    stop = StopFlag()
+    trainer = make(PackingDriver(broker), config(workers=1, publish_every=10**9), stop=stop)
+    with running(trainer, stop):
+        wait_until("every point", lambda: trained_all(broker, labelled(values)))
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING and "pars" in r.message]
     assert trainer.stats.deadletters == 1
     assert_same_params(
         {n: v.params for n, v in latest(versions(broker)).items()},
