@@ -13,6 +13,7 @@ from typing import Any
 
 from bus.clients import driver_for
 from bus.settings import KafkaSettings
+from bus.signing import model_key_from_env
 from bus.topics import TopicLayout, Topics, ensure_topics
 from streamscore.errors import StreamscoreError
 from streamscore.logs import configure_logging
@@ -62,12 +63,14 @@ def main(argv: list[str] | None = None) -> int:
         if overrides:
             config = replace(config, **overrides)
             config.check()
+        model_key = model_key_from_env()
         settings = KafkaSettings.from_env()
         topics = Topics.from_env()
         ensure_topics(settings, topics, TopicLayout.from_env())
         stop = StopFlag().install()
         _exit_if_stuck(stop, STOP_GRACE_S)
-        stats = Trainer(driver_for(settings), topics, config, stop=stop).run()
+        trainer = Trainer(driver_for(settings), topics, config, stop=stop, model_key=model_key)
+        stats = trainer.run()
     except StreamscoreError as exc:
         log.error("%s", exc)
         return 1

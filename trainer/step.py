@@ -54,6 +54,7 @@ import numpy as np
 
 from bus.clients.base import Chunk, Driver, Record, TopicPartition
 from bus.messages import ModelVersion
+from bus.signing import ModelKey, sign
 from bus.stream import ChunkStep, Outcome
 from bus.topics import Topics
 from regressors.base import MAX_ABS_VALUE
@@ -113,7 +114,8 @@ class TrainingStep(ChunkStep):
     ``driver`` is used at start only, to read the checkpoint and the versions back
     (the kernel makes its own clients with it). ``clock`` gives epoch seconds
     (``created_at`` and the publication interval); ``pool`` parses chunks (default:
-    ``config.workers`` processes; `open` starts them).
+    ``config.workers`` processes; `open` starts them). With a ``model_key`` every
+    version is signed (`bus.signing`), for scorers that load signed versions only.
     """
 
     def __init__(
@@ -125,8 +127,10 @@ class TrainingStep(ChunkStep):
         clock: Callable[[], float] = time.time,
         stop: StopFlag | None = None,
         pool: ParsePool | None = None,
+        model_key: ModelKey | None = None,
     ) -> None:
         self._driver = driver
+        self._key = model_key
         self._topics = topics
         self._config = config
         self._clock = clock
@@ -484,6 +488,8 @@ class TrainingStep(ChunkStep):
             created_at=created_at,
         )
         try:
+            if self._key is not None:
+                message = sign(message, self._key)  # checks it as a reader would
             value = message.to_bytes()
             ModelVersion.from_bytes(value)  # what every scorer will check
         except (MessageError, ValueError) as exc:

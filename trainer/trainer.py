@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 
 from bus.clients.base import Driver
+from bus.signing import ModelKey
 from bus.stream import StreamConfig, StreamRunner, retry_s_from_env
 from bus.topics import Topics
 from streamscore.shutdown import StopFlag
@@ -60,8 +61,9 @@ class Trainer:
     ``driver`` makes every Kafka client (`bus.clients.driver_for`, or the in-memory
     driver in tests). ``clock`` gives epoch seconds (``created_at`` and the
     publication interval); ``stop`` ends the loop after the current batch.
-    ``run()`` blocks, so tests run it in a thread. ``step`` and ``runner`` may be
-    given instead of being made from the driver.
+    ``run()`` blocks, so tests run it in a thread. With a ``model_key`` every
+    version is signed (`bus.signing`). ``step`` and ``runner`` may be given instead
+    of being made from the driver.
     """
 
     def __init__(
@@ -73,11 +75,14 @@ class Trainer:
         clock: Callable[[], float] = time.time,
         stop: StopFlag | None = None,
         retry_s: float | None = None,
+        model_key: ModelKey | None = None,
         step: TrainingStep | None = None,
         runner: StreamRunner | None = None,
     ) -> None:
         self._stop = stop or StopFlag()
-        self.step = step or TrainingStep(driver, topics, config, clock=clock, stop=self._stop)
+        self.step = step or TrainingStep(
+            driver, topics, config, clock=clock, stop=self._stop, model_key=model_key
+        )
         self.runner = runner or StreamRunner(
             driver, stream_config(topics, config, retry_s=retry_s), self.step, stop=self._stop
         )

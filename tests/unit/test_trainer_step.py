@@ -17,9 +17,10 @@ from bus.clients.base import Chunk, Driver, TopicPartition, TransientBusError
 from bus.clients.memory import MemoryBroker, MemoryConsumer, MemoryDriver
 from bus.deadletter import MAX_DEADLETTER_BYTES
 from bus.messages import ModelVersion, Point
+from bus.signing import ModelKey, verify
 from bus.stream import StreamRunner
 from bus.topics import Topics
-from streamscore.errors import BusError
+from streamscore.errors import BusError, MessageError
 from streamscore.shutdown import StopFlag
 from tests.unit.test_stream import GatedDriver
 from tests.unit.test_trainer_pool import Packed
@@ -214,6 +215,21 @@ def test_a_stop_publishes_what_is_pending(broker: MemoryBroker) -> None:
     assert {v.version for v in final.values()} == {1}
     assert {v.trained_on["count"] for v in final.values()} == {700}
     assert trainer.stats.records == 700
+
+
+def test_versions_are_signed_with_the_model_key(broker: MemoryBroker) -> None:
+    produce(broker, points(300, seed=21))
+    key = ModelKey(b"k" * 32)
+    stop = StopFlag()
+    trainer = make(broker.driver(), config(), stop=stop, model_key=key)
+    with running(trainer, stop):
+        wait_until("versions", lambda: trained_all(broker, 300))
+    found = versions(broker)
+    assert found and all(v.signature for v in found)
+    for version in found:
+        verify(version, key)
+    with pytest.raises(MessageError, match="does not match"):
+        verify(found[-1], ModelKey(b"x" * 32))
 
 
 # --- fencing -------------------------------------------------------------------------------
