@@ -73,10 +73,6 @@ class Observed:
         if model is not None and model not in self.served:
             self.served[model] = appended_ms
 
-    def served_since(self, since_ms: int) -> list[str]:
-        """``name vN`` of the model versions that first served at or after ``since_ms``."""
-        return [f"{n} v{v}" for (n, v), ms in sorted(self.served.items()) if ms >= since_ms]
-
     def missing(self, ids: Iterable[str] | None = None) -> list[str]:
         """Valid point ids (or those of ``ids``) without a prediction yet, sorted."""
         wanted = self.valid if ids is None else ids

@@ -160,11 +160,13 @@ def model_poisons(run: str, name: str, next_version: int, width: int = 3) -> lis
             "models",
             model_message(run, name, next_version, model_params(width, scale=1e308)),
             name.encode(),
+            meta={"model": (name, next_version)},
         ),
         Poison(
             "model version 10**15",
             "models",
             model_message(run, name, 10**15, model_params(width)),
             name.encode(),
+            meta={"model": (name, 10**15)},
         ),
     ]

@@ -254,7 +254,6 @@ def poison(ctx: Context) -> RunResult:
             *request_poisons(run.run_id, run.topics, ctx.load.features),
             *model_poisons(run.run_id, MODEL, latest + 1, ctx.load.features),
         ]
-        began = int(time.time() * 1000)
         written = write_poisons(run, records)
         run.fault_over()
 
@@ -267,9 +266,10 @@ def poison(ctx: Context) -> RunResult:
 
         result = run.finish(excused=excused)
         check_poisons(observed, written, result)
-        since = observed.served_since(began)
-        if since:
-            result.notes.append(f"first serving after the poison: {', '.join(since)}")
+        for w in written:
+            model = w.poison.meta.get("model")
+            if model is not None and tuple(model) in observed.served:
+                result.notes.append(f"{w.poison.name}: it served predictions")
         ours = {(w.partition, w.offset) for w in written if w.topic == run.topics.points}
         foreign = len(observed.invalid_at - ours)
         if foreign:

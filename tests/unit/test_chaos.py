@@ -272,6 +272,8 @@ def test_model_poisons_have_every_field_of_the_contract() -> None:
     assert model["params"]["coef"] == [1e308] * 3
     assert json.loads(far.value or b"")["version"] == 10**15
     assert huge.key == far.key == b"multivariate"
+    assert huge.meta["model"] == ("multivariate", 7)
+    assert far.meta["model"] == ("multivariate", 10**15)
 
 
 def written(name: str, value: bytes, offset: int, expect: str = DEADLETTER) -> Written:
@@ -338,13 +340,12 @@ def test_the_last_error_line_and_the_producer_count_come_from_logs(tmp_path: Pat
     assert producer_sent(log) is None
 
 
-def test_the_model_versions_serving_since_a_time_are_named() -> None:
+def test_the_model_versions_that_served_are_kept_with_their_first_time() -> None:
     observed = Observed()
     observed.add_prediction("a", 0, 100, ("m", 1))
     observed.add_prediction("b", 0, 200, ("m", 1))
     observed.add_prediction("c", 1, 300, ("m", 10**15))
-    assert observed.served_since(150) == [f"m v{10**15}"]
-    assert observed.served_since(0) == ["m v1", f"m v{10**15}"]
+    assert observed.served == {("m", 1): 100, ("m", 10**15): 300}
 
 
 def test_takeover_times_skip_writes_in_flight_at_the_kill() -> None:
