@@ -39,21 +39,59 @@ class TopicPartition(NamedTuple):
     partition: int
 
 
-@dataclass(frozen=True, slots=True)
 class Record:
     """One consumed record, the same whichever client read it.
 
     ``timestamp`` is epoch milliseconds (create or log-append time, as the topic
-    stores it); ``headers`` keep their order and may repeat a name.
+    stores it); ``headers`` keep their order and may repeat a name. Read-only by
+    convention: a plain class with slots, because drivers build one per record
+    and a frozen dataclass costs twice as much to construct.
     """
 
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    timestamp: int
-    headers: Headers = ()
+    __slots__ = ("headers", "key", "offset", "partition", "timestamp", "topic", "value")
+
+    def __init__(  # noqa: PLR0917 (positional: drivers call it once per record)
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        timestamp: int,
+        headers: Headers = (),
+    ) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        self.key = key
+        self.value = value
+        self.timestamp = timestamp
+        self.headers = headers
+
+    def _fields(self) -> tuple[object, ...]:
+        return (
+            self.topic,
+            self.partition,
+            self.offset,
+            self.key,
+            self.value,
+            self.timestamp,
+            tuple(self.headers),
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Record):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (
+            f"Record(topic={self.topic!r}, partition={self.partition}, offset={self.offset}, "
+            f"key={self.key!r}, value={_short(self.value)}, timestamp={self.timestamp}, "
+            f"headers={list(self.headers)!r})"
+        )
 
     @property
     def tp(self) -> TopicPartition:
@@ -69,6 +107,13 @@ class Record:
         return found
 
 
+def _short(value: bytes | None, limit: int = 80) -> str:
+    """``value``'s repr, cut after ``limit`` bytes (a record may hold a megabyte)."""
+    if value is None or len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}...({len(value)} bytes)"
+
+
 class Encoded(Protocol):
     """Records of one chunk that are still encoded; decoding may happen in another process."""
 
@@ -79,7 +124,7 @@ class Encoded(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Chunk:
-    """Consecutive records of one partition as columns, for consumers that want no per-record objects.
+    """Consecutive records of one partition as columns (no per-record objects).
 
     ``payload`` is picklable (it may travel to a worker process): decoded columns,
     or a driver's still-encoded batches with a ``decode()`` method. ``next_offset``
@@ -135,7 +180,7 @@ class Producer(ABC):
 
     @abstractmethod
     def flush(self, timeout_s: float = 30.0) -> None:
-        """Wait until everything queued is acknowledged; raise the first failure since the last flush."""
+        """Wait until everything queued is acknowledged; raise the first failure since then."""
 
     @abstractmethod
     def partition_count(self, topic: str) -> int:

@@ -544,16 +544,6 @@ def _ours(partitions: Sequence[Any]) -> list[TopicPartition]:
     return sorted(TopicPartition(tp.topic, tp.partition) for tp in partitions)
 
 
-_new = object.__new__
-_set_topic = getattr(Record, "topic").__set__  # noqa: B009
-_set_partition = getattr(Record, "partition").__set__  # noqa: B009
-_set_offset = getattr(Record, "offset").__set__  # noqa: B009
-_set_key = getattr(Record, "key").__set__  # noqa: B009
-_set_value = getattr(Record, "value").__set__  # noqa: B009
-_set_timestamp = getattr(Record, "timestamp").__set__  # noqa: B009
-_set_headers = getattr(Record, "headers").__set__  # noqa: B009
-
-
 class ConfluentKafkaConsumer(Consumer):
     """A `Consumer` on ``confluent_kafka.Consumer``."""
 
@@ -615,29 +605,23 @@ class ConfluentKafkaConsumer(Consumer):
         known = self._known
         out: list[Record] = []
         add = out.append
-        new, cls = _new, Record
-        set_topic, set_partition, set_offset = _set_topic, _set_partition, _set_offset
-        set_key, set_value, set_timestamp, set_headers = (
-            _set_key,
-            _set_value,
-            _set_timestamp,
-            _set_headers,
-        )
         for m in messages:
             if m.error() is not None:
                 self._message_error(m)
                 continue
             if known:
                 known.pop((m.topic(), m.partition()), None)
-            record = new(cls)
-            set_topic(record, m.topic())
-            set_partition(record, m.partition())
-            set_offset(record, m.offset())
-            set_key(record, m.key())
-            set_value(record, m.value())
-            set_timestamp(record, m.timestamp()[1])
-            set_headers(record, m.headers() or ())
-            add(record)
+            add(
+                Record(
+                    m.topic(),
+                    m.partition(),
+                    m.offset(),
+                    m.key(),
+                    m.value(),
+                    m.timestamp()[1],
+                    m.headers() or (),
+                )
+            )
         return out
 
     def poll_chunks(self, timeout_s: float, max_records: int | None = None) -> list[Chunk]:

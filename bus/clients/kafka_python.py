@@ -219,37 +219,6 @@ def classify(exc: BaseException, doing: str, *, txn_age_s: float | None = None,
     return BusError(f"{doing} failed ({exc}); check the broker, the topic and the settings")
 
 
-def new_record(  # noqa: PLR0917 (positional: called once per record)
-    topic: str,
-    partition: int,
-    offset: int,
-    key: bytes | None,
-    value: bytes | None,
-    timestamp: int,
-    headers: Any,
-) -> Record:
-    """A `Record` made without its (slower, frozen) ``__init__``; same fields, same class."""
-    record: Record = _new(Record)
-    _set_topic(record, topic)
-    _set_partition(record, partition)
-    _set_offset(record, offset)
-    _set_key(record, key)
-    _set_value(record, value)
-    _set_timestamp(record, timestamp)
-    _set_headers(record, headers)
-    return record
-
-
-_new = object.__new__
-_set_topic = getattr(Record, "topic").__set__  # noqa: B009
-_set_partition = getattr(Record, "partition").__set__  # noqa: B009
-_set_offset = getattr(Record, "offset").__set__  # noqa: B009
-_set_key = getattr(Record, "key").__set__  # noqa: B009
-_set_value = getattr(Record, "value").__set__  # noqa: B009
-_set_timestamp = getattr(Record, "timestamp").__set__  # noqa: B009
-_set_headers = getattr(Record, "headers").__set__  # noqa: B009
-
-
 def _unknown(options: Mapping[str, Any], known: Sequence[str], what: str) -> None:
     unknown = sorted(set(options) - set(known))
     if unknown:
@@ -627,7 +596,7 @@ class KafkaPythonConsumer(Consumer):
             for records in polled.values():
                 out += records
             return out
-        make = new_record
+        make = Record
         return [
             make(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp, r.headers)
             for records in self._poll(timeout_s, max_records).values()

@@ -48,16 +48,6 @@ _HEADER_SIZE = DefaultRecordBatch.HEADER_STRUCT.size
 _READ_COMMITTED = 1
 _NO_LIMIT = sys.maxsize
 
-# Record is a frozen dataclass; setting its slots directly is twice as fast as its __init__.
-_new = object.__new__
-_set_topic = getattr(Record, "topic").__set__  # noqa: B009
-_set_partition = getattr(Record, "partition").__set__  # noqa: B009
-_set_offset = getattr(Record, "offset").__set__  # noqa: B009
-_set_key = getattr(Record, "key").__set__  # noqa: B009
-_set_value = getattr(Record, "value").__set__  # noqa: B009
-_set_timestamp = getattr(Record, "timestamp").__set__  # noqa: B009
-_set_headers = getattr(Record, "headers").__set__  # noqa: B009
-
 
 class CorruptBatchError(ValueError):
     """A record batch whose records do not add up to its length."""
@@ -315,15 +305,7 @@ def decode_records(batch: RawBatch, buf: bytes, topic: str, partition: int) -> l
         stop = max(skip, min(count, next_offset - base_offset))
     out: list[Record] = []
     add = out.append
-    new = _new
-    cls = Record
-    set_topic, set_partition, set_offset = _set_topic, _set_partition, _set_offset
-    set_key, set_value, set_timestamp, set_headers = (
-        _set_key,
-        _set_value,
-        _set_timestamp,
-        _set_headers,
-    )
+    make = Record
     pos = 0
     for index in range(count):
         # length
@@ -416,15 +398,7 @@ def decode_records(batch: RawBatch, buf: bytes, topic: str, partition: int) -> l
             pos, headers = _decode_headers(buf, pos)
         if pos != record_end:
             raise CorruptBatchError(f"record {index} does not match its length")
-        record = new(cls)
-        set_topic(record, topic)
-        set_partition(record, partition)
-        set_offset(record, offset)
-        set_key(record, key)
-        set_value(record, value)
-        set_timestamp(record, timestamp)
-        set_headers(record, headers)
-        add(record)
+        add(make(topic, partition, offset, key, value, timestamp, headers))
     if pos != len(buf):
         raise CorruptBatchError(f"{len(buf) - pos} bytes left after {count} records")
     return out
