@@ -103,8 +103,8 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
     "fetch.max.bytes": 64 * 1024 * 1024,
     "max.partition.fetch.bytes": 8 * 1024 * 1024,
     "fetch.wait.max.ms": 100,
-    "session.timeout.ms": 10_000,
-    "heartbeat.interval.ms": 2_000,
+    "session.timeout.ms": 6_000,  # the broker's minimum: a dead member's partitions move soon
+    "heartbeat.interval.ms": 1_500,
     "topic.metadata.refresh.interval.ms": 30_000,
     "enable.partition.eof": True,
     "reconnect.backoff.max.ms": 1000,

@@ -104,8 +104,8 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
     "fetch_max_bytes": 64 * 1024 * 1024,
     "max_partition_fetch_bytes": 8 * 1024 * 1024,
     "fetch_max_wait_ms": 100,
-    "session_timeout_ms": 10_000,
-    "heartbeat_interval_ms": 2_000,
+    "session_timeout_ms": 6_000,  # the broker's minimum: a dead member's partitions move soon
+    "heartbeat_interval_ms": 1_500,
     "metadata_max_age_ms": 30_000,
     "reconnect_backoff_max_ms": 1000,
 }

@@ -185,7 +185,8 @@ def test_kafka_python_defaults() -> None:
     assert consumer["enable_auto_commit"] is False
     assert consumer["isolation_level"] == "read_committed"
     assert consumer["auto_offset_reset"] == "earliest"
-    assert (consumer["session_timeout_ms"], consumer["heartbeat_interval_ms"]) == (10_000, 2_000)
+    # a dead member's partitions move after the broker's minimum session (quick takeover)
+    assert (consumer["session_timeout_ms"], consumer["heartbeat_interval_ms"]) == (6_000, 1_500)
     assert consumer["group_id"] is None
 
 
@@ -200,7 +201,7 @@ def test_confluent_defaults() -> None:
     assert consumer["enable.auto.commit"] is False
     assert consumer["isolation.level"] == "read_committed"
     assert consumer["auto.offset.reset"] == "earliest"
-    assert (consumer["session.timeout.ms"], consumer["heartbeat.interval.ms"]) == (10_000, 2_000)
+    assert (consumer["session.timeout.ms"], consumer["heartbeat.interval.ms"]) == (6_000, 1_500)
     assert consumer["group.id"].startswith("streamscore-unjoined-")  # librdkafka needs one
 
 
@@ -219,8 +220,8 @@ NEUTRAL_CONSUMER = {
     "fetch_max_wait_ms": 50,
     "read_committed": False,
     "auto_offset_reset": "latest",
-    "session_timeout_ms": 6000,
-    "heartbeat_interval_ms": 1000,
+    "session_timeout_ms": 9000,
+    "heartbeat_interval_ms": 2500,
 }
 
 
@@ -249,7 +250,7 @@ def test_confluent_maps_every_neutral_option() -> None:
     assert consumer["fetch.wait.max.ms"] == 50
     assert consumer["isolation.level"] == "read_uncommitted"
     assert consumer["auto.offset.reset"] == "latest"
-    assert (consumer["session.timeout.ms"], consumer["heartbeat.interval.ms"]) == (6000, 1000)
+    assert (consumer["session.timeout.ms"], consumer["heartbeat.interval.ms"]) == (9000, 2500)
     assert "max_poll_records" not in consumer  # the driver's own batch limit
 
 
