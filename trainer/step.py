@@ -10,9 +10,10 @@ transactions, retries, fencing and the stop. The step:
   read each partition of ``points`` from the checkpoint's offsets (the beginning
   for partitions it does not know, and for partitions added later);
 - ``process_chunks``: parses every chunk (`trainer.pool`: each value decoded on
-  its own by the contract's codec, in worker processes), then, in poll order,
-  scores and fits each model on its labelled points; bad records come back as
-  dead letters with their reasons. When a publication is due
+  its own by the contract's codec, in worker processes for still-encoded chunks),
+  then scores and fits each model on the labelled points, in poll order, the
+  rows of consecutive chunks together (`TRAIN_ROWS`: fewer, larger fits); bad
+  records come back as dead letters with their reasons. When a publication is due
   (`trainer.publish.PublishPolicy`) and none is in flight, the outcome carries the
   new versions and the checkpoint and asks for a commit: the kernel writes them,
   the dead letters since the previous publication and the offsets in ONE
@@ -71,6 +72,8 @@ from trainer.state import Checkpoint, StateError, encode_checkpoint
 log = logging.getLogger(__name__)
 
 STATS_EVERY_S = 10.0
+#: Labelled rows of consecutive chunks fitted together (fewer, larger fits cost less).
+TRAIN_ROWS = 4096
 
 _T = TypeVar("_T")
 
@@ -106,6 +109,28 @@ class _Work:
     deadletters: int = 0
     versions: int = 0
     saved: _Saved | None = None  # set on the outcome that publishes
+
+
+class _Rows:
+    """Labelled rows of consecutive chunks, in the order read, waiting to be fitted."""
+
+    def __init__(self) -> None:
+        self.x: list[FloatArray] = []
+        self.y: list[FloatArray] = []
+        self.count = 0
+
+    def add(self, parsed: ParsedChunk) -> None:
+        if parsed.labelled:
+            self.x.append(parsed.x)
+            self.y.append(parsed.y)
+            self.count += parsed.labelled
+
+    def take(self) -> tuple[FloatArray, FloatArray]:
+        x, y = self.x, self.y
+        self.x, self.y, self.count = [], [], 0
+        if len(x) == 1:
+            return x[0], y[0]
+        return np.concatenate(x), np.concatenate(y)
 
 
 class TrainingStep(ChunkStep):
@@ -325,6 +350,7 @@ class TrainingStep(ChunkStep):
         """Train on the chunks in order; dead letters; a publication when one is due."""
         outcome = Outcome(commit=False)
         work = _Work()
+        rows = _Rows()
         for chunk, parsed in zip(chunks, self._pool.parse(chunks, self._n_features), strict=True):
             if isinstance(parsed, ParsedChunk):
                 result = parsed
@@ -337,13 +363,11 @@ class TrainingStep(ChunkStep):
                     parsed,
                 )
                 result = self._parse_alone(chunk, self._n_features)
-            try:
-                self._train(chunk, result, work, outcome)
-            except Exception as exc:  # the inputs were checked: a bug, not a bad record
-                raise BusError(
-                    f"training failed ({type(exc).__name__}: {exc}); the trainer stops, and "
-                    "its next start resumes from the last checkpoint"
-                ) from exc
+            self._take(chunk, result, work, outcome)
+            rows.add(result)
+            if rows.count >= TRAIN_ROWS:
+                self._fit(rows)
+        self._fit(rows)
         now = self._clock()
         self._policy.note(
             points=work.labelled, deadletters=work.deadletters, consumed=True, now=now
@@ -388,16 +412,13 @@ class TrainingStep(ChunkStep):
             rejected=rejected,
         )
 
-    def _train(self, chunk: Chunk, parsed: ParsedChunk, work: _Work, outcome: Outcome) -> None:
+    def _take(self, chunk: Chunk, parsed: ParsedChunk, work: _Work, outcome: Outcome) -> None:
+        """Account for a parsed chunk: its offsets, its dead letters, its counts."""
         if self._n_features is None and parsed.n_features is not None:
             self._n_features = parsed.n_features
             log.info(
                 "the stream has %d features (from its first labelled point)", parsed.n_features
             )
-        if parsed.labelled:
-            for slot in self._slots:
-                slot.train(parsed.x, parsed.y)
-        self._count += parsed.labelled
         self._offsets[chunk.partition] = chunk.next_offset
         for offset, key, value, reason in parsed.rejected:
             record = Record(chunk.topic, chunk.partition, offset, key, value, -1)
@@ -407,6 +428,21 @@ class TrainingStep(ChunkStep):
         work.unlabelled += parsed.unlabelled
         work.deadletters += len(parsed.rejected)
         self._deadletter_total += len(parsed.rejected)
+
+    def _fit(self, rows: _Rows) -> None:
+        """Score and fit every model on the rows gathered (in the order read); empty them."""
+        if not rows.count:
+            return
+        x, y = rows.take()
+        try:
+            for slot in self._slots:
+                slot.train(x, y)
+        except Exception as exc:  # the inputs were checked: a bug, not a bad record
+            raise BusError(
+                f"training failed ({type(exc).__name__}: {exc}); the trainer stops, and "
+                "its next start resumes from the last checkpoint"
+            ) from exc
+        self._count += len(y)
 
     def _publish(self, outcome: Outcome, now: float) -> None:
         """Add the new versions and the checkpoint to ``outcome``, and ask for a commit."""
