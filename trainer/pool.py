@@ -11,11 +11,13 @@ what parsing them costs. `ParsePool.parse` returns the results in the order of t
 chunks, as soon as each is ready, so the caller trains on one chunk while the
 workers parse the next, and training does not depend on which worker was fastest.
 
-Measured on 1,000,000 labelled 3-feature points on a shared 2-core machine
-(CPU µs per point of the trainer's own process, the workers apart): kafka-python
-7.1 in the loop alone, 3.5 with two workers; confluent-kafka 5.5 alone, 4.1 with
-its values sent to two workers, for more CPU in all and a lower rate, so they
-are not sent.
+Measured on 1,000,000 labelled 3-feature points (`python -m streamscore trainer`'s
+loop in-process, a shared and busy 2-core machine, CPU µs per point of the
+trainer's own process, the workers apart): kafka-python 6.6-7.1 in the loop
+alone, 3.5-3.6 with two workers; confluent-kafka, two workers, 3.6-4.2 with its
+decoded chunks parsed in the loop, 3.6 with them sent to the workers, which
+then cost 2.5 µs a point more in all and ran at 62-108k points/s instead of
+162-174k: decoded chunks stay in the loop.
 
 With ``workers=0`` (and always while the stream's dimension is unknown, which the
 first labelled point decides) every chunk is parsed in the calling thread. A
