@@ -48,7 +48,7 @@ class Load:
     warmup_timeout_s: float = 90.0
     steady_s: float = 3.0
     tail_s: float = 5.0
-    recover_timeout_s: float = 45.0
+    recover_timeout_s: float = 60.0
     drain_timeout_s: float = 60.0
     stall_s: float = 25.0
 
@@ -270,12 +270,15 @@ class LiveRun:
             self.result.notes.append(f"producer (exit {code}): {last_error(log_path)}")
         self.result.sent = producer_sent(self.services["producer"].log_path)
 
+        drain_from = time.monotonic()
+
         def drained() -> bool:
             if not watcher.pending or watcher.pending <= excused():
                 return True
             if not any(self.services.running(name) for name in self.scorers):
                 return True
-            return time.monotonic() - watcher.last_prediction_at > self.load.stall_s
+            quiet_since = max(drain_from, watcher.last_prediction_at)
+            return time.monotonic() - quiet_since > self.load.stall_s
 
         self.wait_until(drained, self.load.drain_timeout_s)
         if not watcher.catch_up(timeout_s=60):
