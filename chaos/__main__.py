@@ -44,7 +44,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         prog="python -m chaos",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="scenarios: " + "; ".join(f"{s.name}: {s.summary}" for s in SCENARIOS.values()),
+        epilog="scenarios:\n"
+        + "\n".join(f"  {s.name:<16} {s.summary}" for s in SCENARIOS.values()),
     )
     parser.add_argument(
         "scenarios", nargs="*", metavar="SCENARIO", help="run only these (default: all)"

@@ -107,7 +107,7 @@ def broker_kill(ctx: Context) -> RunResult:
 
 
 def broker_restart(ctx: Context) -> RunResult:
-    """The only broker is stopped cleanly (``kafka down``) and started 3 s later."""
+    """The only broker is stopped cleanly (`kafka down`) and started 3 s later."""
     brokers = ctx.pool.get(1)
     with ctx.live("broker-restart", brokers) as run:
         if not run.warm_up():
