@@ -24,6 +24,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 from bus.clients.base import Driver, Record, TopicPartition
+from bus.messages import MAX_VERSION
 from bus.partitions import wait_for_partitions
 from bus.table import Table
 from bus.topics import Topics
@@ -84,9 +85,10 @@ def _latest(records: list[Record]) -> dict[bytes, tuple[bytes | None, Headers]]:
 def read_versions(
     driver: Driver, topic: str, names: Collection[str], stop: StopFlag
 ) -> dict[str, int]:
-    """The latest version on ``topic`` of each of ``names`` that has one.
+    """The highest version on ``topic`` of each of ``names`` that has one.
 
-    Versions only go up, so the newest record of a name holds its highest version.
+    Versions only go up, so the newest records of a name hold its highest version.
+    A version beyond the contract's `MAX_VERSION` (no reader takes it) is ignored.
     """
     keys = {name.encode(): name for name in names}
     versions: dict[str, int] = {}
@@ -96,8 +98,18 @@ def read_versions(
             for record in found:
                 name = keys.get(record.key) if record.key is not None else None
                 version = _version(record.value) if name is not None else None
-                if name is not None and version is not None:
-                    versions[name] = max(versions.get(name, 0), version)
+                if name is None or version is None:
+                    continue
+                if version > MAX_VERSION:
+                    log.warning(
+                        "model %r: version %d on %s is beyond the contract's %d: ignored",
+                        name,
+                        version,
+                        topic,
+                        MAX_VERSION,
+                    )
+                    continue
+                versions[name] = max(versions.get(name, 0), version)
     return versions
 
 
