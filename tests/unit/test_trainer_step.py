@@ -430,6 +430,26 @@ def test_a_restart_resumes_exactly_from_the_checkpoint(
     )
 
 
+def test_a_checkpoint_in_parts_stays_in_one_partition_and_is_read_back() -> None:
+    broker = MemoryBroker()
+    broker.create_topic(TOPICS.points, 1)
+    broker.create_topic(TOPICS.models, 1)
+    broker.create_topic(TOPICS.trainer_state, 3)
+    broker.create_topic(TOPICS.deadletter, 1)
+    first, second = points(20_000, seed=22), points(500, seed=23)
+    cfg = config(window=20_000, publish_every=10**6, publish_interval_s=0.5, max_records=5000)
+    produce(broker, first, partitions=1)
+    train(broker, 20_000, cfg)
+    state = broker.records(TOPICS.trainer_state)
+    assert max(int(r.header("checkpoint-parts") or b"0") for r in state) >= 2  # cut in parts
+    assert len({r.partition for r in state}) == 1
+    produce(broker, second, partitions=1)
+    train(broker, 20_500, cfg)
+    assert checkpoint_of(broker).count == 20_500
+    assert len({r.partition for r in broker.records(TOPICS.trainer_state)}) == 1
+    check_versions(versions(broker))
+
+
 def test_versions_on_models_are_never_reused_without_a_checkpoint(broker: MemoryBroker) -> None:
     produce(broker, points(300, seed=15))
     for name in NAMES:
