@@ -6,13 +6,14 @@ still hold the client's encoded record batches (the kafka-python driver's):
 worker as it is, a few bytes objects, and decoded and validated there
 (`trainer.batch.parse_points`); only the training arrays and the rejected records
 come back. A chunk already decoded into columns (the confluent-kafka driver's) is
-parsed in the calling thread: sending its values to another process costs about
-what parsing them costs. `ParsePool.parse` returns the results in the order of the
-chunks, as soon as each is ready, so the caller trains on one chunk while the
-workers parse the next, and training does not depend on which worker was fastest.
+parsed in the calling thread: sending its values to a worker saved the loop
+almost nothing and cost more in all (figures below). `ParsePool.parse` returns
+the results in the order of the chunks, as soon as each is ready, so the caller
+trains on one chunk while the workers parse the next, and training does not
+depend on which worker was fastest.
 
-Measured on 1,000,000 labelled 3-feature points (`python -m streamscore trainer`'s
-loop in-process, a shared and busy 2-core machine, CPU µs per point of the
+Measured on 1,000,000 labelled 3-feature points (the trainer in-process against
+the local broker, on a shared and busy 2-core machine; CPU µs per point of the
 trainer's own process, the workers apart): kafka-python 6.6-7.1 in the loop
 alone, 3.5-3.6 with two workers; confluent-kafka, two workers, 3.6-4.2 with its
 decoded chunks parsed in the loop, 3.6 with them sent to the workers, which
