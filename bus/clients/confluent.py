@@ -154,6 +154,7 @@ _TRANSIENT_CODES = tuple(
         "_ASSIGNMENT_LOST",
         "_MAX_POLL_EXCEEDED",
         "_UNKNOWN_PARTITION",
+        "_OUTDATED",  # a seek overtaken by the client resetting positions (broker restart)
         "REQUEST_TIMED_OUT",
         "NETWORK_EXCEPTION",
         "NOT_COORDINATOR",

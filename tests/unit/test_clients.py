@@ -100,6 +100,8 @@ CONFLUENT_TABLE: list[tuple[Any, type[Exception]]] = [
     (CKError(CKError._INVALID_ARG, "No such configuration property"), ConfigError),
     (CKError(CKError._TRANSPORT), TransientBusError),
     (CKError(CKError._ALL_BROKERS_DOWN), TransientBusError),
+    # a seek overtaken by the client resetting positions (seen right after a broker restart)
+    (CKError(CKError._OUTDATED), TransientBusError),
     (CKError(CKError._TIMED_OUT, "retry call to resume", retriable=True), TransientBusError),
     (CKError(CKError._MSG_TIMED_OUT), TransientBusError),
     (CKError(CKError._WAIT_COORD), TransientBusError),
