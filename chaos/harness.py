@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import time
 import uuid
 from collections.abc import Callable
@@ -100,6 +101,9 @@ class LiveRun:
                 "STREAMSCORE_SCORER_REQUESTS_GROUP": f"{self.prefix}requests",
                 "STREAMSCORE_SCORER_DELIVERY": self.delivery,
                 "STREAMSCORE_LOG_LEVEL": "INFO",
+                # signed models, as a deployment guarding `models` runs: the trainer
+                # signs, the scorer refuses versions anyone else wrote
+                "STREAMSCORE_MODEL_KEY": secrets.token_hex(32),
             }
         )
         return env
