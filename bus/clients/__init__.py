@@ -4,23 +4,29 @@
 the default, or confluent-kafka, an optional extra) behind the interface in
 `bus.clients.base`. Admin stays on kafka-python (``make_admin``).
 
-``make_producer`` / ``make_consumer`` are the kafka-python clients of the code not
-yet on the driver interface.
+``make_producer`` / ``make_consumer`` (from the kafka-python driver) are plain
+kafka-python clients with the project's settings, for tools that watch the bus from
+outside (the chaos verifier, benchmark loaders, tests that read as any user would).
+No service uses them: services get their clients from a driver.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient
 from kafka.errors import KafkaError
 
 from bus.clients.base import Driver
-from bus.clients.kafka_python import CONSUMER_DEFAULTS, PRODUCER_DEFAULTS, connect_error
+from bus.clients.kafka_python import (
+    CONSUMER_DEFAULTS,
+    PRODUCER_DEFAULTS,
+    connect_error,
+    make_consumer,
+    make_producer,
+)
 from bus.settings import KafkaSettings
-from streamscore.errors import BusError, ConfigError
+from streamscore.errors import ConfigError
 
 __all__ = [
     "CONSUMER_DEFAULTS",
@@ -46,49 +52,6 @@ def driver_for(settings: KafkaSettings) -> Driver:
     from bus.clients.kafka_python import KafkaPythonDriver
 
     return KafkaPythonDriver(settings)
-
-
-def make_producer(settings: KafkaSettings, **overrides: Any) -> KafkaProducer:
-    """A producer with the project's defaults (idempotent, acks=all, batched)."""
-    try:
-        return KafkaProducer(**{**settings.client_kwargs(), **PRODUCER_DEFAULTS, **overrides})
-    except KafkaError as exc:
-        raise connect_error(settings, exc) from exc
-
-
-def make_consumer(
-    settings: KafkaSettings,
-    *topics: str,
-    group_id: str | None,
-    metadata_wait_s: float = 15.0,
-    **overrides: Any,
-) -> KafkaConsumer:
-    """A consumer with manual commits and read_committed isolation.
-
-    With ``topics`` it subscribes (consumer group) once their partitions are known:
-    joining a group before the metadata of a just-created topic has arrived would
-    leave the member without partitions until the next metadata refresh. Without
-    ``topics`` the caller assigns partitions.
-    """
-    try:
-        consumer = KafkaConsumer(
-            **{**settings.client_kwargs(), **CONSUMER_DEFAULTS, "group_id": group_id, **overrides}
-        )
-    except KafkaError as exc:
-        raise connect_error(settings, exc) from exc
-    if topics:
-        deadline = time.monotonic() + metadata_wait_s
-        for topic in topics:
-            while not consumer.partitions_for_topic(topic):
-                if time.monotonic() > deadline:
-                    consumer.close()
-                    raise BusError(
-                        f"topic {topic!r} does not exist on {settings.bootstrap_servers}; "
-                        "create it with `streamscore topics`"
-                    )
-                time.sleep(0.1)
-        consumer.subscribe(list(topics))
-    return consumer
 
 
 def make_admin(settings: KafkaSettings, **overrides: Any) -> KafkaAdminClient:

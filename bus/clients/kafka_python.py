@@ -709,3 +709,49 @@ def _log_async_commit(offsets: Any, response: Any) -> None:
         log.warning(
             "an asynchronous offset commit failed (%s); the next commit covers it", response
         )
+
+
+# --- plain clients, for tools that watch the bus from outside ------------------------
+
+
+def make_producer(settings: KafkaSettings, **overrides: Any) -> KafkaProducer:
+    """A producer with the project's defaults (idempotent, acks=all, batched)."""
+    try:
+        return KafkaProducer(**{**settings.client_kwargs(), **PRODUCER_DEFAULTS, **overrides})
+    except KafkaError as exc:
+        raise connect_error(settings, exc) from exc
+
+
+def make_consumer(
+    settings: KafkaSettings,
+    *topics: str,
+    group_id: str | None,
+    metadata_wait_s: float = 15.0,
+    **overrides: Any,
+) -> KafkaConsumer:
+    """A consumer with manual commits and read_committed isolation.
+
+    With ``topics`` it subscribes (consumer group) once their partitions are known:
+    joining a group before the metadata of a just-created topic has arrived would
+    leave the member without partitions until the next metadata refresh. Without
+    ``topics`` the caller assigns partitions.
+    """
+    try:
+        consumer = KafkaConsumer(
+            **{**settings.client_kwargs(), **CONSUMER_DEFAULTS, "group_id": group_id, **overrides}
+        )
+    except KafkaError as exc:
+        raise connect_error(settings, exc) from exc
+    if topics:
+        deadline = time.monotonic() + metadata_wait_s
+        for topic in topics:
+            while not consumer.partitions_for_topic(topic):
+                if time.monotonic() > deadline:
+                    consumer.close()
+                    raise BusError(
+                        f"topic {topic!r} does not exist on {settings.bootstrap_servers}; "
+                        "create it with `streamscore topics`"
+                    )
+                time.sleep(0.1)
+        consumer.subscribe(list(topics))
+    return consumer

@@ -10,8 +10,10 @@ explicit allow-list, each entry with its reason:
   `streamscore.broker`, the tests' topic fixture): only ``kafka.admin`` and
   ``kafka.errors``;
 - tests of the drivers themselves;
-- TEMPORARY: code not yet moved onto the driver interface. An entry there that
-  is no longer needed is reported as a warning; remove it then.
+- observers: tools that watch the bus from outside with a plain kafka-python
+  client, as any user of the topics would (the chaos verifier, the benchmarks'
+  loaders and peers, tests that read and write the contract's bytes directly).
+  They are not services: no service package may use them (pinned below).
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from __future__ import annotations
 import ast
 import fnmatch
 import os
-import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,7 +68,11 @@ ADMIN = (
 
 DRIVER_TESTS = (
     Allowed(
-        ("tests/unit/test_clients.py", "tests/integration/test_clients.py"),
+        (
+            "tests/unit/test_clients.py",
+            "tests/unit/test_kafka_python_fetch.py",
+            "tests/integration/test_clients.py",
+        ),
         LIBRARIES,
         "tests of the drivers themselves (against the libraries' own behaviour)",
     ),
@@ -78,29 +83,30 @@ DRIVER_TESTS = (
     ),
 )
 
-# --- TEMPORARY: remove each entry once its code is on the driver interface ------------
-TEMPORARY = (
-    Allowed(("trainer/*",), LIBRARIES, "TEMPORARY: the trainer's port is under way"),
+OBSERVERS = (
     Allowed(
-        ("tests/unit/test_trainer_*.py",),
+        ("chaos/*",),
         ("kafka",),
-        "TEMPORARY: tests of the trainer's kafka-python fetching, ported with it",
+        "the chaos suite's verifier and poison writer watch the bus as an outside user",
     ),
-    Allowed(("bench/*",), LIBRARIES, "TEMPORARY: the benchmarks are being reworked"),
     Allowed(
-        ("bus/clients/__init__.py",),
-        ("kafka",),
-        "TEMPORARY: make_producer / make_consumer, until nothing uses them",
+        ("bench/*",),
+        LIBRARIES,
+        "benchmarks load topics and run the peers' raw clients beside the services",
     ),
-    Allowed(("chaos/*",), ("kafka",), "TEMPORARY: the chaos suite is not on the drivers yet"),
     Allowed(
         ("tests/integration/test_bus.py", "tests/integration/test_local_broker.py"),
         ("kafka",),
-        "TEMPORARY: tests still reading and writing with kafka-python directly",
+        "tests that read and write the contract's bytes as a plain kafka-python user does",
     ),
 )
 
-ALLOWED = DRIVERS + ADMIN + DRIVER_TESTS + TEMPORARY
+#: The packages that run as services (or are the bus under them): they get every
+#: client from a driver, never the plain clients the observers use.
+SERVICE_PACKAGES = ("bus", "producer", "trainer", "scorer", "gateway", "streamscore")
+PLAIN_CLIENTS = ("make_producer", "make_consumer")
+
+ALLOWED = DRIVERS + ADMIN + DRIVER_TESTS + OBSERVERS
 
 
 @dataclass(frozen=True)
@@ -197,18 +203,44 @@ def test_only_the_drivers_import_a_kafka_client_library(
 
 
 def test_every_permanent_allowance_is_still_needed(project_imports: list[LibraryImport]) -> None:
-    stale = unused(project_imports, DRIVERS + ADMIN + DRIVER_TESTS)
+    stale = unused(project_imports, ALLOWED)
     assert not stale, "remove these entries from the allow-list: " + "; ".join(
         f"{entry.paths} ({entry.reason})" for entry in stale
     )
 
 
-def test_temporary_allowances_still_needed(project_imports: list[LibraryImport]) -> None:
-    for entry in unused(project_imports, TEMPORARY):
-        warnings.warn(
-            f"temporary allowance {entry.paths} is no longer needed: remove it", stacklevel=1
-        )
-    assert all(entry.reason.startswith("TEMPORARY") for entry in TEMPORARY)
+def plain_client_uses(root: Path) -> list[str]:
+    """Where a service package names ``make_producer`` or ``make_consumer``."""
+    found: list[str] = []
+    for package in SERVICE_PACKAGES:
+        for path in python_files(root / package):
+            name = path.relative_to(root).as_posix()
+            if name.startswith("bus/clients/"):
+                continue  # where they are defined and exported
+            tree = ast.parse(path.read_text(encoding="utf-8"), filename=name)
+            for node in ast.walk(tree):
+                named = (
+                    [alias.name for alias in node.names]
+                    if isinstance(node, ast.ImportFrom)
+                    else [node.attr]
+                    if isinstance(node, ast.Attribute)
+                    else []
+                )
+                found += [f"{name}:{node.lineno} {n}" for n in named if n in PLAIN_CLIENTS]
+    return found
+
+
+def test_no_service_uses_the_observers_plain_clients() -> None:
+    uses = plain_client_uses(ROOT)
+    assert not uses, "services get their clients from bus.clients.driver_for:\n  " + "\n  ".join(
+        uses
+    )
+
+
+def test_the_plain_client_check_finds_a_use(tmp_path: Path) -> None:
+    (tmp_path / "scorer").mkdir()
+    (tmp_path / "scorer" / "loop.py").write_text("from bus.clients import make_producer\n")
+    assert plain_client_uses(tmp_path) == ["scorer/loop.py:1 make_producer"]
 
 
 def test_the_scan_finds_every_kind_of_import(tmp_path: Path) -> None:
