@@ -247,8 +247,10 @@ def test_a_second_trainer_fences_the_first_which_stops_saying_so(broker: MemoryB
         wait_until("the first trainer's versions", lambda: first.stats.versions > 0)
         second = make(broker.driver(), cfg, stop=stop2)
         with running(second, stop2):
-            wait_until("the first trainer to stop", lambda: bool(errors))
+            # new points make the first try a transaction, which is how it learns of the fence
+            # (an idle trainer writes nothing, so nothing tells it)
             produce(broker, points(300, seed=5))
+            wait_until("the first trainer to stop", lambda: bool(errors))
             wait_until("the second trainer", lambda: trained_all(broker, 1200))
     check_versions(versions(broker))
 
