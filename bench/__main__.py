@@ -25,7 +25,7 @@ from bench import bus_limit, gateway_load, hotswap, latency, scoring, training
 from bench.config import BenchConfig
 from bench.context import BenchContext, load_average, wait_for_quiet
 from bench.report import BenchResult, Row, render_table, targets_summary, write_results
-from streamscore.logs import configure_logging
+from core.logs import configure_logging
 
 log = logging.getLogger("bench")
 

@@ -6,8 +6,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from streamscore.env import env_bool, env_float, env_int, env_str
-from streamscore.errors import ConfigError
+from core.env import env_bool, env_float, env_int, env_str
+from core.errors import ConfigError
 
 #: The Kafka clients the services can run on (``STREAMSCORE_KAFKA_CLIENT``), in table order.
 CLIENTS = ("kafka-python", "confluent")

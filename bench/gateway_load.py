@@ -28,8 +28,8 @@ from bench.report import BenchResult, Latency, ratio
 from bus.reply import CORRELATION_ID, header
 from bus.settings import KafkaSettings
 from bus.topics import TopicLayout, Topics
+from core.errors import StreamscoreError
 from streamscore.broker import free_port
-from streamscore.errors import StreamscoreError
 
 log = logging.getLogger(__name__)
 

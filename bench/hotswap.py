@@ -19,7 +19,7 @@ from bench.models import model_version, publish
 from bench.report import BenchResult, Latency
 from bus.messages import Prediction
 from bus.settings import KafkaSettings
-from streamscore.errors import StreamscoreError
+from core.errors import StreamscoreError
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from bus.clients import make_producer
 from bus.messages import Point, Prediction
 from bus.settings import KafkaSettings
 from bus.topics import HOUR_MS, TopicLayout
-from streamscore.errors import StreamscoreError
+from core.errors import StreamscoreError
 
 log = logging.getLogger(__name__)
 

@@ -21,9 +21,9 @@ from bus.clients import driver_for
 from bus.clients.base import Record
 from bus.settings import KafkaSettings
 from bus.stream import Outcome, Step, StreamConfig, StreamRunner, StreamStats
+from core.logs import configure_logging
+from core.shutdown import StopFlag
 from scorer.config import ScorerConfig
-from streamscore.logs import configure_logging
-from streamscore.shutdown import StopFlag
 
 log = logging.getLogger("passthrough")
 

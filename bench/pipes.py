@@ -22,7 +22,7 @@ from bench.context import cpu_seconds, edge_timestamps
 from bench.report import ratio, span_rate
 from bus.clients import make_admin, make_consumer
 from bus.settings import KafkaSettings
-from streamscore.errors import StreamscoreError
+from core.errors import StreamscoreError
 
 POLL_S = 0.2
 

@@ -2,7 +2,7 @@
 
 Everything here is pure (no Kafka, no clock of its own) so it is unit-tested
 (``tests/unit/test_bench.py``); percentiles and rates come from
-``streamscore.stats``, shared with the demo.
+``core.stats``, shared with the demo.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from streamscore.stats import percentile, rate
+from core.stats import percentile, rate
 
 #: How a figure is compared with its target: ``>=`` (at least) or ``<=`` (at most).
 COMPARISONS: dict[str, Callable[[float, float], bool]] = {

@@ -33,8 +33,8 @@ from bench.scoring import case
 from bus.messages import ModelVersion
 from bus.settings import KafkaSettings
 from bus.topics import Topics, ensure_topics
+from core.errors import MessageError, StreamscoreError
 from streamscore.broker import PROJECT_ROOT
-from streamscore.errors import MessageError, StreamscoreError
 
 log = logging.getLogger(__name__)
 

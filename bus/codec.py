@@ -75,7 +75,7 @@ from bus.messages import (
     Point,
     Prediction,
 )
-from streamscore.errors import MessageError
+from core.errors import MessageError
 
 _Input = Annotated[float, msgspec.Meta(ge=-MAX_ABS_INPUT, le=MAX_ABS_INPUT)]
 

@@ -31,20 +31,21 @@ from dataclasses import dataclass, field
 from itertools import accumulate, count
 from typing import Any, Literal
 
-from streamscore.errors import MessageError
+from core import limits
+from core.errors import MessageError
 
 MAX_MESSAGE_BYTES = 1_000_000
 #: Deepest nesting of arrays and objects a message may have. A fixed limit, so that a
 #: value is valid or not whatever the stack depth of the code that reads it.
 MAX_NESTING = 512
+#: Largest magnitude of a feature or a label (points and inference rows).
+MAX_ABS_INPUT = limits.MAX_ABS_INPUT
+#: Largest magnitude of a number in a model's params (its coefficients).
+MAX_ABS_PARAM = limits.MAX_ABS_PARAM
 MAX_FEATURES = 10_000
 MAX_ID_CHARS = 128
 MAX_NAME_CHARS = 128
 MAX_INSTANCES = 10_000
-#: Largest magnitude of a feature or a label (points and inference rows).
-MAX_ABS_INPUT = 1e12
-#: Largest magnitude of a number in a model's params (its coefficients).
-MAX_ABS_PARAM = 1e15
 #: Largest version (2**53 - 1): beyond it a JSON reader using doubles loses digits.
 MAX_VERSION = 2**53 - 1
 MODEL_KINDS = ("multivariate", "polynomial")

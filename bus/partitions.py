@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable
 
 from bus.clients.base import Consumer, TopicPartition, TransientBusError
-from streamscore.errors import BusError
-from streamscore.shutdown import StopFlag
+from core.errors import BusError
+from core.shutdown import StopFlag
 
 log = logging.getLogger(__name__)
 

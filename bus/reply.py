@@ -52,8 +52,8 @@ from bus.clients.base import (
 )
 from bus.messages import MAX_MESSAGE_BYTES, InferReply, InferRequest
 from bus.partitions import wait_for_partitions
-from streamscore.errors import BusError, MessageError
-from streamscore.shutdown import StopFlag
+from core.errors import BusError, MessageError
+from core.shutdown import StopFlag
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 
 from bus.messages import ModelVersion
-from streamscore.errors import ConfigError, MessageError
+from core.errors import ConfigError, MessageError
 
 #: The environment variable holding the shared key.
 KEY_VARIABLE = "STREAMSCORE_MODEL_KEY"

@@ -75,9 +75,9 @@ from bus.clients.base import (
 )
 from bus.deadletter import MAX_DEADLETTER_BYTES, DeadLetters
 from bus.partitions import topic_partitions
-from streamscore.env import env_float
-from streamscore.errors import BusError, ConfigError
-from streamscore.shutdown import StopFlag
+from core.env import env_float
+from core.errors import BusError, ConfigError
+from core.shutdown import StopFlag
 
 log = logging.getLogger(__name__)
 

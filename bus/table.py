@@ -27,8 +27,8 @@ from typing import Any
 
 from bus.clients.base import Consumer, Driver, Record, TopicPartition, TransientBusError
 from bus.partitions import wait_for_partitions
-from streamscore.errors import BusError
-from streamscore.shutdown import StopFlag
+from core.errors import BusError
+from core.shutdown import StopFlag
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from kafka.errors import InvalidReplicationFactorError, KafkaError, TopicAlready
 
 from bus.clients import make_admin
 from bus.settings import KafkaSettings
-from streamscore.env import env_int, env_str
-from streamscore.errors import BusError
+from core.env import env_int, env_str
+from core.errors import BusError
 
 log = logging.getLogger(__name__)
 

@@ -28,8 +28,8 @@ from chaos.harness import Load
 from chaos.processes import shielded
 from chaos.report import render_failures, render_table, section, summarise, update_document
 from chaos.scenarios import SCENARIOS, BrokerPool, Context, run_scenario
-from streamscore.errors import StreamscoreError
-from streamscore.logs import configure_logging
+from core.errors import StreamscoreError
+from core.logs import configure_logging
 
 log = logging.getLogger("chaos")
 

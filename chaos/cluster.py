@@ -17,8 +17,8 @@ from kafka.errors import KafkaError
 
 from bus.clients import make_admin
 from bus.settings import KafkaSettings
+from core.errors import BusError
 from streamscore.broker import BrokerConfig, BrokerStatus, LocalBroker, free_port_range
-from streamscore.errors import BusError
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from chaos.cluster import ChaosBrokers
 from chaos.counts import Observed, RunResult, duplicated, judge, lost, recovery_s
 from chaos.processes import Services, last_error, producer_sent, shielded
 from chaos.watch import Watcher
-from streamscore.errors import StreamscoreError
+from core.errors import StreamscoreError
 
 log = logging.getLogger(__name__)
 

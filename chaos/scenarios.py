@@ -22,7 +22,7 @@ from chaos.cluster import ChaosBrokers
 from chaos.counts import DeadLetter, Observed, RunResult, digest, first_after_s, recovery_s
 from chaos.harness import LiveRun, Load
 from chaos.poison import PREDICTED, Poison, model_poisons, point_poisons, request_poisons
-from streamscore.errors import StreamscoreError
+from core.errors import StreamscoreError
 
 log = logging.getLogger(__name__)
 

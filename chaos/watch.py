@@ -20,7 +20,7 @@ from bus.messages import ModelVersion, Point, Prediction
 from bus.settings import KafkaSettings
 from bus.topics import Topics
 from chaos.counts import DeadLetter, Observed, digest
-from streamscore.errors import BusError, MessageError
+from core.errors import BusError, MessageError
 
 log = logging.getLogger(__name__)
 

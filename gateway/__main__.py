@@ -7,8 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+from core.errors import ConfigError
 from gateway.config import GatewayConfig
-from streamscore.errors import ConfigError
 
 CONF = Path(__file__).with_name("gunicorn_conf.py")
 APP = "gateway.app:get_app()"

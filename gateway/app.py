@@ -22,6 +22,7 @@ from bus.clients import driver_for
 from bus.reply import ReplyClient
 from bus.settings import KafkaSettings
 from bus.topics import Topics
+from core.errors import MessageError
 from gateway.catalogue import Catalogue, CatalogueFeed
 from gateway.config import GatewayConfig
 from gateway.inference import Inference, InferenceBus
@@ -41,7 +42,6 @@ from gateway.resources import (
     ServerMetadata,
     error_body,
 )
-from streamscore.errors import MessageError
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from bus.clients.base import Driver, Record
 from bus.messages import ModelVersion, Score
 from bus.table import Table
 from bus.topics import Topics
-from streamscore.errors import BusError, MessageError
-from streamscore.shutdown import StopFlag
+from core.errors import BusError, MessageError
+from core.shutdown import StopFlag
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from streamscore.env import env_bool, env_int, env_str
-from streamscore.errors import ConfigError
+from core.env import env_bool, env_int, env_str
+from core.errors import ConfigError
 
 DEFAULT_BIND = "127.0.0.1:8000"
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from core.logs import configure_logging
 from gateway.config import GatewayConfig
-from streamscore.logs import configure_logging
 
 _config = GatewayConfig.from_env()
 

@@ -24,9 +24,9 @@ from bus.reply import (
     TooManyPendingError,
     UnknownTicketError,
 )
+from core.errors import BusError
 from gateway.catalogue import Catalogue
 from gateway.payloads import GatewayError, Rows, bad
-from streamscore.errors import BusError
 
 #: Statuses a scorer's error reply keeps; any other becomes 503.
 RELAYED_STATUSES = frozenset({400, 404, 413, 503, 504})

@@ -20,7 +20,7 @@ from bus.messages import (
     MAX_VERSION,
     InferReply,
 )
-from streamscore.errors import StreamscoreError
+from core.errors import StreamscoreError
 
 Json = dict[str, Any]
 

@@ -18,13 +18,13 @@ from bus.clients import driver_for
 from bus.messages import Point
 from bus.settings import KafkaSettings
 from bus.topics import TopicLayout, Topics, ensure_topics
+from core.errors import ConfigError, StreamscoreError
+from core.logs import configure_logging
+from core.shutdown import StopFlag
 from producer.config import ProducerConfig, env_name, flag_name, parse_columns
 from producer.loop import PublishSummary, publish
 from producer.progress import ProgressReporter
 from producer.sources import BadRows, DummySource, Source, drop_labels, open_file_source
-from streamscore.errors import ConfigError, StreamscoreError
-from streamscore.logs import configure_logging
-from streamscore.shutdown import StopFlag
 
 log = logging.getLogger(__name__)
 

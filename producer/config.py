@@ -9,10 +9,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from core.env import env_bool, env_choice, env_float, env_int, env_str
+from core.errors import ConfigError
 from producer.loop import KeyFn, entity_keys, point_key
 from producer.sources import FORMATS, FUNCTIONS, check_id_prefix
-from streamscore.env import env_bool, env_choice, env_float, env_int, env_str
-from streamscore.errors import ConfigError
 
 ENV_PREFIX = "STREAMSCORE_PRODUCER_"
 KEY_MODES = ("source", "none")

@@ -28,8 +28,8 @@ from typing import Any, Protocol
 
 from bus.clients.base import Producer
 from bus.messages import MAX_ABS_INPUT, MAX_FEATURES, MAX_ID_CHARS, Point, dump_object
+from core.errors import BusError, MessageError
 from producer.sources import KeyedPoint
-from streamscore.errors import BusError, MessageError
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ Clock = Callable[[], float]
 
 
 class StopLike(Protocol):
-    """What the loop needs of a stop flag (``streamscore.shutdown.StopFlag``)."""
+    """What the loop needs of a stop flag (``core.shutdown.StopFlag``)."""
 
     def is_set(self) -> bool: ...
 

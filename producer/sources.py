@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from bus.messages import MAX_ID_CHARS, Point, load_object
-from streamscore.errors import ConfigError, MessageError
+from core.errors import ConfigError, MessageError
 
 log = logging.getLogger(__name__)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from core.errors import ModelError
 from regressors.base import Regressor, r2_score
 from regressors.linear import MultivariateRegressor
 from regressors.metrics import MetricsSnapshot, RollingMetrics
@@ -14,7 +15,6 @@ from regressors.polynomial import (
     polynomial_features,
     polynomial_powers,
 )
-from streamscore.errors import ModelError
 
 __all__ = [
     "KINDS",

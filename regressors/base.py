@@ -16,8 +16,8 @@ from typing import Any, ClassVar, Self, cast
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from bus.messages import MAX_ABS_INPUT, MAX_ABS_PARAM
-from streamscore.errors import ModelError
+from core.errors import ModelError
+from core.limits import MAX_ABS_INPUT, MAX_ABS_PARAM
 
 FloatArray = NDArray[np.float64]
 
@@ -37,7 +37,7 @@ MAX_ABS_VALUE = 1e100
 #: ``MAX_ABS_PARAM``). With features within the contract's ``MAX_ABS_INPUT`` (1e12) every
 #: prediction is then finite: at most ``MAX_PARAMETERS`` terms, each at most
 #: 1e15 * 1e12**degree (1e51 at degree 3, 1e135 at the highest degree, 10), so
-#: |prediction| <= 2e138 whatever the model (see `bus.messages`).
+#: |prediction| <= 2e138 whatever the model (see `core.limits`).
 MAX_ABS_COEF = MAX_ABS_PARAM
 _COEF_LIMIT = f"{MAX_ABS_COEF:.0e}".replace("e+", "e")  # 1e15
 

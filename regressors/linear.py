@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from core.errors import ModelError
 from regressors.base import MAX_ABS_VALUE, MAX_PARAMETERS, FloatArray, Regressor
-from streamscore.errors import ModelError
 
 
 class MultivariateRegressor(Regressor):

@@ -9,8 +9,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from numpy.typing import ArrayLike
 
+from core.errors import ModelError
 from regressors.base import MAX_ABS_VALUE, FloatArray
-from streamscore.errors import ModelError
 
 _EPS = float(np.finfo(np.float64).eps)
 

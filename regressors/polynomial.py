@@ -10,6 +10,7 @@ from typing import Any, ClassVar, Self
 import numpy as np
 from numpy.typing import ArrayLike
 
+from core.errors import ModelError
 from regressors.base import (
     MAX_ABS_VALUE,
     MAX_PARAMETERS,
@@ -18,7 +19,6 @@ from regressors.base import (
     as_rows,
     get_int,
 )
-from streamscore.errors import ModelError
 
 #: Highest polynomial degree accepted.
 MAX_DEGREE = 10

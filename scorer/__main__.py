@@ -11,11 +11,11 @@ from bus.clients import driver_for
 from bus.settings import KafkaSettings
 from bus.signing import model_key_from_env
 from bus.topics import TopicLayout, Topics, ensure_topics
+from core.errors import StreamscoreError
+from core.logs import configure_logging
+from core.shutdown import StopFlag
 from scorer.config import DELIVERY_MODES, ScorerConfig
 from scorer.service import Scorer
-from streamscore.errors import StreamscoreError
-from streamscore.logs import configure_logging
-from streamscore.shutdown import StopFlag
 
 log = logging.getLogger("scorer")
 

@@ -7,7 +7,7 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from streamscore.env import env_choice, env_float, env_int, env_str
+from core.env import env_choice, env_float, env_int, env_str
 
 DELIVERY_MODES = ("at-least-once", "exactly-once")
 

@@ -9,9 +9,9 @@ from bus.deadletter import DeadLetters
 from bus.messages import ModelVersion
 from bus.signing import ModelKey
 from bus.table import Table
+from core.errors import StreamscoreError
+from core.shutdown import StopFlag
 from scorer.registry import ModelRegistry, load_model
-from streamscore.errors import StreamscoreError
-from streamscore.shutdown import StopFlag
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ import numpy.typing as npt
 
 from bus.messages import ModelVersion
 from bus.signing import ModelKey, model_key_from_env, verify
+from core.errors import ModelError
 from regressors import Regressor, regressor_from_dict
-from streamscore.errors import ModelError
 
 FloatArray = npt.NDArray[np.float64]
 

@@ -12,8 +12,8 @@ from bus.clients.base import Headers, Record
 from bus.messages import InferReply, InferRequest
 from bus.reply import ReplyAddress
 from bus.stream import Outcome, Step
+from core.errors import MessageError, ModelError
 from scorer.registry import LiveModel, ModelRegistry
-from streamscore.errors import MessageError, ModelError
 
 log = logging.getLogger(__name__)
 

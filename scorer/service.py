@@ -21,6 +21,8 @@ from bus.partitions import wait_for_partitions
 from bus.signing import ModelKey
 from bus.stream import StreamConfig, StreamRunner, StreamStats, retry_s_from_env
 from bus.topics import Topics
+from core.errors import BusError
+from core.shutdown import StopFlag
 from scorer.config import ScorerConfig
 from scorer.models_feed import ModelFeed, describe
 from scorer.policy import ServingPolicy
@@ -28,8 +30,6 @@ from scorer.quality import Scoreboard
 from scorer.registry import LiveModel, ModelRegistry
 from scorer.requests import RequestStep
 from scorer.step import ScoringStep
-from streamscore.errors import BusError
-from streamscore.shutdown import StopFlag
 
 log = logging.getLogger(__name__)
 

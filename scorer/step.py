@@ -23,11 +23,11 @@ from bus.clients.base import Record, TransientBusError
 from bus.codec import PointColumns, decode_points, encode_predictions
 from bus.stream import Outcome, Step
 from bus.topics import Topics
+from core.errors import ModelError
 from scorer.models_feed import ModelFeed
 from scorer.policy import ServingPolicy
 from scorer.quality import Scoreboard
 from scorer.registry import FloatArray, LiveModel, ModelRegistry
-from streamscore.errors import ModelError
 
 log = logging.getLogger(__name__)
 

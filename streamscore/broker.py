@@ -28,8 +28,8 @@ from pathlib import Path
 from kafka.admin import KafkaAdminClient
 from kafka.errors import KafkaError
 
-from streamscore.env import env_int, env_str
-from streamscore.errors import BrokerError, ConfigError
+from core.env import env_int, env_str
+from core.errors import BrokerError, ConfigError
 from streamscore.processes import alive, command_line
 
 log = logging.getLogger(__name__)

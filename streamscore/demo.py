@@ -27,13 +27,13 @@ from bus.messages import ModelVersion, Prediction, Score
 from bus.partitions import topic_partitions
 from bus.settings import KafkaSettings
 from bus.topics import TopicLayout, Topics, ensure_topics
+from core.env import env_float, env_int
+from core.errors import StreamscoreError
+from core.logs import configure_logging
+from core.stats import percentile
 from streamscore.broker import BrokerConfig, LocalBroker, free_port
-from streamscore.env import env_float, env_int
-from streamscore.errors import StreamscoreError
-from streamscore.logs import configure_logging
 from streamscore.processes import Supervisor
 from streamscore.services import with_bootstrap
-from streamscore.stats import percentile
 
 SERVICES = ("trainer", "scorer", "gateway")
 STOP_ORDER = ["producer", "gateway", "scorer", "trainer"]

@@ -10,9 +10,9 @@ import argparse
 import os
 import sys
 
+from core.errors import BrokerError, ConfigError
+from core.logs import configure_logging
 from streamscore.broker import MAX_BROKERS, BrokerConfig, LocalBroker
-from streamscore.errors import BrokerError, ConfigError
-from streamscore.logs import configure_logging
 
 
 def main(argv: list[str]) -> int:

@@ -13,10 +13,10 @@ from bus.clients import driver_for
 from bus.clients.base import Consumer, Driver, TopicPartition
 from bus.settings import KafkaSettings
 from bus.topics import TopicLayout, Topics, ensure_topics
+from core.env import env_str
+from core.errors import StreamscoreError
+from core.logs import configure_logging
 from streamscore.broker import BrokerConfig, LocalBroker
-from streamscore.env import env_str
-from streamscore.errors import StreamscoreError
-from streamscore.logs import configure_logging
 from streamscore.processes import Supervisor
 
 SERVICES = ("trainer", "scorer", "gateway")

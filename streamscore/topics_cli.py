@@ -7,8 +7,8 @@ import sys
 
 from bus.settings import KafkaSettings
 from bus.topics import TopicLayout, Topics, ensure_topics
-from streamscore.errors import StreamscoreError
-from streamscore.logs import configure_logging
+from core.errors import StreamscoreError
+from core.logs import configure_logging
 
 
 def main(argv: list[str]) -> int:

@@ -15,9 +15,9 @@ from bus.clients import driver_for
 from bus.settings import KafkaSettings
 from bus.signing import model_key_from_env
 from bus.topics import TopicLayout, Topics, ensure_topics
-from streamscore.errors import StreamscoreError
-from streamscore.logs import configure_logging
-from streamscore.shutdown import StopFlag
+from core.errors import StreamscoreError
+from core.logs import configure_logging
+from core.shutdown import StopFlag
 from trainer.config import TrainerConfig, parse_models
 from trainer.trainer import Trainer
 

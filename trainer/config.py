@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from bus.messages import MAX_FEATURES, MAX_NAME_CHARS, MODEL_KINDS
-from streamscore.env import env_bool, env_float, env_int, env_str
-from streamscore.errors import ConfigError
+from core.env import env_bool, env_float, env_int, env_str
+from core.errors import ConfigError
 
 DEFAULT_MODELS = "multivariate,polynomial:3"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")

@@ -28,7 +28,7 @@ from bus.messages import MAX_VERSION
 from bus.partitions import wait_for_partitions
 from bus.table import Table
 from bus.topics import Topics
-from streamscore.shutdown import StopFlag
+from core.shutdown import StopFlag
 from trainer.state import Checkpoint, Headers, assemble_checkpoint, part_key
 
 log = logging.getLogger(__name__)

@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from streamscore.errors import StreamscoreError
+from core.errors import StreamscoreError
 
 CHECKPOINT_FORMAT = 1
 PART_BYTES = 512 * 1024

@@ -58,9 +58,9 @@ from bus.messages import ModelVersion
 from bus.signing import ModelKey, sign
 from bus.stream import ChunkStep, Outcome
 from bus.topics import Topics
+from core.errors import BusError, MessageError
+from core.shutdown import StopFlag
 from regressors.base import MAX_ABS_VALUE
-from streamscore.errors import BusError, MessageError
-from streamscore.shutdown import StopFlag
 from trainer.batch import FloatArray
 from trainer.config import TrainerConfig
 from trainer.models import ModelSlot, PrequentialScore

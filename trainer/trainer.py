@@ -26,7 +26,7 @@ from bus.clients.base import Driver
 from bus.signing import ModelKey
 from bus.stream import StreamConfig, StreamRunner, retry_s_from_env
 from bus.topics import Topics
-from streamscore.shutdown import StopFlag
+from core.shutdown import StopFlag
 from trainer.config import TrainerConfig
 from trainer.step import TrainerStats, TrainingStep
 

@@ -27,7 +27,7 @@ from typing import Any
 
 from bus.messages import ModelVersion
 from bus.settings import KafkaSettings
-from streamscore.errors import ConfigError
+from core.errors import ConfigError
 
 log = logging.getLogger("quix_scorer")
 

@@ -26,7 +26,7 @@ from bus.clients.kafka_python import (
     make_producer,
 )
 from bus.settings import KafkaSettings
-from streamscore.errors import ConfigError
+from core.errors import ConfigError
 
 __all__ = [
     "CONSUMER_DEFAULTS",

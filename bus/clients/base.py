@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
-from streamscore.errors import BusError
+from core.errors import BusError
 
 Headers = Sequence[tuple[str, bytes]]
 # offsets, keys, values of the records of one chunk, in offset order

@@ -82,7 +82,7 @@ from bus.clients.base import (
     TransientBusError,
 )
 from bus.settings import KafkaSettings
-from streamscore.errors import BusError, ConfigError, StreamscoreError
+from core.errors import BusError, ConfigError, StreamscoreError
 
 log = logging.getLogger(__name__)
 

@@ -47,7 +47,7 @@ from bus.clients.base import (
     TopicPartition,
     TransientBusError,
 )
-from streamscore.errors import BusError, ConfigError
+from core.errors import BusError, ConfigError
 
 PRODUCER_OPTIONS = frozenset(
     {

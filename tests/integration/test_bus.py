@@ -18,8 +18,8 @@ from bus.deadletter import DeadLetters
 from bus.messages import Point
 from bus.settings import KafkaSettings
 from bus.topics import TopicLayout, Topics, ensure_topics
+from core.errors import BusError
 from streamscore.broker import free_port
-from streamscore.errors import BusError
 
 Record = Any  # kafka.consumer.fetcher.ConsumerRecord
 

@@ -43,9 +43,9 @@ from bus.messages import InferReply, InferRequest, ModelVersion
 from bus.reply import AsyncTicket, ReplyAddress, ReplyClient
 from bus.settings import CLIENTS, KafkaSettings
 from bus.topics import TopicLayout, Topics, ensure_topics
+from core.errors import BusError
 from regressors import regressor_from_dict
 from streamscore.broker import BrokerConfig, LocalBroker
-from streamscore.errors import BusError
 
 BIN = Path(sys.executable).parent
 OPENAPI = Path(gateway.__file__).with_name("openapi.json")

@@ -17,9 +17,9 @@ from bus.messages import InferReply, InferRequest, Prediction, Score
 from bus.reply import ReplyAddress, header
 from bus.settings import KafkaSettings
 from bus.topics import Topics
+from core.shutdown import StopFlag
 from scorer.config import ScorerConfig
 from scorer.service import Scorer
-from streamscore.shutdown import StopFlag
 from tests.integration.streams import (
     linear_model,
     linear_points,

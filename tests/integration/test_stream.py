@@ -14,7 +14,7 @@ from bus.clients.base import Driver, Record, TopicPartition
 from bus.settings import KafkaSettings
 from bus.stream import Outcome, Step, StreamConfig, StreamRunner, StreamStats
 from bus.table import Table
-from streamscore.shutdown import StopFlag
+from core.shutdown import StopFlag
 
 DELIVERIES = ["at-least-once", "exactly-once"]
 COUNT = 600

@@ -22,8 +22,8 @@ from bus.messages import ModelVersion, Point
 from bus.settings import KafkaSettings
 from bus.table import Table
 from bus.topics import Topics
-from streamscore.errors import BusError
-from streamscore.shutdown import StopFlag
+from core.errors import BusError
+from core.shutdown import StopFlag
 from trainer.config import TrainerConfig
 from trainer.trainer import Trainer
 

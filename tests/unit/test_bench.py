@@ -41,9 +41,9 @@ from bus.clients.base import Record, TopicPartition
 from bus.clients.memory import MemoryBroker
 from bus.messages import Point
 from bus.stream import Outcome, StreamRunner
+from core.errors import ConfigError
+from core.shutdown import StopFlag
 from scorer.registry import load_model
-from streamscore.errors import ConfigError
-from streamscore.shutdown import StopFlag
 
 # --- latency summaries and rates -------------------------------------------------------
 

@@ -18,8 +18,8 @@ from kafka.admin import KafkaAdminClient
 from bus.clients import confluent, driver_for, kafka_python
 from bus.clients.base import FencedError, RecordTooLargeError, TransientBusError
 from bus.settings import KafkaSettings
-from streamscore.errors import BusError, ConfigError
-from streamscore.logs import REDACTED, RedactSecrets, configure_logging, install_redaction
+from core.errors import BusError, ConfigError
+from core.logs import REDACTED, RedactSecrets, configure_logging, install_redaction
 
 SETTINGS = KafkaSettings()
 

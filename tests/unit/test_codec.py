@@ -21,7 +21,7 @@ from bus.messages import (
     Point,
     Prediction,
 )
-from streamscore.errors import MessageError
+from core.errors import MessageError
 
 Outcome = tuple[str, Any]  # ("ok", fingerprint of the point) or ("error", reason)
 

@@ -38,11 +38,11 @@ from bus.reply import (
     RequestTooLargeError,
     TooManyPendingError,
 )
+from core.errors import BusError, MessageError
 from gateway.app import create_app, openapi_document
 from gateway.catalogue import Catalogue
 from gateway.config import GatewayConfig
 from gateway.worker import Framing, GatewayWorker, Limits, RequestBuffer, json_error
-from streamscore.errors import BusError, MessageError
 
 NOW_MS = 1_700_000_000_000
 

@@ -14,8 +14,8 @@ from bus.clients.base import TransientBusError
 from bus.clients.memory import MemoryBroker
 from bus.messages import ModelVersion, Score
 from bus.topics import Topics
+from core.errors import BusError
 from gateway.catalogue import Catalogue, CatalogueFeed
-from streamscore.errors import BusError
 
 TOPICS = Topics.with_prefix("t.")
 

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 import gateway.__main__ as entry
+from core.errors import ConfigError
 from gateway.config import GatewayConfig
-from streamscore.errors import ConfigError
 
 
 def test_defaults() -> None:

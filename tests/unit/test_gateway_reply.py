@@ -28,7 +28,7 @@ from bus.reply import (
     TooManyPendingError,
     UnknownTicketError,
 )
-from streamscore.errors import BusError
+from core.errors import BusError
 
 REQUEST = InferRequest("r-1", [[1.0, 2.0]], "lin", None)
 GROUP = "gateway-replies"

@@ -11,7 +11,7 @@ from bus.clients.base import (
     TransientBusError,
 )
 from bus.clients.memory import MemoryBroker, MemoryConsumer
-from streamscore.errors import BusError, ConfigError
+from core.errors import BusError, ConfigError
 
 TP0 = TopicPartition("in", 0)
 TP1 = TopicPartition("in", 1)

@@ -27,7 +27,7 @@ from bus.messages import (
     Prediction,
     Score,
 )
-from streamscore.errors import MessageError
+from core.errors import MessageError
 
 MESSAGE_TYPES: list[Any] = [Point, Prediction, ModelVersion, Score, InferRequest, InferReply]
 

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from core.errors import ModelError
 from regressors import MetricsSnapshot, RollingMetrics
-from streamscore.errors import ModelError
 
 # -- an exact reference: rational arithmetic on the last `window` points ------------------------
 

@@ -14,6 +14,7 @@ import pytest
 
 from bus.clients.base import Headers, Producer, TopicPartition, TransientBusError
 from bus.messages import Point
+from core.errors import ConfigError, MessageError
 from producer import loop
 from producer.__main__ import format_summary, parse_config
 from producer.config import ProducerConfig
@@ -30,7 +31,6 @@ from producer.loop import (
 )
 from producer.progress import ProgressReporter, render_bar
 from producer.sources import BadRows, DummySource, KeyedPoint
-from streamscore.errors import ConfigError, MessageError
 
 # --- doubles ------------------------------------------------------------------------
 
@@ -424,7 +424,7 @@ def test_a_bus_error_while_sending_ends_the_run_with_an_error() -> None:
 
 
 def test_a_topic_without_partitions_is_a_bus_error() -> None:
-    from streamscore.errors import BusError
+    from core.errors import BusError
 
     with pytest.raises(BusError, match="has no partitions"):
         publish(DummySource(), FakeProducer(partitions=0), "t", count=10)

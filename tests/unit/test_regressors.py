@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bus.messages import MAX_ABS_INPUT, MAX_ABS_PARAM
+from core.errors import ModelError
 from regressors import (
     MultivariateRegressor,
     PolynomialRegressor,
@@ -26,7 +27,6 @@ from regressors import (
     regressor_from_dict,
     regressor_from_state_dict,
 )
-from streamscore.errors import ModelError
 
 N_POINTS = 900
 N_FEATURES = 3

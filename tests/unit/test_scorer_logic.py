@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 from bus.messages import InferRequest, ModelVersion
+from core.errors import ModelError
 from regressors import MultivariateRegressor, PolynomialRegressor, Regressor
 from scorer.policy import ServingPolicy
 from scorer.quality import Scoreboard
 from scorer.registry import LiveModel, ModelRegistry, load_model
 from scorer.requests import answer
-from streamscore.errors import ModelError
 
 
 def fitted(kind: str = "multivariate", slope: float = 2.0) -> Regressor:

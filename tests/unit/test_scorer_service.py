@@ -17,11 +17,11 @@ from bus.messages import InferReply, InferRequest, ModelVersion, Point, Predicti
 from bus.reply import ReplyAddress
 from bus.signing import ModelKey, sign
 from bus.topics import Topics
+from core.errors import BusError
+from core.shutdown import StopFlag
 from regressors import MultivariateRegressor
 from scorer.config import ScorerConfig
 from scorer.service import Scorer
-from streamscore.errors import BusError
-from streamscore.shutdown import StopFlag
 
 TOPICS = Topics()
 

@@ -11,9 +11,9 @@ from kafka.admin import KafkaAdminClient
 from bus.clients import CONSUMER_DEFAULTS, PRODUCER_DEFAULTS
 from bus.settings import KafkaSettings
 from bus.topics import HOUR_MS, WEEK_MS, TopicLayout, Topics, topic_specs
+from core.env import env_bool, env_choice, env_float, env_int, env_str
+from core.errors import ConfigError
 from streamscore.broker import PROJECT_ROOT, BrokerConfig
-from streamscore.env import env_bool, env_choice, env_float, env_int, env_str
-from streamscore.errors import ConfigError
 
 # --- KafkaSettings ------------------------------------------------------------------
 

@@ -19,9 +19,9 @@ from bus.signing import (
     sign,
     verify,
 )
+from core.errors import ConfigError, MessageError, ModelError
 from regressors import MultivariateRegressor
 from scorer.registry import load_model
-from streamscore.errors import ConfigError, MessageError, ModelError
 
 SECRET = "s3cret-model-key-0123456789abcdef"
 KEY = ModelKey(SECRET.encode())

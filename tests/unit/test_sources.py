@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from bus.messages import Point
+from core.errors import ConfigError
 from producer.sources import (
     BadRows,
     CsvSource,
@@ -21,7 +22,6 @@ from producer.sources import (
     file_format,
     open_file_source,
 )
-from streamscore.errors import ConfigError
 
 DATA = Path(__file__).parent.parent / "data"
 

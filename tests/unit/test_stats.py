@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from streamscore.stats import percentile, rate
+from core.stats import percentile, rate
 
 
 def test_nearest_rank_percentiles() -> None:

@@ -31,8 +31,8 @@ from bus.stream import (
     StreamStats,
     retry_s_from_env,
 )
-from streamscore.errors import BusError, ConfigError
-from streamscore.shutdown import StopFlag
+from core.errors import BusError, ConfigError
+from core.shutdown import StopFlag
 
 IN, OUT, DLQ, GROUP, TXID = "in", "out", "deadletter", "group", "tx-1"
 DELIVERIES = ["at-least-once", "exactly-once"]

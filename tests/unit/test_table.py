@@ -10,8 +10,8 @@ from bus.clients.base import Record, TopicPartition, TransientBusError
 from bus.clients.memory import MemoryBroker
 from bus.partitions import wait_for_partitions
 from bus.table import Table
-from streamscore.errors import BusError
-from streamscore.shutdown import StopFlag
+from core.errors import BusError
+from core.shutdown import StopFlag
 
 TOPIC = "models"
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bus.messages import Point
-from streamscore.errors import MessageError
+from core.errors import MessageError
 from trainer.batch import parse_points
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streamscore.errors import ConfigError
+from core.errors import ConfigError
 from trainer.config import ModelSpec, TrainerConfig, parse_models
 
 

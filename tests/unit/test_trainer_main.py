@@ -8,7 +8,7 @@ import time
 
 SCRIPT = """
 import logging, time
-from streamscore.shutdown import StopFlag
+from core.shutdown import StopFlag
 from trainer.__main__ import _exit_if_stuck
 logging.basicConfig(level=logging.INFO)
 stop = StopFlag()

@@ -9,7 +9,7 @@ from bus.clients.memory import MemoryBroker
 from bus.messages import ModelVersion
 from bus.table import Table
 from bus.topics import Topics
-from streamscore.shutdown import StopFlag
+from core.shutdown import StopFlag
 from trainer.recovery import read_checkpoint, read_start, read_versions
 from trainer.state import Checkpoint, encode_checkpoint, part_key
 

@@ -20,8 +20,8 @@ from bus.messages import ModelVersion, Point
 from bus.signing import ModelKey, verify
 from bus.stream import StreamRunner
 from bus.topics import Topics
-from streamscore.errors import BusError, MessageError
-from streamscore.shutdown import StopFlag
+from core.errors import BusError, MessageError
+from core.shutdown import StopFlag
 from tests.unit.test_stream import GatedDriver
 from tests.unit.test_trainer_pool import Packed
 from trainer.config import TrainerConfig

@@ -3,7 +3,7 @@
 Kafka clients log their configuration at DEBUG, SASL password included
 (kafka-python's admin client does, librdkafka may). `configure_logging` installs
 `RedactSecrets` for the Kafka passwords (``KAFKA_SASL_PASSWORD``,
-``KAFKA_SSL_PASSWORD``, or a `KafkaSettings`' own): every log record made from
+``KAFKA_SSL_PASSWORD``, or a settings object's own): every log record made from
 then on, whichever logger and handler it goes to, has them replaced by ``***``
 in its message, its traceback and its stack.
 """
@@ -13,13 +13,17 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from bus.settings import KafkaSettings
+from typing import Any, Protocol
 
 SECRET_VARIABLES = ("KAFKA_SASL_PASSWORD", "KAFKA_SSL_PASSWORD")
 REDACTED = "***"
+
+
+class HasSecrets(Protocol):
+    """Settings that know their own secrets (the bus's `KafkaSettings` does)."""
+
+    def secrets(self) -> list[str]:
+        """Every secret value these settings hold."""
 
 
 class RedactSecrets(logging.Filter):
@@ -87,7 +91,7 @@ def install_redaction(secrets: Iterable[str | None]) -> RedactSecrets:
 
 
 def secrets_from(
-    settings: KafkaSettings | None = None, env: Mapping[str, str] | None = None
+    settings: HasSecrets | None = None, env: Mapping[str, str] | None = None
 ) -> list[str]:
     """The secrets to keep out of logs: the settings' passwords and those in the environment."""
     env = os.environ if env is None else env
@@ -98,7 +102,7 @@ def secrets_from(
 
 
 def configure_logging(
-    service: str, level: str | None = None, *, settings: KafkaSettings | None = None
+    service: str, level: str | None = None, *, settings: HasSecrets | None = None
 ) -> None:
     """Log to stderr with time, service and logger; level from ``STREAMSCORE_LOG_LEVEL``.
 
