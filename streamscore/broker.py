@@ -1,8 +1,9 @@
 """The local Apache Kafka broker: install its jars, start, check and stop it.
 
-The jars come from Maven Central through ``kafka/pom.xml`` into an ignored cache
-folder. By default one KRaft node (broker and controller) runs on loopback, with
-its data, pid file and log under a state folder. ``brokers=3`` runs a local
+The jars come from Maven Central through the ``pom.xml`` shipped in
+``streamscore.kafka_files`` into a cache folder. By default one KRaft node (broker
+and controller) runs on loopback, with its data, pid file and log under a state
+folder (``STREAMSCORE_HOME``), never inside the installed package. ``brokers=3`` runs a local
 cluster instead: three such nodes, each with its own ports (counted up from the
 base ports) and folders, one controller quorum, and topics replicated three times
 with two copies in sync. Nothing here needs Docker.
@@ -11,6 +12,7 @@ with two copies in sync. Nothing here needs Docker.
 from __future__ import annotations
 
 import base64
+import importlib.resources
 import logging
 import os
 import random
@@ -35,7 +37,8 @@ from streamscore.processes import alive, command_line
 log = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-KAFKA_DIR = PROJECT_ROOT / "kafka"
+#: The package holding the broker's pom.xml, log4j2.yaml and server.properties.template.
+KAFKA_FILES = "streamscore.kafka_files"
 MAIN_CLASS = "kafka.Kafka"
 MAX_BROKERS = 9
 #: Replicas of every topic in a local cluster, and how many must be in sync for a write.
@@ -83,8 +86,8 @@ class BrokerConfig:
     ``controller_port + i - 1``.
     """
 
-    home: Path = PROJECT_ROOT / ".streamscore"
-    cache_dir: Path = PROJECT_ROOT / ".streamscore" / "cache"
+    home: Path = Path(".streamscore")
+    cache_dir: Path = Path(".streamscore") / "cache"
     host: str = "127.0.0.1"
     port: int = 9092
     controller_port: int = 9093
@@ -105,7 +108,7 @@ class BrokerConfig:
         """
         env = os.environ if env is None else env
         port = env_int(env, "STREAMSCORE_KAFKA_PORT", 9092, minimum=1)
-        home = Path(env_str(env, "STREAMSCORE_HOME", str(cls.home)))
+        home = Path(env_str(env, "STREAMSCORE_HOME", str(default_home())))
         brokers = env_int(env, "STREAMSCORE_KAFKA_BROKERS", started_size(home), minimum=1)
         if brokers > MAX_BROKERS:
             raise ConfigError(
@@ -206,6 +209,23 @@ class BrokerConfig:
         return self.state_dir / "cluster-id"
 
 
+def default_home() -> Path:
+    """The state folder when ``STREAMSCORE_HOME`` is unset.
+
+    In a source checkout (an editable install) it is the checkout's ``.streamscore``,
+    wherever the command runs; an installed package uses ``./.streamscore`` of the
+    current directory, never a folder inside the installation.
+    """
+    if (PROJECT_ROOT / "pyproject.toml").is_file() and (PROJECT_ROOT / "streamscore").is_dir():
+        return PROJECT_ROOT / ".streamscore"
+    return Path.cwd() / ".streamscore"
+
+
+def kafka_file(name: str) -> str:
+    """The text of one of the broker's files shipped with the package."""
+    return importlib.resources.files(KAFKA_FILES).joinpath(name).read_text(encoding="utf-8")
+
+
 def started_size(home: Path) -> int:
     """How many nodes the cluster started in ``home`` has (1 when none was)."""
     try:
@@ -284,21 +304,24 @@ class LocalBroker:
         lib.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix="kafka-lib-", dir=lib.parent))
         log.info("fetching Kafka jars with Maven into %s", lib)
-        result = subprocess.run(
-            [
-                mvn,
-                "-q",
-                "-B",
-                "-f",
-                str(KAFKA_DIR / "pom.xml"),
-                "dependency:copy-dependencies",
-                "-DincludeScope=runtime",
-                f"-DoutputDirectory={staging}",
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        with tempfile.TemporaryDirectory(prefix="kafka-pom-", dir=lib.parent) as project:
+            pom = Path(project) / "pom.xml"
+            pom.write_text(kafka_file("pom.xml"), encoding="utf-8")
+            result = subprocess.run(
+                [
+                    mvn,
+                    "-q",
+                    "-B",
+                    "-f",
+                    str(pom),
+                    "dependency:copy-dependencies",
+                    "-DincludeScope=runtime",
+                    f"-DoutputDirectory={staging}",
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
         if result.returncode != 0 or not any(staging.glob("kafka_2.13-*.jar")):
             shutil.rmtree(staging, ignore_errors=True)
             tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
@@ -404,7 +427,7 @@ class LocalBroker:
                     "-XX:+UseG1GC",
                     "-XX:MaxGCPauseMillis=20",
                     "-Djava.awt.headless=true",
-                    f"-Dlog4j2.configurationFile={KAFKA_DIR / 'log4j2.yaml'}",
+                    f"-Dlog4j2.configurationFile={self._log_config()}",
                     "-cp",
                     classpath,
                     MAIN_CLASS,
@@ -492,7 +515,7 @@ class LocalBroker:
         )
 
     def _write_properties(self, node: BrokerNode) -> None:
-        template = (KAFKA_DIR / "server.properties.template").read_text()
+        template = kafka_file("server.properties.template")
         voters = ",".join(f"{n.node_id}@{n.host}:{n.controller_port}" for n in self.config.nodes)
         node.state_dir.mkdir(parents=True, exist_ok=True)
         node.properties_file.write_text(
@@ -507,6 +530,15 @@ class LocalBroker:
                 min_insync=self.config.min_insync,
             )
         )
+
+    def _log_config(self) -> Path:
+        """The broker's log4j2.yaml, written into the state folder (Java needs a file)."""
+        path = self.config.state_dir / "log4j2.yaml"
+        text = kafka_file("log4j2.yaml")
+        if not path.exists() or path.read_text(encoding="utf-8") != text:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+        return path
 
     def _format(self, java: str, classpath: str, nodes: list[BrokerNode]) -> None:
         """Format the KRaft storage of nodes that have none (in parallel), once.
@@ -524,7 +556,7 @@ class LocalBroker:
                 java,
                 "-cp",
                 classpath,
-                f"-Dlog4j2.configurationFile={KAFKA_DIR / 'log4j2.yaml'}",
+                f"-Dlog4j2.configurationFile={self._log_config()}",
                 "kafka.tools.StorageTool",
                 "format",
                 "--ignore-formatted",

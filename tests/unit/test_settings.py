@@ -13,7 +13,7 @@ from bus.settings import KafkaSettings
 from bus.topics import HOUR_MS, WEEK_MS, TopicLayout, Topics, topic_specs
 from core.env import env_bool, env_choice, env_float, env_int, env_str
 from core.errors import ConfigError
-from streamscore.broker import PROJECT_ROOT, BrokerConfig
+from streamscore.broker import PROJECT_ROOT, BrokerConfig, default_home, kafka_file
 
 # --- KafkaSettings ------------------------------------------------------------------
 
@@ -320,8 +320,25 @@ def test_broker_config_defaults_to_the_project_state_folder() -> None:
     config = BrokerConfig.from_env({})
     assert config.home == PROJECT_ROOT / ".streamscore"
     assert config.cache_dir == PROJECT_ROOT / ".streamscore" / "cache"
+    assert config.home == default_home()
     assert (config.port, config.controller_port) == (9092, 9093)
     assert config.bootstrap == "127.0.0.1:9092"
+
+
+def test_an_installed_package_keeps_its_state_in_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from streamscore import broker
+
+    monkeypatch.setattr(broker, "PROJECT_ROOT", tmp_path / "site-packages")
+    monkeypatch.chdir(tmp_path)
+    assert BrokerConfig.from_env({}).home == tmp_path / ".streamscore"
+
+
+def test_the_broker_files_ship_with_the_package() -> None:
+    assert "<artifactId>kafka_2.13</artifactId>" in kafka_file("pom.xml")
+    assert "{controller_port}" in kafka_file("server.properties.template")
+    assert "Configuration:" in kafka_file("log4j2.yaml")
 
 
 def test_broker_config_follows_its_home_ports_and_cache(tmp_path: Path) -> None:
