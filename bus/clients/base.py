@@ -278,6 +278,20 @@ class Consumer(ABC):
     def end_offsets(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
         """The offset after the last record of each partition (the last stable one)."""
 
+    def lag(self, topics: Sequence[str]) -> dict[TopicPartition, int]:
+        """The group's lag on ``topics``: records after its committed offset, per partition.
+
+        Read as ``kafka-consumer-groups`` reads it (the committed offsets, then the end
+        offsets); a partition with nothing committed counts from offset 0. Needs a
+        ``group_id``; the consumer need not subscribe (nor join the group).
+        """
+        tps = [TopicPartition(topic, p) for topic in topics for p in self.partitions_for(topic)]
+        if not tps:
+            return {}
+        committed = self.committed(tps)
+        ends = self.end_offsets(tps)
+        return {tp: max(0, ends.get(tp, 0) - (committed.get(tp) or 0)) for tp in tps}
+
     @abstractmethod
     def partitions_for(self, topic: str) -> list[int]:
         """The topic's partition ids from fresh metadata; empty when it does not exist."""
