@@ -1,0 +1,1 @@
+"""``streamscore monitor``: a live dashboard of the pipeline, read from Kafka only."""
