@@ -22,10 +22,11 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import metadata
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -295,6 +296,51 @@ class Watch(Collector):
         yield family
 
 
+class LagReader(Protocol):
+    """What `lag_watch` needs of a consumer of a group (`bus.clients.base.Consumer` is one)."""
+
+    def lag(self, topics: Sequence[str]) -> Mapping[Any, int]:
+        """Lag per (topic, partition)."""
+        ...
+
+    def close(self) -> None:
+        """Release the client."""
+        ...
+
+
+def lag_watch(
+    reader_for: Callable[[str], LagReader],
+    groups: Mapping[str, str],
+    *,
+    clock: Callable[[], float] = time.monotonic,
+) -> Watch:
+    """A `Watch` of the lag of each group (group id -> topic), with a reader per group.
+
+    A reader that fails is closed and made again at the next read.
+    """
+    readers: dict[str, LagReader] = {}
+
+    def read() -> dict[tuple[str, str, int], int]:
+        lag: dict[tuple[str, str, int], int] = {}
+        for group, topic in groups.items():
+            reader = readers.get(group)
+            if reader is None:
+                reader = readers[group] = reader_for(group)
+            try:
+                found = reader.lag([topic])
+            except Exception:
+                readers.pop(group).close()
+                raise
+            lag.update({(group, tp[0], int(tp[1])): n for tp, n in found.items()})
+        return lag
+
+    def close() -> None:
+        while readers:
+            readers.popitem()[1].close()
+
+    return Watch(read, clock=clock, close=close)
+
+
 # --- the endpoint ----------------------------------------------------------------------
 
 
@@ -396,3 +442,26 @@ def registry_of(*collectors: Collector) -> CollectorRegistry:
     for collector in collectors:
         registry.register(collector)
     return registry
+
+
+# --- dead-letter reasons ---------------------------------------------------------------
+
+#: Reason classes of dead letters, tried in order: (class, words of the reason that mark it).
+REASON_CLASSES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("too_large", ("too large", "RecordTooLargeError")),
+    ("wrong_width", ("features, got",)),
+    ("not_finite", ("not a finite", "finite number")),
+    ("bad_model", ("unusable model", "signature", "ModelError")),
+    ("bad_json", ("JSON", "json", "UTF-8", "utf-8", "decode")),
+    ("missing_field", ("missing", "required")),
+)
+#: A reason that names no class above: the contract refused the record some other way.
+OTHER_REASON = "invalid"
+
+
+def reason_class(reason: str) -> str:
+    """The class of a dead letter's reason (a label of bounded cardinality, never the text)."""
+    for name, marks in REASON_CLASSES:
+        if any(mark in reason for mark in marks):
+            return name
+    return OTHER_REASON

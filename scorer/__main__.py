@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from dataclasses import replace
 
@@ -14,6 +15,7 @@ from bus.topics import TopicLayout, Topics, ensure_topics
 from core.errors import StreamscoreError
 from core.logs import configure_logging
 from core.shutdown import StopFlag
+from core.telemetry import TelemetryConfig, serve
 from scorer.config import DELIVERY_MODES, ScorerConfig
 from scorer.service import Scorer
 
@@ -39,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = KafkaSettings.from_env()
         topics = Topics.from_env()
         ensure_topics(settings, topics, TopicLayout.from_env())
+        telemetry_config = TelemetryConfig.from_env("scorer", os.environ)
         scorer = Scorer(
             driver_for(settings),
             topics,
@@ -46,7 +49,15 @@ def main(argv: list[str] | None = None) -> int:
             stop=StopFlag().install(),
             model_key=model_key_from_env(),
         )
-        stats = scorer.run()
+        telemetry = scorer.telemetry(telemetry_config)
+        server = serve(telemetry_config, telemetry.registry, telemetry.health)
+        telemetry.watch.start()
+        try:
+            stats = scorer.run()
+        finally:
+            telemetry.watch.close()
+            if server is not None:
+                server.close()
     except StreamscoreError as exc:
         log.error("%s", exc)
         return 1

@@ -13,16 +13,33 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
-from bus.clients.base import Driver
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from bus.clients.base import Driver, Record, TopicPartition
+from bus.messages import Score
 from bus.partitions import wait_for_partitions
 from bus.signing import ModelKey
-from bus.stream import StreamConfig, StreamRunner, StreamStats, retry_s_from_env
+from bus.stream import Outcome, Step, StreamConfig, StreamRunner, StreamStats, retry_s_from_env
 from bus.topics import Topics
-from core.errors import BusError
+from core.errors import BusError, MessageError
 from core.shutdown import StopFlag
+from core.telemetry import (
+    PREFIX,
+    BuildInfo,
+    Health,
+    HealthCollector,
+    TelemetryConfig,
+    Watch,
+    lag_watch,
+    reason_class,
+    registry_of,
+)
 from scorer.config import ScorerConfig
 from scorer.models_feed import ModelFeed, describe
 from scorer.policy import ServingPolicy
@@ -62,6 +79,7 @@ class Scorer:
         *,
         stop: StopFlag | None = None,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
         retry_s: float | None = None,
         model_key: ModelKey | None = None,
     ) -> None:
@@ -102,6 +120,7 @@ class Scorer:
             max_age_s=config.request_max_age_s,
             clock=clock,
         )
+        self.observed = ObservedStep(self.step, topics.scores)
         self._points_runner = StreamRunner(
             driver,
             StreamConfig(
@@ -115,8 +134,9 @@ class Scorer:
                 retry_s=retry,
                 deadletter_topic=topics.deadletter,
             ),
-            self.step,
+            self.observed,
             stop=self._stop,
+            clock=monotonic,
         )
         self._requests_runner = StreamRunner(
             driver,
@@ -139,6 +159,41 @@ class Scorer:
     def serving(self) -> LiveModel | None:
         """The model answering right now (None while holding)."""
         return self.step.serving()
+
+    @property
+    def points_stats(self) -> StreamStats:
+        """The kernel's counts of the points loop (committed work, faults)."""
+        return self._points_runner.stats
+
+    def telemetry(
+        self, config: TelemetryConfig, *, clock: Callable[[], float] = time.monotonic
+    ) -> Telemetry:
+        """Metrics and health of this scorer (the lag read by a `Watch` not yet started)."""
+        groups = {
+            self._config.group_id: self._topics.points,
+            self._config.requests_group_id: self._topics.requests,
+        }
+        driver = self._driver
+        watch = lag_watch(lambda group: driver.consumer(group_id=group), groups, clock=clock)
+        health = Health(
+            stall_s=config.stall_s,
+            progress=lambda: self.points_stats.records + self.points_stats.commits,
+            backlog=lambda: watch.backlog(self._config.group_id) if self.serving() else 0,
+            checks=[watch.problem, self._no_model],
+            clock=clock,
+        )
+        registry = registry_of(
+            BuildInfo("scorer"), ScorerMetrics(self), watch, HealthCollector("scorer", health)
+        )
+        return Telemetry(registry, health, watch)
+
+    def _no_model(self) -> str | None:
+        if self.serving() is not None:
+            return None
+        return (
+            f"no model yet: holding {self._topics.points!r} until the trainer publishes a "
+            f"version to {self._topics.models!r}"
+        )
 
     def run(self) -> ScorerStats:
         """Score until stopped; then finish the batch, flush, commit and leave the groups."""
@@ -221,3 +276,158 @@ class _PartitionCount:
                     consumer.close()
                 self._count = max(self._count, len(ids))
             return self._count
+
+
+# --- telemetry -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Telemetry:
+    """What a service serves on its metrics port: the registry, the health, the bus watch."""
+
+    registry: CollectorRegistry
+    health: Health
+    watch: Watch
+
+
+class ObservedStep(Step):
+    """The scoring step as the kernel runs it, watched: dead letters by reason, last scores.
+
+    Every hook goes to the step unchanged; `committed` also counts the outcome's dead
+    letters by reason class and keeps the rolling scores it published.
+    """
+
+    def __init__(self, step: Step, scores_topic: str) -> None:
+        self.step = step
+        self._scores_topic = scores_topic
+        self._lock = threading.Lock()
+        self._deadletters: Counter[str] = Counter()
+        self._scores: dict[tuple[str, int], Score] = {}
+
+    def process(self, records: list[Record]) -> Outcome:
+        """The step's outcome."""
+        return self.step.process(records)
+
+    def committed(self, outcome: Outcome) -> None:
+        """Tell the step; count dead letters by reason class; keep the published scores."""
+        self.step.committed(outcome)
+        scores = [
+            value
+            for output in outcome.outputs
+            if output.topic == self._scores_topic
+            for value in output.values
+        ]
+        with self._lock:
+            for _, reason in outcome.deadletters:
+                self._deadletters[reason_class(reason)] += 1
+            for value in scores:
+                try:
+                    score = Score.from_bytes(value)
+                except MessageError:  # not ours to judge: the step wrote it
+                    continue
+                self._scores[(score.model, score.version)] = score
+
+    def rewind(self) -> None:
+        """The step's."""
+        self.step.rewind()
+
+    def idle(self) -> Outcome | None:
+        """The step's."""
+        return self.step.idle()
+
+    def tick(self) -> bool:
+        """The step's."""
+        return self.step.tick()
+
+    def start(self, partitions: list[TopicPartition]) -> Mapping[TopicPartition, int | None]:
+        """The step's."""
+        return self.step.start(partitions)
+
+    def revoked(self, partitions: list[TopicPartition]) -> None:
+        """The step's."""
+        self.step.revoked(partitions)
+
+    def finish(self) -> Outcome | None:
+        """The step's."""
+        return self.step.finish()
+
+    def deadletters(self) -> dict[str, int]:
+        """Committed dead letters by reason class."""
+        with self._lock:
+            return dict(self._deadletters)
+
+    def scores(self) -> dict[tuple[str, int], Score]:
+        """The last rolling score published of each (model, version)."""
+        with self._lock:
+            return dict(self._scores)
+
+
+class ScorerMetrics(Collector):
+    """The scorer's series, read from its state at each scrape."""
+
+    def __init__(self, scorer: Scorer) -> None:
+        self._scorer = scorer
+
+    def collect(self) -> Iterator[Metric]:
+        """Points, predictions, dead letters, answers, the serving model, rolling scores."""
+        scorer = self._scorer
+        stats, kernel = scorer.stats, scorer.points_stats
+        service = ["service"]
+        for name, text, value in (
+            ("points_total", "points committed", stats.points),
+            ("predictions_total", "predictions committed", stats.predictions),
+            ("batches_total", "batches committed", kernel.batches),
+            ("bus_faults_total", "transient bus faults ridden through", kernel.faults),
+        ):
+            family = CounterMetricFamily(PREFIX + name, text, labels=service)
+            family.add_metric(["scorer"], value)
+            yield family
+        answered = CounterMetricFamily(PREFIX + "requests_answered_total", "requests answered")
+        answered.add_metric([], scorer.requests.answered)
+        yield answered
+        dead = CounterMetricFamily(
+            PREFIX + "deadletters_total",
+            "records sent to the dead-letter topic, by reason class",
+            labels=["service", "reason"],
+        )
+        for reason, count in sorted(scorer.observed.deadletters().items()):
+            dead.add_metric(["scorer", reason], count)
+        yield dead
+        yield from self._models()
+
+    def _models(self) -> Iterator[Metric]:
+        scorer = self._scorer
+        labels = ["model", "version"]
+        serving = GaugeMetricFamily(
+            PREFIX + "serving_model", "1 for the model version that answers now", labels=labels
+        )
+        model = scorer.serving()
+        if model is not None:
+            serving.add_metric([model.name, str(model.version)], 1.0)
+        yield serving
+        live = scorer.registry.latest()
+        loaded = GaugeMetricFamily(
+            PREFIX + "model_version", "the latest version loaded, per model", labels=["model"]
+        )
+        for name, latest in sorted(live.items()):
+            loaded.add_metric([name], float(latest.version))
+        yield loaded
+        live_keys = {m.key for m in live.values()}
+        scores = {k: v for k, v in scorer.observed.scores().items() if k in live_keys}
+        for metric, text in (
+            ("r2", "rolling R2 over the last window of labelled points"),
+            ("rmse", "rolling RMSE over the last window of labelled points"),
+            ("mae", "rolling MAE over the last window of labelled points"),
+        ):
+            family = GaugeMetricFamily(PREFIX + "rolling_" + metric, text, labels=labels)
+            for (name, version), score in sorted(scores.items()):
+                value = getattr(score, metric)
+                if value is not None:
+                    family.add_metric([name, str(version)], float(value))
+            yield family
+        count = GaugeMetricFamily(
+            PREFIX + "rolling_window_points", "labelled points in the rolling window", labels=labels
+        )
+        for (name, version), score in sorted(scores.items()):
+            count.add_metric([name, str(version)], float(score.count))
+        yield count
