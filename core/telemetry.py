@@ -43,8 +43,12 @@ LIVE_PATH = "/health/live"
 READY_PATH = "/health/ready"
 METRICS_PATH = "/metrics"
 
-#: Default ports of the services' endpoints (the gateway serves /metrics on its own port).
-DEFAULT_PORTS = {"producer": 9401, "trainer": 9402, "scorer": 9403}
+#: Each service's port setting and default (the gateway serves /metrics on its own port).
+PORTS = {
+    "producer": ("STREAMSCORE_PRODUCER_METRICS_PORT", 9401),
+    "trainer": ("STREAMSCORE_TRAINER_METRICS_PORT", 9402),
+    "scorer": ("STREAMSCORE_SCORER_METRICS_PORT", 9403),
+}
 HOST_ENV = "STREAMSCORE_METRICS_HOST"
 STALL_ENV = "STREAMSCORE_STALL_S"
 DEFAULT_HOST = "127.0.0.1"
@@ -72,12 +76,12 @@ class TelemetryConfig:
     stall_s: float = DEFAULT_STALL_S
 
     @classmethod
-    def from_env(cls, service: str, env: Mapping[str, str]) -> TelemetryConfig:
-        """From ``STREAMSCORE_<SERVICE>_METRICS_PORT``, ``_METRICS_HOST`` and ``_STALL_S``."""
-        port = env_int(env, port_env(service), DEFAULT_PORTS[service], minimum=0)
+    def for_service(cls, service: str, env: Mapping[str, str]) -> TelemetryConfig:
+        """From the service's port setting, ``STREAMSCORE_METRICS_HOST`` and ``_STALL_S``."""
+        name, default = PORTS[service]
         return cls(
             service=service,
-            port=port,
+            port=env_int(env, name, default, minimum=0),
             host=env_str(env, HOST_ENV, DEFAULT_HOST),
             stall_s=env_float(env, STALL_ENV, DEFAULT_STALL_S, minimum=1.0),
         )
@@ -85,7 +89,7 @@ class TelemetryConfig:
 
 def port_env(service: str) -> str:
     """The variable that sets a service's metrics port."""
-    return f"STREAMSCORE_{service.upper()}_METRICS_PORT"
+    return PORTS[service][0]
 
 
 # --- health ----------------------------------------------------------------------------
@@ -261,7 +265,7 @@ class Watch(Collector):
         """Stop the thread (it closes its clients)."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=10)
+            self._thread.join(timeout=2)
 
     def lag(self) -> dict[tuple[str, str, int], int]:
         """The last lag read, per (group, topic, partition)."""

@@ -9,10 +9,17 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
-from collections.abc import Callable, Iterable, Mapping
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, replace
 from typing import Any, TextIO
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from bus.clients import driver_for
 from bus.messages import Point
@@ -21,6 +28,16 @@ from bus.topics import TopicLayout, Topics, ensure_topics
 from core.errors import ConfigError, StreamscoreError
 from core.logs import configure_logging
 from core.shutdown import StopFlag
+from core.telemetry import (
+    PREFIX,
+    BuildInfo,
+    Health,
+    HealthCollector,
+    TelemetryConfig,
+    Watch,
+    registry_of,
+    serve,
+)
 from producer.config import ProducerConfig, env_name, flag_name, parse_columns
 from producer.loop import PublishSummary, publish
 from producer.progress import ProgressReporter
@@ -187,6 +204,13 @@ def run(
         tty=tty,
         interval=BAR_INTERVAL if tty else config.progress_interval,
     )
+    telemetry = TelemetryConfig.for_service("producer", os.environ)
+    # a stall is judged only when points are due more often than twice per stall_s
+    rate = config.rate
+    sent = SentPoints(reporter, busy=lambda: rate == 0 or rate * telemetry.stall_s >= 2)
+    registry, health, watch = producer_telemetry(settings, topics.points, sent, telemetry)
+    server = serve(telemetry, registry, health)
+    watch.start()
     try:
         summary = publish(
             points,
@@ -197,13 +221,81 @@ def run(
             keys=config.key_fn(),
             stamp=not config.keep_ts,
             stop=stop,
-            progress=reporter,
+            progress=sent,
         )
     finally:
+        sent.done = True
         reporter.finish()
         producer.close(10.0)
+        watch.close()
+        if server is not None:
+            server.close()
     print(format_summary(summary, bad, topics.points), file=out, flush=True)
     return 1 if summary.error else 0
+
+
+class SentPoints(Collector):
+    """The send loop's progress callback: counts the points sent, then tells ``then``."""
+
+    def __init__(self, then: Callable[[int, float], None], *, busy: Callable[[], bool]) -> None:
+        self._then = then
+        self._busy = busy
+        self._lock = threading.Lock()
+        self.sent = 0
+        self.done = False
+
+    def __call__(self, sent: int, elapsed: float) -> None:
+        with self._lock:
+            self.sent = sent
+        self._then(sent, elapsed)
+
+    def backlog(self) -> int:
+        """1 while points are still to be sent fast enough to judge a stall, else 0."""
+        return 0 if self.done or not self._busy() else 1
+
+    def collect(self) -> Iterator[Metric]:
+        """``streamscore_points_total{service="producer"}``."""
+        family = CounterMetricFamily(
+            PREFIX + "points_total", "points sent (queued to the producer)", labels=["service"]
+        )
+        with self._lock:
+            family.add_metric(["producer"], self.sent)
+        yield family
+
+
+def producer_telemetry(
+    settings: KafkaSettings,
+    topic: str,
+    sent: SentPoints,
+    config: TelemetryConfig,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+) -> tuple[CollectorRegistry, Health, Watch]:
+    """Metrics and health of the producer; ready while the brokers answer for ``topic``."""
+    driver = driver_for(settings)
+    consumers: list[Any] = []
+
+    def read() -> dict[tuple[str, str, int], int]:
+        if not consumers:
+            consumers.append(driver.consumer(group_id=None))
+        if not consumers[0].partitions_for(topic):
+            raise ConfigError(f"topic {topic!r} does not exist")
+        return {}
+
+    def close() -> None:
+        while consumers:
+            consumers.pop().close()
+
+    watch = Watch(read, clock=clock, close=close)
+    health = Health(
+        stall_s=config.stall_s,
+        progress=lambda: sent.sent,
+        backlog=sent.backlog,
+        checks=[watch.problem],
+        clock=clock,
+    )
+    registry = registry_of(BuildInfo("producer"), sent, HealthCollector("producer", health))
+    return registry, health, watch
 
 
 def main(argv: list[str] | None = None) -> int:

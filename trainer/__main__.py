@@ -18,6 +18,7 @@ from bus.topics import TopicLayout, Topics, ensure_topics
 from core.errors import StreamscoreError
 from core.logs import configure_logging
 from core.shutdown import StopFlag
+from core.telemetry import TelemetryConfig, serve
 from trainer.config import TrainerConfig, parse_models
 from trainer.trainer import Trainer
 
@@ -69,8 +70,17 @@ def main(argv: list[str] | None = None) -> int:
         ensure_topics(settings, topics, TopicLayout.from_env())
         stop = StopFlag().install()
         _exit_if_stuck(stop, STOP_GRACE_S)
+        telemetry = TelemetryConfig.for_service("trainer", os.environ)
         trainer = Trainer(driver_for(settings), topics, config, stop=stop, model_key=model_key)
-        stats = trainer.run()
+        registry, health, watch = trainer.telemetry(telemetry)
+        server = serve(telemetry, registry, health)
+        watch.start()
+        try:
+            stats = trainer.run()
+        finally:
+            watch.close()
+            if server is not None:
+                server.close()
     except StreamscoreError as exc:
         log.error("%s", exc)
         return 1

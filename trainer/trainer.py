@@ -20,13 +20,27 @@ chunks in hand, publishes what is pending, and gives the last transaction
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from bus.clients.base import Driver
 from bus.signing import ModelKey
 from bus.stream import StreamConfig, StreamRunner, retry_s_from_env
 from bus.topics import Topics
 from core.shutdown import StopFlag
+from core.telemetry import (
+    PREFIX,
+    BuildInfo,
+    Health,
+    HealthCollector,
+    TelemetryConfig,
+    Watch,
+    lag_watch,
+    registry_of,
+)
 from trainer.config import TrainerConfig
 from trainer.step import TrainerStats, TrainingStep
 
@@ -80,6 +94,8 @@ class Trainer:
         runner: StreamRunner | None = None,
     ) -> None:
         self._stop = stop or StopFlag()
+        self._driver = driver
+        self._group = (config.group_id, topics.points)
         self.step = step or TrainingStep(
             driver, topics, config, clock=clock, stop=self._stop, model_key=model_key
         )
@@ -97,6 +113,26 @@ class Trainer:
         """What has been committed so far."""
         return self.step.stats
 
+    def telemetry(
+        self, config: TelemetryConfig, *, clock: Callable[[], float] = time.monotonic
+    ) -> tuple[CollectorRegistry, Health, Watch]:
+        """Metrics and health of this trainer (the lag `Watch` not yet started)."""
+        driver = self._driver
+        group, topic = self._group
+        watch = lag_watch(lambda g: driver.consumer(group_id=g), {group: topic}, clock=clock)
+        runner = self.runner
+        health = Health(
+            stall_s=config.stall_s,
+            progress=lambda: runner.stats.chunks + runner.stats.records + runner.stats.commits,
+            backlog=lambda: watch.backlog(group),
+            checks=[watch.problem],
+            clock=clock,
+        )
+        registry = registry_of(
+            BuildInfo("trainer"), TrainerMetrics(self), watch, HealthCollector("trainer", health)
+        )
+        return registry, health, watch
+
     def run(self) -> TrainerStats:
         """Train until the stop flag is set; publish what is pending; return the stats."""
         self.step.open()
@@ -105,3 +141,44 @@ class Trainer:
         finally:
             self.step.close()
         return self.stats
+
+
+class TrainerMetrics(Collector):
+    """The trainer's series, read from its state at each scrape."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        self._trainer = trainer
+
+    def collect(self) -> Iterator[Metric]:
+        """Points, labelled points, versions published, dead letters, latest versions."""
+        trainer = self._trainer
+        stats, kernel = trainer.stats, trainer.runner.stats
+        for name, text, value in (
+            ("points_total", "points committed", stats.records),
+            ("batches_total", "batches committed", kernel.batches),
+            ("bus_faults_total", "transient bus faults ridden through", kernel.faults),
+        ):
+            family = CounterMetricFamily(PREFIX + name, text, labels=["service"])
+            family.add_metric(["trainer"], value)
+            yield family
+        for name, text, value in (
+            ("trainer_labelled_points_total", "labelled points learnt from", stats.labelled),
+            ("versions_published_total", "model versions published", stats.versions),
+            ("trainer_transactions_total", "transactions committed", stats.transactions),
+        ):
+            counter = CounterMetricFamily(PREFIX + name, text)
+            counter.add_metric([], value)
+            yield counter
+        dead = CounterMetricFamily(
+            PREFIX + "deadletters_total",
+            "records sent to the dead-letter topic, by reason class",
+            labels=["service", "reason"],
+        )
+        dead.add_metric(["trainer", "unclassified"], stats.deadletters)
+        yield dead
+        latest = GaugeMetricFamily(
+            PREFIX + "model_version", "the latest version published, per model", labels=["model"]
+        )
+        for name, version in sorted(trainer.versions.items()):
+            latest.add_metric([name], float(version))
+        yield latest
