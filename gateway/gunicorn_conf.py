@@ -7,12 +7,27 @@ reply consumer group at once and its partitions move to the other workers.
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from core.logs import configure_logging
 from gateway.config import GatewayConfig
 
 _config = GatewayConfig.from_env()
+
+# Metrics of every worker in one scrape (gateway/metrics.py): each worker writes its
+# series to files in this directory. Set before any worker imports prometheus_client.
+# One per run, made here (or the one given, emptied of a previous run's files).
+_METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+_made_metrics_dir = not os.environ.get(_METRICS_ENV)
+if _made_metrics_dir:
+    os.environ[_METRICS_ENV] = tempfile.mkdtemp(prefix="streamscore-gateway-metrics-")
+else:
+    for _stale in Path(os.environ[_METRICS_ENV]).glob("*.db"):
+        _stale.unlink()
 
 bind = [_config.bind]
 workers = _config.workers
@@ -41,3 +56,16 @@ def worker_exit(server: Any, worker: Any) -> None:
     from gateway.app import shutdown
 
     shutdown()
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """A worker is gone: its gauges leave the sums (its counters stay counted)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+
+
+def on_exit(server: Any) -> None:
+    """Remove the run's metrics directory if this run made it."""
+    if _made_metrics_dir:
+        shutil.rmtree(os.environ[_METRICS_ENV], ignore_errors=True)

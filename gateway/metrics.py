@@ -1,38 +1,48 @@
-"""Prometheus metrics of one gateway worker, in the text exposition format.
+"""Prometheus metrics of the gateway: every gunicorn worker's, in one scrape.
 
-Each gunicorn worker counts what it answered itself; every series carries a
-``worker`` label (the process id), and a scrape of ``/metrics`` is answered by
-whichever worker accepts it. So counters never appear to go backwards (each
-worker is its own series) and ``sum by (route, status) (rate(...[5m]))`` adds
-the workers up; run one worker with more threads when exact per-scrape totals
-matter. No dependency: a dozen series do not need a client library.
+The gateway runs under gunicorn with several worker processes; a scrape of
+``/metrics`` reaches one of them. So the series live in `prometheus_client`'s
+multiprocess mode: each worker writes its values to files in a directory of the
+run (``PROMETHEUS_MULTIPROC_DIR``, made by ``gateway/gunicorn_conf.py``, which
+also marks a dead worker's files), and whichever worker answers a scrape adds
+every worker's files up. Counters keep the counts of workers that exited, so a
+request counter never goes back. Without that variable (tests, a plain
+``create_app``) the series are this process's alone.
 """
 
 from __future__ import annotations
 
-import bisect
 import os
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import astuple
 from typing import Any
 
 import falcon
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from bus.reply import ReplyStats
+from core import telemetry
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+CONTENT_TYPE = telemetry.CONTENT_TYPE
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 PREFIX = "streamscore_gateway_"
-PER_WORKER = " (this gunicorn worker only; see the worker label)"
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+#: The bus client's counters: (ReplyStats field, series name without _total, help).
+BUS_COUNTERS = (
+    ("sent", "bus_requests", "requests published to the bus"),
+    ("replies", "bus_replies", "replies delivered to a waiting request"),
+    ("timeouts", "bus_timeouts", "requests with no reply in time"),
+    ("late_replies", "late_replies", "replies dropped: nobody waits for them (late, or moved)"),
+    ("rejected", "rejected", "requests refused because too many were pending"),
+)
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _labels(**labels: str) -> str:
-    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items()) + "}"
+def multiprocess_dir() -> str | None:
+    """The directory of the run's per-worker files, or None (this process alone)."""
+    return os.environ.get(MULTIPROC_ENV) or None
 
 
 class Metrics:
@@ -46,75 +56,78 @@ class Metrics:
         timer: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.bus_stats = bus_stats
-        self.buckets = buckets
         self.timer = timer
+        self.registry = CollectorRegistry(auto_describe=True)
+        registry = self.registry
+        self._requests = Counter(
+            PREFIX + "requests",
+            "HTTP requests answered, by route template, method and status",
+            ["route", "method", "status"],
+            registry=registry,
+        )
+        self._latency = Histogram(
+            PREFIX + "request_duration_seconds",
+            "HTTP request latency by route template",
+            ["route"],
+            buckets=buckets,
+            registry=registry,
+        )
+        self._bus = {
+            field: Counter(PREFIX + name, text, registry=registry)
+            for field, name, text in BUS_COUNTERS
+        }
+        self._pending = Gauge(
+            PREFIX + "pending_requests",
+            "requests waiting for a reply (all live workers, as of each one's last answer)",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self._partitions = Gauge(
+            PREFIX + "reply_partitions",
+            "reply partitions owned (all live workers)",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        info = Gauge(
+            "streamscore_build_info",
+            "the running streamscore version",
+            ["version", "service"],
+            registry=registry,
+            multiprocess_mode="max",
+        )
+        info.labels(telemetry.version(), "gateway").set(1)
         self._lock = threading.Lock()
-        self._requests: dict[tuple[str, str, str], int] = {}
-        self._latency: dict[str, list[float]] = {}  # route -> bucket counts + [sum, count]
+        self._seen: dict[str, int] = {}
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one answered request and its latency."""
+        self._requests.labels(route, method, str(status)).inc()
+        self._latency.labels(route).observe(seconds)
+
+    def refresh(self) -> None:
+        """Bring the bus client's counters of this worker up to date."""
+        if self.bus_stats is None:
+            return
+        stats = self.bus_stats()
+        values = dict(zip(ReplyStats.__dataclass_fields__, astuple(stats), strict=True))
         with self._lock:
-            key = (route, method, str(status))
-            self._requests[key] = self._requests.get(key, 0) + 1
-            row = self._latency.setdefault(route, [0.0] * (len(self.buckets) + 2))
-            row[bisect.bisect_left(self.buckets, seconds)] += 1
-            row[-2] += seconds
-            row[-1] += 1
+            for field, counter in self._bus.items():
+                delta = values[field] - self._seen.get(field, 0)
+                if delta > 0:
+                    counter.inc(delta)
+                    self._seen[field] = values[field]
+            self._pending.set(stats.pending)
+            self._partitions.set(stats.partitions)
 
     def render(self) -> str:
-        """Every metric in the Prometheus text format."""
-        worker = str(os.getpid())
-        out: list[str] = []
-
-        def family(name: str, kind: str, text: str) -> None:
-            out.append(f"# HELP {PREFIX}{name} {text}{PER_WORKER}")
-            out.append(f"# TYPE {PREFIX}{name} {kind}")
-
-        with self._lock:
-            requests = sorted(self._requests.items())
-            latency = sorted((route, list(row)) for route, row in self._latency.items())
-        family("requests_total", "counter", "HTTP requests answered, by route, method and status")
-        for (route, method, status), count in requests:
-            labels = _labels(worker=worker, route=route, method=method, status=status)
-            out.append(f"{PREFIX}requests_total{labels} {count}")
-        family("request_duration_seconds", "histogram", "HTTP request latency by route")
-        for route, row in latency:
-            cumulative = 0.0
-            for bound, in_bucket in zip((*self.buckets, float("inf")), row, strict=False):
-                cumulative += in_bucket
-                le = "+Inf" if bound == float("inf") else repr(bound)
-                labels = _labels(worker=worker, route=route, le=le)
-                out.append(f"{PREFIX}request_duration_seconds_bucket{labels} {int(cumulative)}")
-            labels = _labels(worker=worker, route=route)
-            out.append(f"{PREFIX}request_duration_seconds_sum{labels} {row[-2]!r}")
-            out.append(f"{PREFIX}request_duration_seconds_count{labels} {int(row[-1])}")
-        if self.bus_stats is not None:
-            stats = self.bus_stats()
-            labels = _labels(worker=worker)
-            bus: list[tuple[str, str, str, int]] = [
-                ("pending_requests", "gauge", "requests waiting for a reply", stats.pending),
-                ("bus_requests_total", "counter", "requests published", stats.sent),
-                ("bus_replies_total", "counter", "replies delivered to a waiter", stats.replies),
-                ("bus_timeouts_total", "counter", "requests with no reply in time", stats.timeouts),
-                (
-                    "late_replies_total",
-                    "counter",
-                    "replies dropped: nobody here waits for them (late, or moved by a rebalance)",
-                    stats.late_replies,
-                ),
-                (
-                    "rejected_total",
-                    "counter",
-                    "requests refused because too many were pending",
-                    stats.rejected,
-                ),
-                ("reply_partitions", "gauge", "reply partitions owned", stats.partitions),
-            ]
-            for name, kind, text, value in bus:
-                family(name, kind, text)
-                out.append(f"{PREFIX}{name}{labels} {value}")
-        return "\n".join(out) + "\n"
+        """Every series in the Prometheus text format (every worker's, in multiprocess mode)."""
+        self.refresh()
+        directory = multiprocess_dir()
+        if directory is None:
+            return generate_latest(self.registry).decode()
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+        return generate_latest(registry).decode()
 
 
 class MetricsMiddleware:
@@ -130,9 +143,10 @@ class MetricsMiddleware:
     def process_response(
         self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool
     ) -> None:
-        """Count the answer."""
+        """Count the answer (and bring the bus counters up to date)."""
         started = getattr(req.context, "started", None)
         if started is None:
             return
         route = req.uri_template or "unmatched"
         self.metrics.observe(route, req.method, resp.status_code, self.metrics.timer() - started)
+        self.metrics.refresh()
