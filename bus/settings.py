@@ -11,6 +11,9 @@ from core.env import env_int, env_str
 from core.errors import ConfigError
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
+#: The local development broker's host and default port (``STREAMSCORE_KAFKA_PORT``).
+LOCAL_HOST = "127.0.0.1"
+LOCAL_PORT = 9092
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 CLIENTS = ("kafka-python", "confluent")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI")
@@ -35,7 +38,12 @@ class KafkaSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> KafkaSettings:
-        """Read ``KAFKA_*`` variables; unset ones keep their defaults."""
+        """Read ``KAFKA_*`` variables; unset ones keep their defaults.
+
+        Without ``KAFKA_BOOTSTRAP_SERVERS`` the clients talk to the local broker on
+        its configured port (``STREAMSCORE_KAFKA_PORT``, the setting ``streamscore
+        kafka up`` listens on), so every command finds the broker that was started.
+        """
         env = os.environ if env is None else env
         protocol = env_str(env, "KAFKA_SECURITY_PROTOCOL", "PLAINTEXT").upper()
         if protocol not in SECURITY_PROTOCOLS:
@@ -48,7 +56,7 @@ class KafkaSettings:
             )
         if protocol.startswith("SASL") and mechanism is None:
             raise ConfigError(f"KAFKA_SECURITY_PROTOCOL={protocol} needs KAFKA_SASL_MECHANISM")
-        bootstrap = env_str(env, "KAFKA_BOOTSTRAP_SERVERS", DEFAULT_BOOTSTRAP)
+        bootstrap = env_str(env, "KAFKA_BOOTSTRAP_SERVERS", "") or local_bootstrap(env)
         client = env_str(env, "STREAMSCORE_KAFKA_CLIENT", "kafka-python").lower()
         if client not in CLIENTS:
             raise ConfigError(
@@ -112,3 +120,11 @@ class KafkaSettings:
     def secrets(self) -> list[str]:
         """The values no log may show (passwords), for the logging set-up to redact."""
         return [s for s in (self.sasl_password, self.ssl_password) if s]
+
+
+def local_bootstrap(env: Mapping[str, str]) -> str:
+    """The local broker's client address: loopback on ``STREAMSCORE_KAFKA_PORT`` (9092)."""
+    port = env_int(env, "STREAMSCORE_KAFKA_PORT", LOCAL_PORT, minimum=1)
+    if port > 65535:
+        raise ConfigError(f"STREAMSCORE_KAFKA_PORT={port}: a TCP port is at most 65535")
+    return f"{LOCAL_HOST}:{port}"

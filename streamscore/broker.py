@@ -30,6 +30,7 @@ from pathlib import Path
 from kafka.admin import KafkaAdminClient
 from kafka.errors import KafkaError
 
+from bus.settings import LOCAL_PORT
 from core.env import env_int, env_str
 from core.errors import BrokerError, ConfigError
 from streamscore.processes import alive, command_line
@@ -89,7 +90,7 @@ class BrokerConfig:
     home: Path = Path(".streamscore")
     cache_dir: Path = Path(".streamscore") / "cache"
     host: str = "127.0.0.1"
-    port: int = 9092
+    port: int = LOCAL_PORT
     controller_port: int = 9093
     heap: str = "768m"
     start_timeout_s: float = 90.0
@@ -107,7 +108,7 @@ class BrokerConfig:
         a cluster.
         """
         env = os.environ if env is None else env
-        port = env_int(env, "STREAMSCORE_KAFKA_PORT", 9092, minimum=1)
+        port = env_int(env, "STREAMSCORE_KAFKA_PORT", LOCAL_PORT, minimum=1)
         home = Path(env_str(env, "STREAMSCORE_HOME", str(default_home())))
         brokers = env_int(env, "STREAMSCORE_KAFKA_BROKERS", started_size(home), minimum=1)
         if brokers > MAX_BROKERS:
@@ -240,9 +241,10 @@ class NodeStatus:
     """What one node of a local cluster is doing."""
 
     node_id: int
-    state: str  # "up", "starting", "stopped"
+    state: str  # "up", "starting", "stopped", "mismatch" (see note)
     pid: int | None
     bootstrap: str
+    note: str = ""
 
     def describe(self) -> str:
         """``node 2 up (pid 123)``."""
@@ -258,7 +260,7 @@ class BrokerStatus:
     ``degraded`` when some nodes run and others are stopped.
     """
 
-    state: str  # "up", "starting", "degraded", "stopped"
+    state: str  # "up", "starting", "degraded", "stopped", "mismatch" (see describe)
     pid: int | None
     bootstrap: str
     log_file: Path
@@ -266,6 +268,9 @@ class BrokerStatus:
 
     def describe(self) -> str:
         """One line for a person."""
+        notes = [node.note for node in self.nodes if node.note]
+        if notes:
+            return "kafka is not the broker configured here: " + "; ".join(notes)
         if len(self.nodes) > 1:
             if self.state == "stopped":
                 return "kafka is stopped"
@@ -339,7 +344,9 @@ class LocalBroker:
         """Up (answering), starting (process alive, port closed), degraded or stopped."""
         nodes = tuple(self._node_status(node) for node in self.config.nodes)
         states = {node.state for node in nodes}
-        if states == {"up"}:
+        if "mismatch" in states:
+            state = "mismatch"
+        elif states == {"up"}:
             state = "up"
         elif states == {"stopped"}:
             state = "stopped"
@@ -354,11 +361,38 @@ class LocalBroker:
         return BrokerStatus(state, pid, self.config.bootstrap, log_file, nodes)
 
     def _node_status(self, node: BrokerNode) -> NodeStatus:
+        """Up only when the process of this home runs and what answers is that broker.
+
+        A broker of this home listening on another port than the configured one, or
+        another Kafka answering on the configured port, is a ``mismatch`` with a note
+        that says what to do.
+        """
         pid = self._live_pid(node)
         if pid is None:
             return NodeStatus(node.node_id, "stopped", None, node.bootstrap)
-        state = "up" if _port_open(node.host, node.port) else "starting"
-        return NodeStatus(node.node_id, state, pid, node.bootstrap)
+        running = listener_port(node.properties_file)
+        if running is not None and running != node.port:
+            base = running - node.node_id + 1
+            note = (
+                f"the broker of {self.config.home} runs on {node.host}:{running} (pid {pid}), "
+                f"not on {node.bootstrap} as configured: set STREAMSCORE_KAFKA_PORT={base}, "
+                "or stop it with `streamscore kafka down`"
+            )
+            return NodeStatus(node.node_id, "mismatch", pid, node.bootstrap, note)
+        if not _port_open(node.host, node.port):
+            return NodeStatus(node.node_id, "starting", pid, node.bootstrap)
+        answered = cluster_id_at(node.bootstrap)
+        ours = formatted_cluster_id(node.data_dir)
+        if answered is None or ours is None:
+            return NodeStatus(node.node_id, "starting", pid, node.bootstrap)
+        if answered != ours:
+            note = (
+                f"another Kafka (cluster {answered}) answers on {node.bootstrap}, not the broker "
+                f"of {self.config.home} (cluster {ours}, pid {pid}); stop one of them or "
+                "choose other ports with STREAMSCORE_KAFKA_PORT"
+            )
+            return NodeStatus(node.node_id, "mismatch", pid, node.bootstrap, note)
+        return NodeStatus(node.node_id, "up", pid, node.bootstrap)
 
     def _live_pid(self, node: BrokerNode) -> int | None:
         """The node's pid if its process is alive; a stale pid file is removed."""
@@ -382,6 +416,8 @@ class LocalBroker:
         current = self.status()
         if current.state == "up":
             return current
+        if current.state == "mismatch":
+            raise BrokerError(current.describe())
         if self.config.brokers > 1:
             single = replace(self.config, brokers=1)
             pid = LocalBroker(single)._live_pid(single.nodes[0])
@@ -507,7 +543,11 @@ class LocalBroker:
             if all(_port_open(node.host, node.port) for node in nodes) and _answers(
                 self.config.bootstrap, len(nodes)
             ):
-                return self.status()
+                status = self.status()
+                if status.state == "mismatch":
+                    raise BrokerError(status.describe())
+                if status.state == "up":
+                    return status
             time.sleep(0.2)
         raise BrokerError(
             f"kafka did not answer on {self.config.bootstrap} within "
@@ -664,6 +704,48 @@ def _answers(bootstrap: str, brokers: int = 1) -> bool:
         return len(live) >= brokers
     except KafkaError:
         return False
+    finally:
+        admin.close()
+
+
+def listener_port(properties_file: Path) -> int | None:
+    """The client port a node's generated server.properties names (None: unknown)."""
+    try:
+        lines = properties_file.read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        if line.startswith("listeners="):
+            for listener in line.split("=", 1)[1].split(","):
+                if listener.startswith("PLAINTEXT://"):
+                    port = listener.rsplit(":", 1)[-1]
+                    return int(port) if port.isdigit() else None
+    return None
+
+
+def formatted_cluster_id(data_dir: Path) -> str | None:
+    """The cluster id a node's storage was formatted with (None: not formatted)."""
+    try:
+        lines = (data_dir / "meta.properties").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        if line.startswith("cluster.id="):
+            return line.split("=", 1)[1].strip()
+    return None
+
+
+def cluster_id_at(bootstrap: str) -> str | None:
+    """The cluster id of the Kafka answering at ``bootstrap`` (None: no answer)."""
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), request_timeout_ms=3000)
+    except KafkaError:
+        return None
+    try:
+        answer = admin.describe_cluster().get("cluster_id")
+        return str(answer) if answer else None
+    except KafkaError:
+        return None
     finally:
         admin.close()
 

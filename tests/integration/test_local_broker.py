@@ -415,3 +415,59 @@ def test_a_three_node_cluster_rides_through_the_loss_of_a_partition_leader(
         STOPPED,
         1,
     )
+
+
+def streamscore(
+    env: dict[str, str], *args: str, timeout_s: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run ``streamscore <args>`` as its own process."""
+    script = Path(sys.executable).parent / "streamscore"
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "streamscore"]
+    return subprocess.run(
+        [*command, *args], env=env, capture_output=True, text=True, timeout=timeout_s, check=False
+    )
+
+
+def test_without_a_bootstrap_every_command_talks_to_the_configured_port(
+    make_home: Callable[..., Home],
+) -> None:
+    home = make_home()
+    env = {k: v for k, v in home.env.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
+    env["STREAMSCORE_TOPIC_PREFIX"] = f"port-{home.port}."
+    assert cli(home, "up").returncode == 0
+    pid = pid_in(LocalBroker(home.config).status().describe())
+
+    topics = streamscore(env, "topics")
+    assert topics.returncode == 0, topics.stderr
+    produced = streamscore(env, "producer", "--count", "7", "--rate", "0")
+    assert produced.returncode == 0, produced.stderr
+    status = streamscore(env, "status")
+    assert f"kafka is up at 127.0.0.1:{home.port} (pid {pid})" in status.stdout, status.stdout
+
+    settings = replace(KafkaSettings.from_env({}), bootstrap_servers=f"127.0.0.1:{home.port}")
+    consumer = make_consumer(settings, group_id=None)
+    try:
+        points = TopicPartition(Topics.from_env(env).points, 0)
+        assert sum(consumer.end_offsets([points]).values()) == 7
+    finally:
+        consumer.close()
+
+
+def test_status_and_up_refuse_a_broker_of_this_home_on_another_port(
+    make_home: Callable[..., Home],
+) -> None:
+    home = make_home()
+    assert cli(home, "up").returncode == 0
+    other_port = free_port()
+    elsewhere = {**home.env, "STREAMSCORE_KAFKA_PORT": str(other_port)}
+    elsewhere.pop("STREAMSCORE_KAFKA_CONTROLLER_PORT")
+    elsewhere.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+
+    status = streamscore(elsewhere, "kafka", "status")
+    assert status.returncode == STOPPED
+    assert f"runs on 127.0.0.1:{home.port}" in status.stdout, status.stdout
+    assert f"set STREAMSCORE_KAFKA_PORT={home.port}" in status.stdout
+    up = streamscore(elsewhere, "up")
+    assert up.returncode == 1
+    assert f"runs on 127.0.0.1:{home.port}" in up.stderr, up.stderr
+    assert not (home.path / "run").exists()  # no service was started

@@ -454,3 +454,19 @@ def test_env_choice_accepts_only_its_choices() -> None:
     with pytest.raises(ConfigError) as info:
         env_choice({"D": "twice"}, "D", "at-least-once", choices)
     assert str(info.value) == "D='twice': expected one of at-least-once, exactly-once"
+
+
+def test_the_default_bootstrap_follows_the_local_broker_port() -> None:
+    assert KafkaSettings.from_env({}).bootstrap_servers == "127.0.0.1:9092"
+    moved = KafkaSettings.from_env({"STREAMSCORE_KAFKA_PORT": "39092"})
+    assert moved.bootstrap_servers == "127.0.0.1:39092"
+    assert (
+        moved.bootstrap_servers
+        == BrokerConfig.from_env({"STREAMSCORE_KAFKA_PORT": "39092"}).bootstrap
+    )
+    chosen = KafkaSettings.from_env(
+        {"STREAMSCORE_KAFKA_PORT": "39092", "KAFKA_BOOTSTRAP_SERVERS": "kafka:9092"}
+    )
+    assert chosen.bootstrap_servers == "kafka:9092"
+    with pytest.raises(ConfigError, match="STREAMSCORE_KAFKA_PORT"):
+        KafkaSettings.from_env({"STREAMSCORE_KAFKA_PORT": "70000"})
