@@ -19,6 +19,9 @@ import pytest
 from bus.clients import make_admin
 from bus.settings import KafkaSettings
 from bus.topics import TopicLayout, Topics, ensure_topics
+from tests.report_guard import pytest_runtest_makereport
+
+__all__ = ["pytest_runtest_makereport"]  # a hook: failures are rendered with gc paused
 
 KAFKA_IMAGE = "apache/kafka:4.1.1"
 
