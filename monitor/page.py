@@ -54,7 +54,7 @@ function fmt(v) {
   if (typeof v === "number" && !Number.isInteger(v)) return v.toPrecision(4);
   return String(v);
 }
-function time(ts) { return ts ? new Date(ts).toLocaleTimeString() : "-"; }
+function time(ts) { return ts ? new Date(ts).toISOString().slice(11, 19) : "-"; }
 function row(tbody, cells, cls) {
   const tr = document.createElement("tr");
   if (cls) tr.className = cls;
@@ -130,7 +130,7 @@ async function refresh() {
       .map(p => json("/api/" + p)));
     showModels(m); showGroups(g); showRequests(r); showDead(d);
     await Promise.all(["r2", "rmse", "mae"].map(chart));
-    document.getElementById("status").textContent = "updated " + new Date().toLocaleTimeString()
+    document.getElementById("status").textContent = "updated " + time(Date.now()) + " UTC"
       + (m.loaded ? "" : " (still reading models)");
   } catch (e) {
     document.getElementById("status").textContent = "cannot reach the monitor: " + e.message;
