@@ -21,10 +21,12 @@ import falcon
 from bus.clients import driver_for
 from bus.reply import ReplyClient
 from bus.settings import KafkaSettings
+from bus.signing import model_key_from_env
 from bus.topics import Topics
 from core.errors import MessageError
 from gateway.catalogue import Catalogue, CatalogueFeed
 from gateway.config import GatewayConfig
+from gateway.docs import Docs, swagger_ui_dir
 from gateway.inference import Inference, InferenceBus
 from gateway.metrics import Metrics, MetricsMiddleware
 from gateway.payloads import GatewayError
@@ -35,10 +37,13 @@ from gateway.resources import (
     MetricsResource,
     ModelList,
     ModelMetadata,
+    ModelReady,
     OpenAPI,
     Ping,
     Predict,
     Ready,
+    RequestIds,
+    ScoreBatch,
     ServerMetadata,
     error_body,
 )
@@ -46,6 +51,9 @@ from gateway.resources import (
 log = logging.getLogger(__name__)
 
 VERSION_ROUTE = "/v2/models/{name}/versions/{version:int(min=1)}"
+
+#: How long a worker waits, before it takes requests, for its reply partition to be read.
+READY_WAIT_S = 30.0
 
 
 def _version() -> str:
@@ -84,7 +92,8 @@ def create_app(
         clock_ms=clock_ms,
         new_id=new_id,
     )
-    app = falcon.App(middleware=[MetricsMiddleware(metrics)])
+    middleware: list[Any] = [RequestIds(new_id), MetricsMiddleware(metrics)]
+    app = falcon.App(middleware=middleware)
     # ASCII JSON: any string a client sent (a lone surrogate escape too) can be echoed.
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = falcon.media.JSONHandler(
         dumps=functools.partial(json.dumps, ensure_ascii=True)
@@ -102,12 +111,21 @@ def create_app(
     model = ModelMetadata(catalogue)
     app.add_route("/v2/models/{name}", model)
     app.add_route(VERSION_ROUTE, model)
+    model_ready = ModelReady(inference)
+    app.add_route("/v2/models/{name}/ready", model_ready)
+    app.add_route(VERSION_ROUTE + "/ready", model_ready)
     infer = Infer(inference, config.max_body_bytes)
     app.add_route("/v2/models/{name}/infer", infer)
     app.add_route(VERSION_ROUTE + "/infer", infer)
+    score = ScoreBatch(inference, config.max_body_bytes)
+    app.add_route("/v2/models/{name}/score", score)
+    app.add_route(VERSION_ROUTE + "/score", score)
     app.add_route("/v2/requests/{token}", AsyncResult(inference))
     app.add_route("/predict", Predict(inference, config.max_body_bytes))
     app.add_route("/openapi.json", OpenAPI(openapi_document()))
+    docs = Docs(swagger_ui_dir())
+    app.add_route("/docs", docs)
+    app.add_route("/docs/{asset}", docs, suffix="asset")
     app.add_route("/metrics", MetricsResource(metrics))
     return app
 
@@ -156,22 +174,26 @@ def get_app() -> falcon.App[falcon.Request, falcon.Response]:
     settings = KafkaSettings.from_env()
     topics = Topics.from_env()
     driver = driver_for(settings)
-    bus = ReplyClient(
-        driver,
-        topics.requests,
-        topics.replies,
-        group_id=config.reply_group_for(topics.replies),
-        max_pending=config.max_pending,
-    )
-    catalogue = Catalogue()
+    bus = ReplyClient(driver, topics.requests, topics.replies, max_pending=config.max_pending)
+    catalogue = Catalogue(history=config.model_history, key=model_key_from_env())
     _running.append(CatalogueFeed(driver, topics, catalogue).start())
     _running.append(bus.start())
-    log.info(
-        "gateway worker answering over %r -> %r (group %r)",
-        topics.requests,
-        topics.replies,
-        bus.group_id,
-    )
+    # gunicorn takes requests in this worker only once the app is made: it waits until
+    # its reply partition is read, so that it never takes a request it cannot answer.
+    if bus.wait_ready(READY_WAIT_S):
+        log.info(
+            "gateway worker answering over %r -> %r%s",
+            topics.requests,
+            topics.replies,
+            bus.owned_partitions(),
+        )
+    else:
+        log.warning(
+            "gateway worker: %r not read after %.0f s (Kafka unreachable?); it answers 503 "
+            "until it is",
+            topics.replies,
+            READY_WAIT_S,
+        )
     return create_app(bus, catalogue, config=config)
 
 

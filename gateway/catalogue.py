@@ -5,6 +5,14 @@ the background thread that fills it from Kafka through two `bus.table.Table`
 readers: ``models`` (compacted) from its beginning and ``scores`` from near its
 end, every partition, no consumer group, so each gateway worker has the whole
 picture. The feed never gives up: after a bus failure it opens the readers again.
+
+The catalogue lists exactly the versions a scorer can serve: a model message is
+checked as the scorer checks it (contract, signature with ``STREAMSCORE_MODEL_KEY``,
+params through `regressors.regressor_from_dict`) and refused the same way, a
+version older than the newest one of its model is ignored (the scorer never loads
+it either), and only the newest ``history`` versions are kept
+(``STREAMSCORE_MODEL_HISTORY``, the scorer's setting too). Each version keeps its
+validated regressor, so the gateway can score it on a labelled batch.
 """
 
 from __future__ import annotations
@@ -17,10 +25,12 @@ from typing import Any
 
 from bus.clients.base import Driver, Record
 from bus.messages import ModelVersion, Score
+from bus.signing import ModelKey, verify
 from bus.table import Table
 from bus.topics import Topics
-from core.errors import BusError, MessageError
+from core.errors import BusError, ModelError, StreamscoreError
 from core.shutdown import StopFlag
+from regressors import Regressor, regressor_from_dict
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +43,28 @@ POLL_S = 0.1
 #: How long the feed waits before opening its readers again after a bus failure.
 REOPEN_S = 1.0
 
-#: Most versions kept per model (their metadata only; the oldest go first).
-MAX_VERSIONS = 10_000
+#: Versions kept per model by default (the scorer's default history).
+HISTORY = 10
+
+
+def validated(model: ModelVersion, key: ModelKey | None) -> Regressor:
+    """The regressor of a model message, checked as the scorer checks it; else raise.
+
+    MessageError for a signature that does not match ``key``, ModelError for params
+    that do not validate or do not match the message's kind and n_features.
+    """
+    if key is not None:
+        verify(model, key)
+    regressor = regressor_from_dict(model.params)
+    where = f"model {model.name!r} v{model.version}"
+    if regressor.kind != model.kind:
+        raise ModelError(f"{where}: kind is {model.kind!r} but params are {regressor.kind!r}")
+    if regressor.n_features != model.n_features:
+        raise ModelError(
+            f"{where}: n_features is {model.n_features} but params are for "
+            f"{regressor.n_features} features"
+        )
+    return regressor
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,10 +78,11 @@ class VersionInfo:
     created_at: int
     trained_on: Mapping[str, Any]
     train_score: Mapping[str, float | None]
+    regressor: Regressor | None = field(default=None, compare=False, repr=False)
 
     @classmethod
-    def of(cls, model: ModelVersion) -> VersionInfo:
-        """The metadata of ``model``."""
+    def of(cls, model: ModelVersion, regressor: Regressor | None = None) -> VersionInfo:
+        """The metadata of ``model`` (and its validated regressor)."""
         return cls(
             name=model.name,
             version=model.version,
@@ -60,6 +91,7 @@ class VersionInfo:
             created_at=model.created_at,
             trained_on=model.trained_on,
             train_score=model.train_score,
+            regressor=regressor,
         )
 
 
@@ -88,7 +120,9 @@ class ModelEntry:
 class Catalogue:
     """Thread-safe, in-memory: what the gateway knows about models (fed by `CatalogueFeed`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, history: int = HISTORY, key: ModelKey | None = None) -> None:
+        self.history = history
+        self._key = key
         self._lock = threading.Lock()
         self._versions: dict[str, dict[int, VersionInfo]] = {}
         self._scores: dict[str, dict[int, Score]] = {}
@@ -97,14 +131,24 @@ class Catalogue:
 
     # --- writing -------------------------------------------------------------------
 
-    def add_model(self, model: ModelVersion | VersionInfo) -> None:
-        """Remember a model version (seen again: replaced)."""
-        info = model if isinstance(model, VersionInfo) else VersionInfo.of(model)
+    def add_model(self, model: ModelVersion | VersionInfo) -> bool:
+        """Remember a model version if the scorer would load it; True if it was kept.
+
+        A model message that the scorer refuses raises (MessageError, ModelError);
+        a version not newer than the model's newest is ignored, as the scorer does.
+        """
+        if isinstance(model, VersionInfo):
+            info = model
+        else:
+            info = VersionInfo.of(model, validated(model, self._key))
         with self._lock:
             versions = self._versions.setdefault(info.name, {})
+            if versions and info.version <= max(versions):
+                return False
             versions[info.version] = info
-            while len(versions) > MAX_VERSIONS:
+            while len(versions) > self.history:
                 del versions[min(versions)]
+            return True
 
     def remove_model(self, name: str) -> None:
         """Forget a model (a tombstone on ``models``)."""
@@ -120,7 +164,7 @@ class Catalogue:
             known = by_version.get(score.version)
             if known is None or known.ts <= score.ts:
                 by_version[score.version] = score
-                while len(by_version) > MAX_VERSIONS:
+                while len(by_version) > self.history:
                     del by_version[min(by_version)]
             last = self._last_score.get(score.model)
             if last is None or last.ts <= score.ts:
@@ -220,7 +264,7 @@ class CatalogueFeed:
                 self.catalogue.add_model(ModelVersion.from_bytes(record.value))
             elif record.value is not None:
                 self.catalogue.add_score(Score.from_bytes(record.value))
-        except MessageError as exc:
+        except StreamscoreError as exc:  # what the scorer refuses (MessageError, ModelError)
             log.warning("skipped %s[%d]@%d: %s", record.topic, record.partition, record.offset, exc)
 
     def _run(self) -> None:

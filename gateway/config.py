@@ -10,6 +10,7 @@ from core.env import env_bool, env_int, env_str
 from core.errors import ConfigError
 
 DEFAULT_BIND = "127.0.0.1:8000"
+DEFAULT_MODEL_HISTORY = 10
 
 
 @dataclass(frozen=True)
@@ -24,8 +25,10 @@ class GatewayConfig:
     max_body_bytes: int = 1_000_000
     async_ttl_ms: int = 600_000
     client_timeout_ms: int = 30_000
-    reply_group: str = ""  # "" = "<replies topic>.gateway"
     access_log: bool = False
+    #: Versions of each model the scorer keeps loaded (``STREAMSCORE_MODEL_HISTORY``,
+    #: the scorer's setting too): the catalogue lists exactly these.
+    model_history: int = DEFAULT_MODEL_HISTORY
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GatewayConfig:
@@ -52,8 +55,8 @@ class GatewayConfig:
             client_timeout_ms=env_int(
                 env, "STREAMSCORE_GATEWAY_CLIENT_TIMEOUT_MS", cls.client_timeout_ms, minimum=100
             ),
-            reply_group=env_str(env, "STREAMSCORE_GATEWAY_REPLY_GROUP", ""),
             access_log=env_bool(env, "STREAMSCORE_GATEWAY_ACCESS_LOG", cls.access_log),
+            model_history=env_int(env, "STREAMSCORE_MODEL_HISTORY", cls.model_history, minimum=1),
         )
 
     @property
@@ -65,7 +68,3 @@ class GatewayConfig:
     def client_timeout_s(self) -> float:
         """How long a client may take to send one whole request, in seconds."""
         return self.client_timeout_ms / 1000
-
-    def reply_group_for(self, replies_topic: str) -> str:
-        """The consumer group of every gateway worker's reply consumer."""
-        return self.reply_group or f"{replies_topic}.gateway"

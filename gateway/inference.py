@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+import numpy as np
+
 from bus.messages import InferReply, InferRequest
 from bus.reply import (
     CLOCK_SKEW_MS,
@@ -24,9 +26,10 @@ from bus.reply import (
     TooManyPendingError,
     UnknownTicketError,
 )
-from core.errors import BusError
-from gateway.catalogue import Catalogue
-from gateway.payloads import GatewayError, Rows, bad
+from core.errors import BusError, ModelError
+from gateway.catalogue import Catalogue, VersionInfo
+from gateway.payloads import GatewayError, Json, Labelled, Rows, bad
+from regressors import RollingMetrics
 
 #: Statuses a scorer's error reply keeps; any other becomes 503.
 RELAYED_STATUSES = frozenset({400, 404, 413, 503, 504})
@@ -35,12 +38,20 @@ RELAYED_STATUSES = frozenset({400, 404, 413, 503, 504})
 class InferenceBus(Protocol):
     """What the gateway needs from request/reply over the bus (`bus.reply.ReplyClient`)."""
 
-    def call(self, request: InferRequest, timeout_s: float) -> InferReply:
+    def call(
+        self, request: InferRequest, timeout_s: float, *, request_id: str | None = None
+    ) -> InferReply:
         """Publish and wait for the reply."""
         ...
 
-    def submit(self, request: InferRequest, timeout_s: float) -> AsyncTicket:
+    def submit(
+        self, request: InferRequest, timeout_s: float, *, request_id: str | None = None
+    ) -> AsyncTicket:
         """Publish for a later `fetch`."""
+        ...
+
+    def ready(self) -> bool:
+        """True when a request sent now gets its reply read."""
         ...
 
     def fetch(self, ticket: AsyncTicket, timeout_s: float) -> InferReply | None:
@@ -49,10 +60,6 @@ class InferenceBus(Protocol):
 
     def reachable(self) -> bool:
         """True when Kafka answered recently."""
-        ...
-
-    def owned_partitions(self) -> list[int]:
-        """The reply partitions this process can use."""
         ...
 
     def stats(self) -> ReplyStats:
@@ -96,22 +103,22 @@ class Inference:
         self._clock_ms = clock_ms
         self._new_id = new_id
 
-    def predict(self, rows: Rows) -> Answer:
+    def predict(self, rows: Rows, request_id: str | None = None) -> Answer:
         """Predict ``rows`` with the model they name (or the scorer's serving model)."""
         request = self._request(rows)
         try:
-            reply = self.bus.call(request, self.timeout_s)
+            reply = self.bus.call(request, self.timeout_s, request_id=request_id)
         except ReplyTimeoutError as exc:
             raise GatewayError(504, str(exc)) from exc
         except BusError as exc:
             raise _bus_problem(exc) from exc
         return Answer(_checked(reply), rows.id or request.id)
 
-    def submit(self, rows: Rows) -> Pending:
+    def submit(self, rows: Rows, request_id: str | None = None) -> Pending:
         """Publish ``rows`` for an answer fetched later; return the poll token."""
         request = self._request(rows)
         try:
-            ticket = self.bus.submit(request, self.timeout_s)
+            ticket = self.bus.submit(request, self.timeout_s, request_id=request_id)
         except BusError as exc:
             raise _bus_problem(exc) from exc
         return Pending(ticket.token(), rows.id or request.id)
@@ -142,12 +149,61 @@ class Inference:
         return None if reply is None else _checked(reply)
 
     def readiness(self) -> dict[str, bool]:
-        """Each condition of readiness: Kafka reachable, a reply partition, models loaded."""
+        """Each condition of readiness: Kafka reachable, the reply partition read, models loaded."""
         return {
             "bus": self.bus.reachable(),
-            "reply_partition": bool(self.bus.owned_partitions()),
+            "reply_partition": self.bus.ready(),
             "catalogue": self.catalogue.loaded(),
             "model": bool(self.catalogue.latest()),
+        }
+
+    def model_ready(self, name: str, version: int | None) -> bool:
+        """True when the gateway can serve model ``name`` (version ``version``) now; 404 if unknown.
+
+        A version the catalogue lists is one the scorer keeps loaded; it is ready when
+        the gateway itself is (bus reachable, reply partition read, catalogue loaded).
+        """
+        self.version_of(name, version)
+        return self.bus.reachable() and self.bus.ready() and self.catalogue.loaded()
+
+    def version_of(self, name: str, version: int | None) -> VersionInfo:
+        """Version ``version`` (None: the newest) of model ``name``, or a 404 `GatewayError`."""
+        info = self.catalogue.lookup(name, version)
+        if info is None:
+            raise GatewayError(404, self._unknown(name, version))
+        return info
+
+    def score(self, name: str, version: int | None, batch: Labelled) -> Json:
+        """R2, RMSE and MAE of a model version on a labelled batch (computed here, exactly).
+
+        The version's coefficients are the ones the catalogue validated (as the scorer
+        does), so its predictions are the scorer's.
+        """
+        info = self.version_of(name, version)
+        if info.regressor is None:
+            raise GatewayError(503, f"model {name!r} v{info.version} has no coefficients here")
+        width = len(batch.rows[0])
+        if width != info.n_features:
+            raise bad(
+                f"expected {info.n_features} features, got {width} "
+                f"(model {info.name!r} v{info.version})"
+            )
+        try:
+            predictions = info.regressor.predict(np.asarray(batch.rows, dtype=np.float64))
+        except ModelError as exc:
+            raise bad(str(exc)) from exc
+        if not np.isfinite(predictions).all():
+            raise bad(f"a prediction is not a finite number (model {name!r} v{info.version})")
+        metrics = RollingMetrics(len(batch.y))
+        metrics.update_many(np.asarray(batch.y, dtype=np.float64), predictions)
+        snapshot = metrics.snapshot()
+        return {
+            "model_name": info.name,
+            "model_version": str(info.version),
+            "count": snapshot.count,
+            "r2": snapshot.r2,
+            "rmse": snapshot.rmse,
+            "mae": snapshot.mae,
         }
 
     def worker(self) -> int:
@@ -181,9 +237,7 @@ class Inference:
             if len(widths) == 1 and rows.width not in widths:
                 raise bad(f"expected {widths.pop()} features, got {rows.width}")
             return
-        info = self.catalogue.lookup(rows.model, rows.version)
-        if info is None:
-            raise GatewayError(404, self._unknown(rows.model, rows.version))
+        info = self.version_of(rows.model, rows.version)
         if rows.width != info.n_features:
             raise bad(
                 f"expected {info.n_features} features, got {rows.width} "

@@ -209,6 +209,7 @@ class Rows:
     model: str | None = None
     version: int | None = None
     single: bool = False  # the short form's {"x": [...]}: answer with one prediction
+    outputs: tuple[str, ...] | None = None  # the outputs asked for (None: all of them)
 
     @property
     def width(self) -> int:
@@ -288,24 +289,77 @@ def parse_infer(body: Json) -> Rows:
             )
         flat = [_number(v, f"inputs[0].data[{i}]", integer) for i, v in enumerate(data)]
         rows = [flat[i * d : (i + 1) * d] for i in range(n)]
-    return Rows(rows, id=request_id)
+    return Rows(rows, id=request_id, outputs=parse_outputs(body.get("outputs")))
 
 
-def infer_response(reply: InferReply, request_id: str) -> Json:
-    """The Open Inference Protocol answer to a successful inference."""
+def parse_outputs(value: Any) -> tuple[str, ...] | None:
+    """The output names an inference request asks for (None: every output).
+
+    Each is ``{"name": ..., "parameters": {...}}``; a name the models do not have
+    is refused (400), so that a client never takes a missing output for an answer.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise bad_field("outputs", f"expected an array of {{'name': ...}}, got {_describe(value)}")
+    names: list[str] = []
+    for i, output in enumerate(value):
+        if not isinstance(output, dict) or not isinstance(output.get("name"), str):
+            raise bad_field(f"outputs[{i}]", f"expected {{'name': ...}}, got {_describe(output)}")
+        parameters = output.get("parameters", {})
+        if not isinstance(parameters, dict) or parameters.get("binary_data") is True:
+            raise bad_field(
+                f"outputs[{i}].parameters",
+                "binary tensor data is not supported: ask for JSON (binary_data false)",
+            )
+        if output["name"] != OUTPUT_NAME:
+            raise bad_field(
+                f"outputs[{i}].name",
+                f"unknown output {_describe(output['name'])}: the models have one output, "
+                f"{OUTPUT_NAME!r}",
+            )
+        names.append(output["name"])
+    return tuple(dict.fromkeys(names))
+
+
+def infer_response(
+    reply: InferReply, request_id: str, outputs: tuple[str, ...] | None = None
+) -> Json:
+    """The Open Inference Protocol answer to a successful inference (the outputs asked for)."""
+    tensors = {
+        OUTPUT_NAME: {
+            "name": OUTPUT_NAME,
+            "shape": [len(reply.predictions)],
+            "datatype": "FP64",
+            "data": reply.predictions,
+        }
+    }
+    names = tuple(tensors) if outputs is None else outputs
     return {
         "model_name": reply.model,
         "model_version": str(reply.version),
         "id": request_id,
-        "outputs": [
-            {
-                "name": OUTPUT_NAME,
-                "shape": [len(reply.predictions)],
-                "datatype": "FP64",
-                "data": reply.predictions,
-            }
-        ],
+        "outputs": [tensors[name] for name in names],
     }
+
+
+@dataclass(frozen=True, slots=True)
+class Labelled:
+    """A labelled batch to score a model version on: rows of features and their labels."""
+
+    rows: list[list[float]]
+    y: list[float]
+
+
+def parse_score(body: Json) -> Labelled:
+    """Read ``{"x": [[features], ...], "y": [labels]}`` (one label per row)."""
+    if "x" not in body or "y" not in body:
+        raise bad('send {"x": [[features], ...], "y": [label, ...]} with one label per row')
+    rows = _rows(body["x"], "x")
+    labels = body["y"]
+    if not isinstance(labels, list) or len(labels) != len(rows):
+        raise bad_field("y", f"expected an array of {len(rows)} numbers (one per row of x)")
+    return Labelled(rows, [_number(v, f"y[{i}]") for i, v in enumerate(labels)])
 
 
 # --- the short form ------------------------------------------------------------------

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Protocol
+from typing import Any, Protocol
 
 import falcon
 
 from bus.messages import Score
+from bus.reply import valid_request_id
 from gateway.catalogue import Catalogue, ModelEntry, VersionInfo
 from gateway.inference import Inference
 from gateway.metrics import CONTENT_TYPE, Metrics
@@ -19,11 +22,45 @@ from gateway.payloads import (
     infer_response,
     parse_infer,
     parse_predict,
+    parse_score,
     predict_response,
     too_large,
 )
 
 PLATFORM = "streamscore"
+REQUEST_ID_HEADER = "X-Request-Id"
+
+
+class RequestIds:
+    """Middleware: every request has an id, the client's ``X-Request-Id`` or a new one.
+
+    It is in ``req.context.request_id`` for the resources (which send it on the bus,
+    so the scorer logs it and echoes it on the reply) and in the response's
+    ``X-Request-Id``. A client's id that is not printable ASCII of 1-128
+    characters is replaced by a new one.
+    """
+
+    def __init__(self, new_id: Callable[[], str] = lambda: uuid.uuid4().hex) -> None:
+        self._new_id = new_id
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Take the client's id or make one."""
+        given = req.get_header(REQUEST_ID_HEADER)
+        req.context.request_id = given if valid_request_id(given) else self._new_id()
+
+    def process_response(
+        self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool
+    ) -> None:
+        """Send the id back."""
+        request_id = getattr(req.context, "request_id", None)
+        if request_id is not None:
+            resp.set_header(REQUEST_ID_HEADER, request_id)
+
+
+def request_id(req: falcon.Request) -> str | None:
+    """The id `RequestIds` gave this request."""
+    value = getattr(req.context, "request_id", None)
+    return value if isinstance(value, str) else None
 
 
 def read_body(req: falcon.Request, limit: int) -> bytes:
@@ -196,6 +233,44 @@ class ModelMetadata:
     on_head = on_get
 
 
+class ModelReady:
+    """``GET /v2/models/{name}[/versions/{version}]/ready``: OIP model readiness."""
+
+    def __init__(self, inference: Inference) -> None:
+        self.inference = inference
+
+    def on_get(
+        self, req: falcon.Request, resp: falcon.Response, name: str, version: int | None = None
+    ) -> None:
+        """200 when the model (version) can be served now, 503 when not yet, 404 if unknown."""
+        ready = self.inference.model_ready(name, version)
+        body: Json = {"name": name, "ready": ready}
+        if version is not None:
+            body["version"] = str(version)
+        if not ready:
+            body["error"] = "the gateway is not ready to serve it yet; retry in a moment"
+            resp.status = falcon.HTTP_503
+            resp.set_header("Retry-After", "1")
+        resp.media = body
+
+    on_head = on_get
+
+
+class ScoreBatch:
+    """``POST /v2/models/{name}[/versions/{version}]/score``: quality on a labelled batch."""
+
+    def __init__(self, inference: Inference, max_body_bytes: int) -> None:
+        self.inference = inference
+        self.max_body_bytes = max_body_bytes
+
+    def on_post(
+        self, req: falcon.Request, resp: falcon.Response, name: str, version: int | None = None
+    ) -> None:
+        """R2, RMSE and MAE of the model version's predictions of ``x`` against ``y``."""
+        batch = parse_score(read_json(req, self.max_body_bytes))
+        resp.media = self.inference.score(name, version, batch)
+
+
 class Infer:
     """``POST /v2/models/{name}[/versions/{version}]/infer`` (``Prefer: respond-async`` too)."""
 
@@ -210,15 +285,15 @@ class Infer:
         body = read_json(req, self.max_body_bytes)
         rows = replace(parse_infer(body), model=name, version=version)
         if prefers_async(req):
-            pending = self.inference.submit(rows)
+            pending = self.inference.submit(rows, request_id(req))
             location = f"/v2/requests/{pending.token}"
             resp.status = falcon.HTTP_202
             resp.location = location
             resp.set_header("Preference-Applied", "respond-async")
             resp.media = {"id": pending.id, "status": "pending", "location": location}
             return
-        answer = self.inference.predict(rows)
-        resp.media = infer_response(answer.reply, answer.id)
+        answer = self.inference.predict(rows, request_id(req))
+        resp.media = infer_response(answer.reply, answer.id, rows.outputs)
 
 
 class AsyncResult:
@@ -248,7 +323,7 @@ class Predict:
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         """One prediction for ``x``, a list for ``instances``."""
         rows = parse_predict(read_json(req, self.max_body_bytes))
-        answer = self.inference.predict(rows)
+        answer = self.inference.predict(rows, request_id(req))
         resp.media = predict_response(answer.reply, rows, answer.id)
 
 

@@ -55,6 +55,28 @@ def answer(
     return InferReply(request.id, model.name, model.version, [float(v) for v in values])
 
 
+def _log_answer(address: ReplyAddress, reply: InferReply) -> None:
+    """One debug line per request (an error reply: info), with the caller's request id."""
+    if reply.error is None:
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "answered request %s (request-id %s): model %s v%s, %d rows",
+                address.correlation_id,
+                address.request_id or "-",
+                reply.model,
+                reply.version,
+                len(reply.predictions),
+            )
+        return
+    log.info(
+        "answered request %s (request-id %s) with %s: %s",
+        address.correlation_id,
+        address.request_id or "-",
+        reply.status,
+        reply.error,
+    )
+
+
 class RequestStep(Step):
     """Answers the gateway's inference requests; the kernel runs it on a consumer of its own.
 
@@ -109,6 +131,7 @@ class RequestStep(Step):
                 reply = answer(InferRequest.from_bytes(record.value), self._registry, self._serving)
             except MessageError as exc:
                 reply = InferReply(address.correlation_id, error=f"bad request: {exc}", status=400)
+            _log_answer(address, reply)
             values.append(reply.to_bytes())
             keys.append(address.correlation_id.encode())
             partitions.append(address.partition)

@@ -64,17 +64,24 @@ class FakeBus:
     calls: list[InferRequest] = field(default_factory=list)
     async_replies: dict[str, InferReply] = field(default_factory=dict)
     submitted: dict[str, InferRequest] = field(default_factory=dict)
+    request_ids: list[str | None] = field(default_factory=list)
 
-    def call(self, request: InferRequest, timeout_s: float) -> InferReply:
+    def call(
+        self, request: InferRequest, timeout_s: float, *, request_id: str | None = None
+    ) -> InferReply:
         self.calls.append(request)
+        self.request_ids.append(request_id)
         if self.error is not None:
             raise self.error
         return self.answer(request)
 
-    def submit(self, request: InferRequest, timeout_s: float) -> AsyncTicket:
+    def submit(
+        self, request: InferRequest, timeout_s: float, *, request_id: str | None = None
+    ) -> AsyncTicket:
+        self.request_ids.append(request_id)
         if self.error is not None:
             raise self.error
-        ticket = AsyncTicket(3, NOW_MS, f"async-{len(self.submitted)}")
+        ticket = AsyncTicket(3, 1, NOW_MS, f"async-{len(self.submitted)}")
         self.submitted[ticket.correlation_id] = request
         return ticket
 
@@ -88,8 +95,8 @@ class FakeBus:
     def reachable(self) -> bool:
         return self.up
 
-    def owned_partitions(self) -> list[int]:
-        return self.partitions
+    def ready(self) -> bool:
+        return self.up and bool(self.partitions)
 
     def stats(self) -> ReplyStats:
         return ReplyStats(len(self.calls), len(self.calls), 0, 1, 2, 0, len(self.partitions))
@@ -244,12 +251,145 @@ def test_openapi_describes_every_route(client: falcon.testing.TestClient) -> Non
         "/v2/models/{name}/versions/{version}",
         "/v2/models/{name}/infer",
         "/v2/models/{name}/versions/{version}/infer",
+        "/v2/models/{name}/ready",
+        "/v2/models/{name}/versions/{version}/ready",
+        "/v2/models/{name}/score",
+        "/v2/models/{name}/versions/{version}/score",
         "/v2/requests/{token}",
         "/predict",
         "/openapi.json",
+        "/docs",
         "/metrics",
     }
     assert set(document["paths"]) == expected
+
+
+# --- model readiness (Open Inference Protocol) ------------------------------------------
+
+
+def test_model_ready_and_version_ready(client: falcon.testing.TestClient) -> None:
+    result = client.simulate_get("/v2/models/lin/ready")
+    assert result.status_code == 200 and result.json == {"name": "lin", "ready": True}
+    result = client.simulate_get("/v2/models/lin/versions/1/ready")
+    assert result.status_code == 200 and result.json["version"] == "1"
+    assert client.simulate_head("/v2/models/lin/ready").status_code == 200
+
+
+def test_model_ready_of_unknown_model_or_version_is_404(client: falcon.testing.TestClient) -> None:
+    assert_error(client.simulate_get("/v2/models/nope/ready"), 404, "nope")
+    assert_error(client.simulate_get("/v2/models/lin/versions/9/ready"), 404, "version 9")
+
+
+def test_model_not_ready_while_the_bus_is_not(
+    bus: FakeBus, client: falcon.testing.TestClient
+) -> None:
+    bus.partitions = []
+    result = client.simulate_get("/v2/models/lin/ready")
+    assert result.status_code == 503 and result.json["ready"] is False
+
+
+# --- requested outputs -------------------------------------------------------------------
+
+
+def test_requested_outputs_are_honoured(client: falcon.testing.TestClient) -> None:
+    body = oip([1.0, 2.0], [1, 2], outputs=[{"name": "predict", "parameters": {}}])
+    result = client.simulate_post("/v2/models/lin/infer", json=body)
+    assert result.status_code == 200
+    assert [o["name"] for o in result.json["outputs"]] == ["predict"]
+
+
+def test_an_unknown_output_name_is_400(bus: FakeBus, client: falcon.testing.TestClient) -> None:
+    body = oip([1.0, 2.0], [1, 2], outputs=[{"name": "probabilities"}])
+    result = client.simulate_post("/v2/models/lin/infer", json=body)
+    assert_error(result, 400, "outputs[0].name", "probabilities", "'predict'")
+    assert bus.calls == []  # refused before the bus
+
+
+@pytest.mark.parametrize(
+    "outputs", ["predict", [{"parameters": {}}], [{"name": "predict", "parameters": []}]]
+)
+def test_malformed_outputs_are_400(client: falcon.testing.TestClient, outputs: object) -> None:
+    result = client.simulate_post(
+        "/v2/models/lin/infer", json=oip([1.0, 2.0], [1, 2], outputs=outputs)
+    )
+    assert_error(result, 400, "outputs")
+
+
+# --- request ids ---------------------------------------------------------------------------
+
+
+def test_the_clients_request_id_goes_on_the_bus_and_comes_back(
+    bus: FakeBus, client: falcon.testing.TestClient
+) -> None:
+    result = client.simulate_post(
+        "/predict", json={"x": [1.0, 2.0]}, headers={"X-Request-Id": "trace-7"}
+    )
+    assert result.status_code == 200 and result.headers["x-request-id"] == "trace-7"
+    assert bus.request_ids == ["trace-7"]
+
+
+def test_a_request_id_is_made_when_missing_or_unusable(
+    bus: FakeBus, client: falcon.testing.TestClient
+) -> None:
+    made = client.simulate_post("/predict", json={"x": [1.0, 2.0]})
+    assert made.headers["x-request-id"] == "gen"
+    spaced = client.simulate_post(
+        "/predict", json={"x": [1.0, 2.0]}, headers={"X-Request-Id": "a b"}
+    )
+    assert spaced.headers["x-request-id"] == "gen"
+    assert bus.request_ids == ["gen", "gen"]
+    assert client.simulate_get("/v3/none").headers["x-request-id"] == "gen"  # errors too
+
+
+# --- scoring a version on a labelled batch -------------------------------------------------
+
+
+def test_score_a_version_on_a_labelled_batch(client: falcon.testing.TestClient) -> None:
+    x = [[1.0, 2.0], [0.0, 0.0], [3.0, 1.0]]
+    exact = [0.5 + 2 * a - b for a, b in x]  # model 'lin': 0.5 + 2 x0 - x1
+    result = client.simulate_post("/v2/models/lin/versions/1/score", json={"x": x, "y": exact})
+    assert result.status_code == 200, result.text
+    body = result.json
+    assert (body["model_name"], body["model_version"], body["count"]) == ("lin", "1", 3)
+    assert body["r2"] == pytest.approx(1.0) and body["rmse"] == pytest.approx(0.0, abs=1e-12)
+    off = [v + 1.0 for v in exact]
+    latest = client.simulate_post("/v2/models/lin/score", json={"x": x, "y": off}).json
+    assert latest["model_version"] == "2"
+    assert latest["rmse"] == pytest.approx(1.0) and latest["mae"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ({"x": [[1.0, 2.0]]}, "one label per row"),
+        ({"x": [[1.0, 2.0]], "y": [1.0, 2.0]}, "field 'y'"),
+        ({"x": [[1.0, 2.0, 3.0]], "y": [1.0]}, "expected 2 features"),
+        ({"x": [[1.0, 2.0]], "y": ["a"]}, "y[0]"),
+    ],
+)
+def test_score_refuses_bad_batches(
+    client: falcon.testing.TestClient, body: dict[str, object], words: str
+) -> None:
+    assert_error(client.simulate_post("/v2/models/lin/score", json=body), 400, words)
+
+
+def test_score_of_an_unknown_model_is_404(client: falcon.testing.TestClient) -> None:
+    result = client.simulate_post("/v2/models/nope/score", json={"x": [[1.0, 2.0]], "y": [1.0]})
+    assert_error(result, 404, "nope")
+
+
+# --- the API page ---------------------------------------------------------------------------
+
+
+def test_docs_serve_swagger_ui_from_the_package(client: falcon.testing.TestClient) -> None:
+    pytest.importorskip("swagger_ui_bundle")
+    page = client.simulate_get("/docs")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert '"/openapi.json"' in page.text and "//" not in page.text.replace("http://", "")
+    script = client.simulate_get("/docs/swagger-ui-bundle.js")
+    assert script.status_code == 200 and len(script.content) > 100_000
+    assert client.simulate_get("/docs/swagger-ui.css").headers["content-type"] == "text/css"
+    assert_error(client.simulate_get("/docs/index.j2"), 404)
 
 
 # --- inference -------------------------------------------------------------------------
@@ -511,7 +651,7 @@ def test_unknown_or_expired_tokens_are_404(
     client: falcon.testing.TestClient, clock: list[int]
 ) -> None:
     assert_error(client.simulate_get("/v2/requests/garbage"), 404, "not a request token")
-    token = AsyncTicket(3, NOW_MS, "async-0").token()
+    token = AsyncTicket(3, 1, NOW_MS, "async-0").token()
     clock[0] = NOW_MS + 61_000
     assert_error(client.simulate_get(f"/v2/requests/{token}"), 404, "expired")
     clock[0] = NOW_MS - 3_600_000

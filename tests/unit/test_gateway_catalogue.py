@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 import pytest
 
@@ -13,9 +14,11 @@ from bus.clients.base import Record as BusRecord
 from bus.clients.base import TransientBusError
 from bus.clients.memory import MemoryBroker
 from bus.messages import ModelVersion, Score
+from bus.signing import ModelKey, sign
 from bus.topics import Topics
-from core.errors import BusError
+from core.errors import BusError, MessageError, ModelError
 from gateway.catalogue import Catalogue, CatalogueFeed
+from gateway.config import GatewayConfig
 
 TOPICS = Topics.with_prefix("t.")
 
@@ -26,12 +29,19 @@ def Record(topic: str, value: bytes | None, key: bytes | None = None) -> BusReco
 
 
 def model(name: str, version: int, n_features: int = 2) -> ModelVersion:
+    terms = {1: 2, 2: 5, 3: 9}[n_features]  # degree 2, without the intercept
     return ModelVersion(
         name=name,
         version=version,
         kind="polynomial",
         n_features=n_features,
-        params={"coef": [1.0] * 6},
+        params={
+            "kind": "polynomial",
+            "n_features": n_features,
+            "degree": 2,
+            "intercept": 0.5,
+            "coef": [1.0] * terms,
+        },
         trained_on={"count": 10 * version},
         train_score={"r2": 0.5, "rmse": 1.0, "mae": 0.5},
         created_at=version,
@@ -42,9 +52,9 @@ def feed() -> CatalogueFeed:
     return CatalogueFeed(MemoryBroker().driver(), TOPICS, Catalogue())
 
 
-def test_keeps_every_version_seen_in_order() -> None:
+def test_keeps_the_versions_the_scorer_loads_in_order() -> None:
     f = feed()
-    for version in (2, 1, 3):
+    for version in (1, 2, 3):
         f.apply(Record(TOPICS.models, model("poly", version).to_bytes(), b"poly"))
     entry = f.catalogue.get("poly")
     assert entry is not None
@@ -53,6 +63,74 @@ def test_keeps_every_version_seen_in_order() -> None:
     second = entry.version(2)
     assert second is not None and second.trained_on == {"count": 20}
     assert entry.version(9) is None
+
+
+def test_an_older_version_after_a_newer_one_is_not_listed() -> None:
+    """The scorer never loads a version older than the one it serves: nor is it listed."""
+    f = feed()
+    for version in (2, 1, 3):
+        f.apply(Record(TOPICS.models, model("poly", version).to_bytes(), b"poly"))
+    entry = f.catalogue.get("poly")
+    assert entry is not None and [v.version for v in entry.versions] == [2, 3]
+
+
+def test_lists_exactly_the_history_the_scorer_keeps() -> None:
+    """Versions 1-20 published, history 10: the metadata lists 11-20, which the scorer serves."""
+    catalogue = Catalogue(history=10)
+    for version in range(1, 21):
+        catalogue.add_model(model("polynomial", version))
+    entry = catalogue.get("polynomial")
+    assert entry is not None
+    assert [v.version for v in entry.versions] == list(range(11, 21))
+    assert catalogue.lookup("polynomial", 10) is None
+    assert catalogue.lookup("polynomial", 11) is not None
+
+
+def test_the_history_is_the_scorers_setting() -> None:
+    config = GatewayConfig.from_env({"STREAMSCORE_MODEL_HISTORY": "3"})
+    catalogue = Catalogue(history=config.model_history)
+    for version in range(1, 6):
+        catalogue.add_model(model("a", version))
+    entry = catalogue.get("a")
+    assert entry is not None and [v.version for v in entry.versions] == [3, 4, 5]
+
+
+def test_a_model_the_scorer_rejects_is_not_advertised() -> None:
+    """2 coefficients for 3 features, version 999: the scorer refuses it, so does the catalogue."""
+    f = feed()
+    f.apply(Record(TOPICS.models, model("poly", 1, n_features=3).to_bytes(), b"poly"))
+    bad = ModelVersion(
+        name="poly",
+        version=999,
+        kind="multivariate",
+        n_features=3,
+        params={"kind": "multivariate", "n_features": 3, "intercept": 0.0, "coef": [1.0, 2.0]},
+        trained_on={"count": 1},
+        train_score={"r2": 0.5, "rmse": 1.0, "mae": 0.5},
+        created_at=1,
+    )
+    f.apply(Record(TOPICS.models, bad.to_bytes(), b"poly"))
+    entry = f.catalogue.get("poly")
+    assert entry is not None and entry.latest.version == 1
+    assert f.catalogue.lookup("poly", 999) is None
+
+
+def test_kind_or_width_that_do_not_match_the_params_are_refused() -> None:
+    catalogue = Catalogue()
+    with pytest.raises(ModelError, match="n_features is 3"):
+        catalogue.add_model(replace(model("a", 1), n_features=3))
+    with pytest.raises(ModelError, match="kind is 'multivariate'"):
+        catalogue.add_model(replace(model("a", 1), kind="multivariate"))
+    assert catalogue.get("a") is None
+
+
+def test_with_a_model_key_only_signed_versions_are_listed() -> None:
+    key = ModelKey(b"k" * 32)
+    catalogue = Catalogue(key=key)
+    with pytest.raises(MessageError, match="signature missing"):
+        catalogue.add_model(model("a", 1))
+    assert catalogue.add_model(sign(model("a", 2), key))
+    assert [i.version for i in catalogue.latest()] == [2]
 
 
 def test_a_tombstone_forgets_the_model() -> None:
@@ -92,7 +170,7 @@ def test_loaded_only_when_marked() -> None:
 
 def test_lookup_and_latest_without_snapshots() -> None:
     catalogue = Catalogue()
-    for version in (1, 3, 2):
+    for version in (1, 2, 3):
         catalogue.add_model(model("a", version, n_features=version))
     catalogue.add_model(model("b", 1))
     assert [(i.name, i.version) for i in catalogue.latest()] == [("a", 3), ("b", 1)]

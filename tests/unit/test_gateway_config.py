@@ -17,7 +17,7 @@ def test_defaults() -> None:
     config = GatewayConfig.from_env({})
     assert (config.bind, config.workers, config.threads) == ("127.0.0.1:8000", 4, 16)
     assert config.timeout_ms == 5000 and config.timeout_s == 5.0
-    assert config.reply_group_for("p.replies") == "p.replies.gateway"
+    assert config.model_history == 10
     assert config.client_timeout_ms == 30_000 and config.client_timeout_s == 30.0
 
 
@@ -29,14 +29,14 @@ def test_from_env() -> None:
             "STREAMSCORE_GATEWAY_TIMEOUT_MS": "250",
             "STREAMSCORE_GATEWAY_MAX_PENDING": "7",
             "STREAMSCORE_GATEWAY_MAX_BODY_BYTES": "100",
-            "STREAMSCORE_GATEWAY_REPLY_GROUP": "edge",
+            "STREAMSCORE_MODEL_HISTORY": "3",
             "STREAMSCORE_GATEWAY_CLIENT_TIMEOUT_MS": "2500",
         }
     )
     assert config.client_timeout_s == 2.5
     assert (config.bind, config.workers, config.timeout_s) == ("0.0.0.0:9000", 2, 0.25)
     assert (config.max_pending, config.max_body_bytes) == (7, 100)
-    assert config.reply_group_for("replies") == "edge"
+    assert config.model_history == 3
 
 
 @pytest.mark.parametrize(

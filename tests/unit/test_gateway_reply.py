@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, ClassVar
+from collections.abc import Callable, Iterator
 
 import pytest
 
-from bus.clients.base import RebalanceCallback, Record, TopicPartition, TransientBusError
-from bus.clients.memory import MemoryBroker, MemoryConsumer, MemoryDriver
+from bus.clients.base import Record, TopicPartition, TransientBusError
+from bus.clients.memory import MemoryBroker
 from bus.messages import InferReply, InferRequest
 from bus.reply import (
     CORRELATION_ID,
     FETCH_WINDOW,
+    REQUEST_ID,
     AsyncTicket,
     ReplyAddress,
     ReplyClient,
@@ -31,7 +31,6 @@ from bus.reply import (
 from core.errors import BusError
 
 REQUEST = InferRequest("r-1", [[1.0, 2.0]], "lin", None)
-GROUP = "gateway-replies"
 
 
 def eventually(what: str, check: Callable[[], bool], timeout_s: float = 5.0) -> None:
@@ -63,7 +62,7 @@ def make_client(broker: MemoryBroker) -> Iterator[Factory]:
             "requests",
             "replies",
             **{
-                "group_id": GROUP,
+                "slot": 2,
                 "max_pending": 100,
                 "new_id": lambda: next(ids),
                 "clock_ms": lambda: int(time.time() * 1000),
@@ -79,20 +78,10 @@ def make_client(broker: MemoryBroker) -> Iterator[Factory]:
         client.close()
 
 
-def ready(client: ReplyClient, partitions: list[int] | None = None) -> ReplyClient:
-    """Start ``client`` and wait until it owns ``partitions`` (any, if None) and reaches Kafka."""
+def ready(client: ReplyClient) -> ReplyClient:
+    """Start ``client`` and wait until it reads its reply partition and reaches Kafka."""
     client.start()
-    eventually(
-        f"reply partitions {partitions}",
-        lambda: (
-            client.reachable()
-            and (
-                client.owned_partitions() == partitions
-                if partitions is not None
-                else bool(client.owned_partitions())
-            )
-        ),
-    )
+    eventually("the reply partition", client.ready)
     return client
 
 
@@ -167,14 +156,14 @@ def call_in_thread(
 def test_request_carries_the_contract_headers_and_gets_its_reply(
     broker: MemoryBroker, make_client: Factory
 ) -> None:
-    client = ready(make_client(), [0, 1, 2, 3])
+    client = ready(make_client())
     thread, out = call_in_thread(client)
     (request,) = wait_requests(broker, 1)
     assert InferRequest.from_bytes(request.value) == REQUEST
     assert request.key == b"id0"
     headers = dict(request.headers)
     assert headers["correlation-id"] == b"id0" and headers["reply-topic"] == b"replies"
-    assert int(headers["reply-partition"]) in {0, 1, 2, 3}
+    assert headers["reply-partition"] == b"2"  # slot 2 of 4 partitions
     assert set(headers) == {"correlation-id", "reply-topic", "reply-partition"}
     reply_to(broker, request)
     thread.join(2)
@@ -187,13 +176,26 @@ def test_request_carries_the_contract_headers_and_gets_its_reply(
 def test_the_scorer_reads_the_address_the_client_wrote(
     broker: MemoryBroker, make_client: Factory
 ) -> None:
-    client = ready(make_client(), [0, 1, 2, 3])
+    client = ready(make_client())
     with pytest.raises(ReplyTimeoutError):
         client.call(REQUEST, 0.1)
     (request,) = requests_sent(broker)
     address = ReplyAddress.of_request(request)
     assert address.correlation_id == "id0" and address.topic == "replies"
-    assert address.partition in client.owned_partitions()
+    assert [address.partition] == client.owned_partitions() == [2]
+
+
+def test_the_request_id_travels_in_the_request_and_reply_headers(
+    broker: MemoryBroker, make_client: Factory
+) -> None:
+    client = ready(make_client())
+    with Scorer(broker):
+        assert client.call(REQUEST, 2.0, request_id="req-42").predictions == [3.0]
+    (request,) = requests_sent(broker)
+    assert dict(request.headers)[REQUEST_ID] == b"req-42"
+    assert ReplyAddress.of_request(request).request_id == "req-42"
+    (reply,) = broker.records("replies")
+    assert dict(reply.headers)[REQUEST_ID] == b"req-42"
 
 
 def test_many_concurrent_calls_each_get_their_own_answer(
@@ -271,153 +273,77 @@ def test_unreachable_kafka_fails_fast(broker: MemoryBroker, make_client: Factory
     broker.fail_next("end_offsets", TransientBusError("broker down"), times=1_000_000)
     client = make_client().start()
     started = time.monotonic()
-    with pytest.raises(BusError, match="cannot be reached"):
+    with pytest.raises(BusError, match="did not answer"):
         client.call(REQUEST, 5.0)
     assert time.monotonic() - started < 1
     assert requests_sent(broker) == []
 
 
-# --- partitions of this process -------------------------------------------------------
+# --- the partition of this process ----------------------------------------------------
 
 
-def test_replies_go_to_owned_partitions_in_turn(broker: MemoryBroker, make_client: Factory) -> None:
-    first = ready(make_client())
-    second = make_client().start()
-    # the group splits the four partitions between the two members
-    eventually(
-        "a split",
-        lambda: len(first.owned_partitions()) == 2 and len(second.owned_partitions()) == 2,
-    )
-    mine = first.owned_partitions()
-    assert set(mine).isdisjoint(second.owned_partitions())
-    for _ in range(4):
-        with pytest.raises(ReplyTimeoutError):
-            first.call(REQUEST, 0.01)
-    used = [ReplyAddress.of_request(r).partition for r in requests_sent(broker)]
-    assert sorted(set(used)) == mine and used[:2] != [used[0]] * 2
-
-
-def test_partitions_of_a_member_that_leaves_are_taken_over(
-    broker: MemoryBroker, make_client: Factory
-) -> None:
-    first = ready(make_client())
-    second = make_client().start()
-    eventually("a split", lambda: len(first.owned_partitions()) == 2)
-    second.close()
-    eventually("all four back", lambda: first.owned_partitions() == [0, 1, 2, 3])
-    with Scorer(broker):
-        assert first.call(REQUEST, 2.0).predictions == [3.0]
-
-
-def test_a_member_with_no_partition_says_so(broker: MemoryBroker) -> None:
-    broker.create_topic("few-replies", 1)
-    owner = ReplyClient(broker.driver(), "requests", "few-replies", group_id="g1")
-    idle = ReplyClient(broker.driver(), "requests", "few-replies", group_id="g1")
+def test_the_partition_is_the_slot_modulo_the_partition_count(broker: MemoryBroker) -> None:
+    clients = [ReplyClient(broker.driver(), "requests", "replies", slot=slot) for slot in (0, 5, 7)]
     try:
-        ready(owner, [0])
-        idle.start()
-        eventually("the idle member to reach Kafka", idle.reachable)
-        with pytest.raises(BusError, match="owns no partition"):
-            idle.call(REQUEST, 0.2)
+        assert [ready(c).owned_partitions() for c in clients] == [[0], [1], [3]]
+        assert broker.calls.get("subscribe", 0) == 0  # assigned, never a group member
     finally:
-        owner.close()
-        idle.close()
+        for client in clients:
+            client.close()
 
 
-def test_newly_owned_partitions_start_at_their_end(
-    broker: MemoryBroker, make_client: Factory
-) -> None:
-    for partition in range(4):  # replies written before this process owned the partitions
+def test_ready_at_once_without_any_group_and_never_stranded(broker: MemoryBroker) -> None:
+    """More workers than partitions: every one is ready and answers (none waits for one)."""
+    clients = [ReplyClient(broker.driver(), "requests", "replies", slot=s) for s in range(6)]
+    try:
+        for client in clients:
+            assert client.wait_ready(5.0)
+        with Scorer(broker):
+            for i, client in enumerate(clients):
+                reply = client.call(InferRequest(f"r{i}", [[float(i), 1.0]]), 3.0)
+                assert reply.predictions == [i + 1.0]
+        # two pairs of workers share partitions 0 and 1: each drops the other's reply
+        assert sum(c.stats().late_replies for c in clients) == 4
+    finally:
+        for client in clients:
+            client.close()
+
+
+def test_not_ready_fails_at_once_instead_of_waiting(broker: MemoryBroker) -> None:
+    broker.fail_next("partitions_for", TransientBusError("broker down"), times=1_000_000)
+    client = ReplyClient(broker.driver(), "requests", "replies", slot=0)
+    try:
+        assert not client.wait_ready(0.3)
+        started = time.monotonic()
+        with pytest.raises(BusError, match="does not read 'replies' yet"):
+            client.call(REQUEST, 5.0)
+        assert time.monotonic() - started < 0.5 and requests_sent(broker) == []
+    finally:
+        client.close()
+
+
+def test_the_partition_starts_at_its_end(broker: MemoryBroker, make_client: Factory) -> None:
+    for partition in range(4):  # replies written before this process read the partition
         broker.produce("replies", b"{}", partition=partition, headers=[(CORRELATION_ID, b"old")])
-    client = ready(make_client(), [0, 1, 2, 3])
+    client = ready(make_client())
     broker.produce("replies", b"{}", partition=2, headers=[(CORRELATION_ID, b"new")])
     eventually("the new reply", lambda: client.stats().late_replies == 1)
     time.sleep(0.1)
     assert client.stats().late_replies == 1  # the old ones were never read
 
 
-class NoBlockingInCallbacks(MemoryConsumer):
-    """Notes calls that block inside a rebalance callback (they hold up the poll, and
-    some client versions refuse them there); the reply client makes none."""
-
-    blocking: ClassVar[list[str]] = []
-
-    def __init__(self, broker: MemoryBroker, options: Mapping[str, Any]) -> None:
-        super().__init__(broker, options)
-        self._inside = False
-
-    def subscribe(
-        self,
-        topics: Sequence[str],
-        *,
-        on_assign: RebalanceCallback | None = None,
-        on_revoke: RebalanceCallback | None = None,
-    ) -> None:
-        super().subscribe(
-            topics, on_assign=self._guard(on_assign), on_revoke=self._guard(on_revoke)
-        )
-
-    def _guard(self, callback: RebalanceCallback | None) -> RebalanceCallback | None:
-        if callback is None:
-            return None
-
-        def guarded(partitions: list[TopicPartition]) -> None:
-            self._inside = True
-            try:
-                callback(partitions)
-            finally:
-                self._inside = False
-
-        return guarded
-
-    def _note(self, name: str) -> None:
-        if self._inside:
-            self.blocking.append(name)
-
-    def end_offsets(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
-        self._note("end_offsets")
-        return super().end_offsets(tps)
-
-    def position(self, tp: TopicPartition) -> int:
-        self._note("position")
-        return super().position(tp)
-
-    def committed(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int | None]:
-        self._note("committed")
-        return super().committed(tps)
-
-    def partitions_for(self, topic: str) -> list[int]:
-        self._note("partitions_for")
-        return super().partitions_for(topic)
-
-
-class StrictDriver(MemoryDriver):
-    def consumer(self, **options: Any) -> MemoryConsumer:
-        return NoBlockingInCallbacks(self.broker, options)
-
-
-def test_a_partition_owned_again_resumes_where_requests_wait(broker: MemoryBroker) -> None:
-    broker.create_topic("one-reply", 1)
-    NoBlockingInCallbacks.blocking.clear()
-    client = ReplyClient(StrictDriver(broker), "requests", "one-reply", group_id="g2")
-    try:
-        ready(client, [0])
-        thread, out = call_in_thread(client, 5.0)
-        (request,) = wait_requests(broker, 1)
-        # the reply thread stops polling a while; meanwhile the group rebalances (a new
-        # member joins) and the reply arrives: when the partition comes back, the
-        # thread must read it from where it stopped, not from the end
-        broker.fail_next("poll", TransientBusError("coordinator moved"), times=2)
-        joiner = broker.driver().consumer(group_id="g2")
-        joiner.subscribe(["one-reply"])
-        reply_to(broker, request)
-        thread.join(5)
-        assert isinstance(out.get("reply"), InferReply), out
-        joiner.close()
-        eventually("the partition again", lambda: client.owned_partitions() == [0])
-    finally:
-        client.close()
-    assert NoBlockingInCallbacks.blocking == []  # no blocking call inside a rebalance callback
+def test_a_new_consumer_resumes_where_requests_wait(
+    broker: MemoryBroker, make_client: Factory
+) -> None:
+    client = ready(make_client())
+    thread, out = call_in_thread(client, 5.0)
+    (request,) = wait_requests(broker, 1)
+    # the consumer fails and a new one is made; meanwhile the reply arrives: the new
+    # consumer must read from where the old one stopped, not from the end
+    broker.fail_next("poll", BusError("unexpected answer"))
+    reply_to(broker, request)
+    thread.join(5)
+    assert isinstance(out.get("reply"), InferReply), out
 
 
 # --- faults ---------------------------------------------------------------------------
@@ -428,15 +354,15 @@ def test_transient_faults_are_ridden_through(broker: MemoryBroker, make_client: 
     broker.fail_next("poll", TransientBusError("broker restarting"), times=4)
     eventually("the faults", lambda: broker.pending_faults("poll") == 0)
     ready(client)
+    assert broker.calls["assign"] == 1  # the same consumer went on
     with Scorer(broker):
         assert client.call(REQUEST, 3.0).predictions == [3.0]
-    assert broker.calls["subscribe"] == 1  # the same consumer went on
 
 
 def test_other_bus_failures_make_a_new_consumer(broker: MemoryBroker, make_client: Factory) -> None:
     client = ready(make_client())
     broker.fail_next("poll", BusError("unexpected answer"))
-    eventually("a new member", lambda: broker.calls["subscribe"] == 2)
+    eventually("a new consumer", lambda: broker.calls["assign"] == 2)
     ready(client)
     with Scorer(broker):
         assert client.call(REQUEST, 3.0).predictions == [3.0]
@@ -445,14 +371,14 @@ def test_other_bus_failures_make_a_new_consumer(broker: MemoryBroker, make_clien
 def test_waits_for_the_replies_topic_to_exist(make_client: Factory) -> None:
     broker = MemoryBroker()
     broker.create_topic("requests", 1)
-    client = ReplyClient(broker.driver(), "requests", "replies", group_id="g")
+    client = ReplyClient(broker.driver(), "requests", "replies", slot=1)
     try:
         client.start()
         time.sleep(0.2)
-        with pytest.raises(BusError, match="cannot be reached"):
+        with pytest.raises(BusError, match="does not read 'replies' yet"):
             client.call(REQUEST, 0.1)
         broker.create_topic("replies", 2)
-        ready(client, [0, 1])
+        ready(client)
         with Scorer(broker):
             assert client.call(REQUEST, 3.0).predictions == [3.0]
     finally:
@@ -482,7 +408,7 @@ def test_async_reply_is_found_by_any_client_and_is_not_late(
     ticket = client.submit(REQUEST, 1.0)
     assert ticket.correlation_id.startswith("async-") and ticket.partition in {0, 1, 2, 3}
     assert AsyncTicket.parse(ticket.token()) == ticket
-    outsider = ReplyClient(broker.driver(), "requests", "replies", group_id="unused")
+    outsider = ReplyClient(broker.driver(), "requests", "replies")
     assert outsider.fetch(ticket, 1.0) is None  # not answered yet
     (request,) = requests_sent(broker)
     assert ReplyAddress.of_request(request).partition == ticket.partition
@@ -516,22 +442,34 @@ def test_fetch_stops_at_replies_older_than_the_request(make_client: Factory) -> 
     broker.create_topic("replies", 1)
     for _ in range(FETCH_WINDOW * 3):  # replies an hour older than the ticket
         broker.produce("replies", b"{}", headers=[(CORRELATION_ID, b"x")])
-    client = ReplyClient(broker.driver(), "requests", "replies", group_id="g")
-    ticket = AsyncTicket(0, int((now[0] + 3600) * 1000), "async-abc")
-    assert client.fetch(ticket, 5.0) is None
-    assert broker.calls["seek"] == 1  # the first window already reached before the send
+    broker.create_topic("requests", 1)
+    broker.produce("requests", b"{}", headers=[(CORRELATION_ID, b"async-abc")])
+    client = ReplyClient(broker.driver(), "requests", "replies")
+    ticket = AsyncTicket(0, 0, int((now[0] + 3600) * 1000), "async-abc")
+    assert client.fetch(ticket, 5.0) is None  # pending: its request is there
+    assert broker.calls["seek"] == 2  # one window of each topic reached before the send
+
+
+def test_a_well_formed_token_never_issued_is_unknown(
+    broker: MemoryBroker, make_client: Factory
+) -> None:
+    client = ready(make_client())
+    client.submit(REQUEST, 1.0)  # another request, on the bus
+    never = AsyncTicket(1, 0, int(time.time() * 1000), "async-0123456789abcdef")
+    with pytest.raises(UnknownTicketError, match="no request"):
+        client.fetch(never, 2.0)
 
 
 def test_fetch_of_a_partition_the_topic_does_not_have(make_client: Factory) -> None:
     client = make_client()
     with pytest.raises(UnknownTicketError, match="no partition 9"):
-        client.fetch(AsyncTicket(9, 1, "async-abc"), 1.0)
+        client.fetch(AsyncTicket(9, 0, 1, "async-abc"), 1.0)
 
 
 def test_ticket_tokens_round_trip() -> None:
-    ticket = AsyncTicket(7, 1_700_000_000_123, "async-0123abcd")
-    assert ticket.token() == "7.1700000000123.0123abcd"
+    ticket = AsyncTicket(7, 3, 1_700_000_000_123, "async-0123abcd")
+    assert ticket.token() == "7.3.1700000000123.0123abcd"
     assert AsyncTicket.parse(ticket.token()) == ticket
-    for bad in ("", "7.1.", "x.1.abc", "7.1.abc/def", "1234567.1.a", "7.1.a.b"):
+    for bad in ("", "7.1.", "7.1.2.", "x.1.1.abc", "7.1.1.abc/def", "1234567.1.1.a", "7.1.1.a.b"):
         with pytest.raises(UnknownTicketError):
             AsyncTicket.parse(bad)
