@@ -378,12 +378,13 @@ def _benchmark(n: int = 100_000, rounds: int = 5) -> None:  # pragma: no cover -
     The pure standard-library ways run on a fifth of the points, three times, so
     that the whole run stays under a minute.
     """
-    import gc
     import json
     import random
     import time
     from collections.abc import Callable
     from itertools import chain
+
+    from core.runtime import gc_paused
 
     rng = random.Random(17)
     values = [
@@ -415,11 +416,10 @@ def _benchmark(n: int = 100_000, rounds: int = 5) -> None:  # pragma: no cover -
     def per_point(name: str, run: Callable[[], object], count: int = n) -> None:
         times = []
         for _ in range(rounds if count == n else 3):
-            gc.disable()
-            start = time.process_time()  # CPU time: steadier than the clock on a shared machine
-            run()
-            times.append(time.process_time() - start)
-            gc.enable()
+            with gc_paused():
+                start = time.process_time()  # CPU time: steadier than the clock on a shared box
+                run()
+                times.append(time.process_time() - start)
         print(f"{name:48s} {min(times) / count * 1e6:6.2f} µs/point", flush=True)
 
     def dicts(count: int) -> list[dict[str, Any]]:

@@ -1,7 +1,9 @@
-"""``streamscore kafka up | down | status | install``: the local development broker.
+"""streamscore kafka up | down | status | install: the local development broker.
 
-``up --brokers 3`` starts a local cluster of three KRaft nodes (ports counted up
-from ``STREAMSCORE_KAFKA_PORT``); ``down`` and ``status`` then find it by themselves.
+`up --brokers 3` starts a local cluster of three KRaft nodes (ports counted up
+from STREAMSCORE_KAFKA_PORT); `down` and `status` then find it by themselves.
+Its data, pid files and logs live under STREAMSCORE_HOME; `install` fetches the
+jars once into STREAMSCORE_CACHE (Maven).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from streamscore.broker import MAX_BROKERS, BrokerConfig, LocalBroker
 
 
 def main(argv: list[str]) -> int:
-    """Run one broker action; exit 0 on success (``status``: 0 up, 3 not (fully) up)."""
+    """Run one broker action; exit 0 on success (status: 0 up, 3 not (fully) up)."""
     parser = argparse.ArgumentParser(
         prog="streamscore kafka",
         description=__doc__,

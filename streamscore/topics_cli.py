@@ -1,4 +1,7 @@
-"""``streamscore topics``: create every topic of the contract that does not exist yet."""
+"""streamscore topics: create every topic of the contract that does not exist yet.
+
+The cluster is KAFKA_BOOTSTRAP_SERVERS, or the local broker on STREAMSCORE_KAFKA_PORT.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +16,11 @@ from core.logs import configure_logging
 
 def main(argv: list[str]) -> int:
     """Create the topics (idempotent) and list them."""
-    parser = argparse.ArgumentParser(prog="streamscore topics", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="streamscore topics",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.parse_args(argv)
     configure_logging("topics")
     topics = Topics.from_env()
