@@ -7,6 +7,7 @@ from typing import Any
 
 from core.errors import ModelError
 from regressors.base import Regressor, r2_score
+from regressors.drift import PageHinkley
 from regressors.linear import MultivariateRegressor
 from regressors.metrics import MetricsSnapshot, RollingMetrics
 from regressors.polynomial import (
@@ -20,6 +21,7 @@ __all__ = [
     "KINDS",
     "MetricsSnapshot",
     "MultivariateRegressor",
+    "PageHinkley",
     "PolynomialRegressor",
     "Regressor",
     "RollingMetrics",
@@ -39,8 +41,9 @@ KINDS: tuple[str, ...] = (MultivariateRegressor.KIND, PolynomialRegressor.KIND)
 def make_regressor(kind: str, **options: Any) -> Regressor:
     """Return a new untrained regressor of ``kind`` ('multivariate' or 'polynomial').
 
-    ``options`` are the constructor's keywords: ``window`` for both, ``degree`` for
-    'polynomial'. ``make_regressor(r.kind, **r.params())`` makes an untrained twin of ``r``.
+    ``options`` are the constructor's keywords: ``window``, ``forget`` and ``detect`` for
+    both, ``degree`` for 'polynomial'. ``make_regressor(r.kind, **r.params())`` makes an
+    untrained twin of ``r``.
     """
     classes: dict[str, type[Regressor]] = {
         MultivariateRegressor.KIND: MultivariateRegressor,

@@ -8,30 +8,48 @@ between them is only the expansion; training, solving, scoring and
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar, Self, cast
+from collections.abc import Mapping
+from typing import Any, ClassVar, Self
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import ArrayLike
 
 from core.errors import ModelError
 from core.limits import MAX_ABS_INPUT, MAX_ABS_PARAM
+from regressors.checks import (
+    MAX_ABS_VALUE,
+    FloatArray,
+    as_rows,
+    as_targets,
+    check_keys,
+    check_window,
+    get_int,
+    get_key,
+    get_number,
+    get_numbers,
+    numbers,
+    r2_score,
+    type_name,
+)
+from regressors.forgetting import ForgettingQR, check_forget
+from regressors.qr import CumulativeQR, WindowQR, solve_r
 
-FloatArray = NDArray[np.float64]
-
-#: Singular values below ``RCOND`` times the largest one (of the column-scaled
-#: R factor) are treated as zero: the solve is then minimum-norm least squares.
-RCOND = 1e-10
+__all__ = [
+    "MAX_ABS_COEF",
+    "MAX_ABS_VALUE",
+    "MAX_PARAMETERS",
+    "FloatArray",
+    "Regressor",
+    "as_rows",
+    "as_targets",
+    "get_int",
+    "r2_score",
+]
 
 #: Most coefficients (intercept included) a regressor may have; more is a mistake in
 #: the configuration (e.g. degree 6 over 40 features) rather than a model.
 MAX_PARAMETERS = 2000
-
-#: Largest magnitude allowed for a target or for a design-matrix entry (e.g. x**5).
-#: Far beyond any sensible feature scale; it keeps every sum of squares finite.
-MAX_ABS_VALUE = 1e100
 
 #: Largest |coefficient| a model loaded by `Regressor.from_dict` may have (the contract's
 #: ``MAX_ABS_PARAM``). With features within the contract's ``MAX_ABS_INPUT`` (1e12) every
@@ -43,346 +61,6 @@ _COEF_LIMIT = f"{MAX_ABS_COEF:.0e}".replace("e+", "e")  # 1e15
 
 #: Format number of `Regressor.state_dict`.
 STATE_FORMAT = 1
-
-_CHUNK_ROWS = 8192  # rows per QR update: bounds the memory of one huge batch
-
-
-# -- input checks -----------------------------------------------------------------------------
-
-
-def as_rows(x: ArrayLike, n_features: int | None, *, what: str = "X") -> FloatArray:
-    """Return ``x`` as a float64 2-D array (rows, features), or raise `ModelError`.
-
-    A 1-D ``x`` is one row. The result may share memory with ``x``: never write to it.
-    """
-    try:
-        arr = np.asarray(x)
-    except (ValueError, TypeError) as exc:
-        raise ModelError(f"{what}: expected a 2-D array of numbers ({exc})") from exc
-    if arr.dtype.kind not in "iuf":
-        raise ModelError(f"{what}: expected numbers, got an array of {arr.dtype}")
-    if arr.ndim == 1:
-        arr = arr.reshape(1, -1)
-    elif arr.ndim != 2:
-        raise ModelError(f"{what}: expected a 2-D array (rows, features), got {arr.ndim}-D")
-    if n_features is not None and arr.shape[1] != n_features:
-        raise ModelError(f"expected {n_features} features, got {arr.shape[1]}")
-    if arr.shape[1] == 0:
-        raise ModelError(f"{what}: expected at least one feature, got 0 columns")
-    out = arr.astype(np.float64, copy=False)
-    if not np.isfinite(out).all():
-        raise ModelError(f"{what}: contains NaN or infinity")
-    return out
-
-
-def as_targets(y: ArrayLike, n_rows: int, *, what: str = "y") -> FloatArray:
-    """Return ``y`` as a float64 1-D array of ``n_rows`` finite values, or raise `ModelError`."""
-    try:
-        arr = np.asarray(y)
-    except (ValueError, TypeError) as exc:
-        raise ModelError(f"{what}: expected a 1-D array of numbers ({exc})") from exc
-    if arr.dtype.kind not in "iuf":
-        raise ModelError(f"{what}: expected numbers, got an array of {arr.dtype}")
-    if arr.ndim == 0:
-        arr = arr.reshape(1)
-    if arr.ndim != 1:
-        raise ModelError(f"{what}: expected a 1-D array, got shape {arr.shape}")
-    if arr.shape[0] != n_rows:
-        raise ModelError(f"{what}: expected {n_rows} values (one per row of X), got {arr.shape[0]}")
-    out = arr.astype(np.float64, copy=False)
-    if out.size and not float(np.max(np.abs(out))) <= MAX_ABS_VALUE:
-        raise ModelError(f"{what}: contains NaN, infinity or values beyond ±{MAX_ABS_VALUE:.0e}")
-    return out
-
-
-def _check_window(window: object) -> int | None:
-    if window is None:
-        return None
-    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-        raise ModelError(f"window: expected a positive integer or None, got {window!r}")
-    return window
-
-
-def r2_score(y: FloatArray, y_pred: FloatArray) -> float:
-    """Return the coefficient of determination ``1 - SS_res / SS_tot``.
-
-    When every ``y`` is the same (SS_tot == 0) R2 is undefined; it is then 1.0 if every
-    prediction is within 1e-9 of ``y`` (relative to max(1, |y|)) and 0.0 otherwise, as in
-    scikit-learn, so the result is always a finite float.
-    """
-    resid = y - y_pred
-    ss_res = float(resid @ resid)
-    centered = y - y.mean()
-    ss_tot = float(centered @ centered)
-    if ss_tot == 0.0:
-        tol = 1e-9 * max(1.0, float(np.max(np.abs(y))))
-        return 1.0 if float(np.max(np.abs(resid))) <= tol else 0.0
-    return 1.0 - ss_res / ss_tot
-
-
-# -- plain-number (JSON) checks used by from_dict / from_state_dict -----------------------------
-
-
-def _type_name(value: object) -> str:
-    return repr(value) if isinstance(value, (str, bool)) or value is None else type(value).__name__
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def get_key(data: Mapping[str, Any], key: str, where: str) -> Any:
-    """Return ``data[key]``, or raise `ModelError` saying that the key is missing."""
-    if key not in data:
-        raise ModelError(f"{where}: missing key {key!r}")
-    return data[key]
-
-
-def get_int(data: Mapping[str, Any], key: str, where: str, *, minimum: int) -> int:
-    """Return ``data[key]`` as an int >= ``minimum`` (bools rejected), or raise `ModelError`."""
-    value = get_key(data, key, where)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ModelError(f"{where}: {key!r} must be an integer, got {_type_name(value)}")
-    if value < minimum:
-        raise ModelError(f"{where}: {key!r} must be >= {minimum}, got {value}")
-    return value
-
-
-def _number(value: object, where: str, label: str) -> float:
-    if not _is_number(value):
-        raise ModelError(f"{where}: {label} must be a number, got {_type_name(value)}")
-    number = float(value)  # type: ignore[arg-type]
-    if not math.isfinite(number):
-        raise ModelError(f"{where}: {label} must be a finite number, got {value!r}")
-    return number
-
-
-def get_number(data: Mapping[str, Any], key: str, where: str) -> float:
-    """Return ``data[key]`` as a finite float (ints accepted, bools and strings not)."""
-    return _number(get_key(data, key, where), where, repr(key))
-
-
-def _numbers(value: object, where: str, label: str, expected: int, detail: str) -> list[float]:
-    if not isinstance(value, (list, tuple)):
-        raise ModelError(f"{where}: {label} must be a list of numbers, got {_type_name(value)}")
-    if len(value) != expected:
-        raise ModelError(f"{where}: expected {expected} {detail}, got {len(value)}")
-    return [_number(v, where, f"{label}[{i}]") for i, v in enumerate(value)]
-
-
-def get_numbers(
-    data: Mapping[str, Any], key: str, where: str, *, expected: int, detail: str
-) -> list[float]:
-    """Return ``data[key]``: a list of exactly ``expected`` finite numbers, or raise."""
-    return _numbers(get_key(data, key, where), where, repr(key), expected, detail)
-
-
-def check_keys(data: Mapping[str, Any], allowed: Sequence[str], where: str) -> None:
-    """Raise `ModelError` if ``data`` has a key outside ``allowed`` (a typo is caught early)."""
-    extra = sorted(str(k) for k in data if k not in allowed)
-    if extra:
-        raise ModelError(
-            f"{where}: unexpected key {extra[0]!r}; allowed keys are {', '.join(allowed)}"
-        )
-
-
-# -- sufficient statistics: R factors of the augmented design [Z | y] ---------------------------
-
-
-def _r_factor(a: FloatArray, m: int) -> FloatArray:
-    """Return the (m, m) upper-triangular R of the QR of ``a`` (k, m), zero-padded if k < m."""
-    # numpy's stubs type every mode of qr as QRResult; mode="r" returns the array R alone
-    if a.shape[0] >= m:
-        return cast("FloatArray", np.linalg.qr(a, mode="r"))
-    out = np.zeros((m, m))
-    if a.shape[0]:
-        out[: a.shape[0]] = cast("FloatArray", np.linalg.qr(a, mode="r"))
-    return out
-
-
-def solve_r(r_aug: FloatArray) -> FloatArray:
-    """Return least-squares coefficients from the R factor of the augmented design ``[Z | y]``.
-
-    ``R^T R = [Z y]^T [Z y]``, so min ||Z w - y|| is min ||R[:p, :p] w - R[:p, p]||. Columns
-    are scaled to unit norm (equilibration) and the system is solved by SVD with relative
-    cutoff `RCOND`, which gives the minimum-norm solution (in scaled coordinates) when the
-    design is rank deficient instead of failing.
-    """
-    p = r_aug.shape[0] - 1
-    r = r_aug[:p, :p]
-    scale = np.sqrt(np.einsum("ij,ij->j", r, r))
-    scale[scale == 0.0] = 1.0
-    try:
-        w = np.linalg.lstsq(r / scale, r_aug[:p, p], rcond=RCOND)[0]
-    except np.linalg.LinAlgError as exc:  # pragma: no cover - inputs are checked finite
-        raise ModelError(f"least-squares solve failed: {exc}") from exc
-    theta: FloatArray = w / scale
-    return theta
-
-
-Expander = Callable[[FloatArray, FloatArray], None]
-
-
-def _augmented(expand: Expander, x: FloatArray, y: FloatArray, m: int) -> FloatArray:
-    a = np.empty((x.shape[0], m), order="F")
-    expand(x, a[:, : m - 1])
-    a[:, m - 1] = y
-    return a
-
-
-class CumulativeQR:
-    """Sufficient statistics of every point seen: the R factor of ``[Z | y]``, O(p^2) memory.
-
-    Each batch is folded in exactly by a Householder QR of ``[R; new rows]`` (incremental
-    QR), so nothing like ``Z^T Z`` (whose condition number is squared) is ever formed.
-    """
-
-    def __init__(self, n_params: int, expand: Expander) -> None:
-        self.m = n_params + 1
-        self.expand = expand
-        self.r = np.zeros((self.m, self.m))
-        self.n_seen = 0
-
-    def add(self, x: FloatArray, y: FloatArray) -> None:
-        """Fold the rows ``x`` (raw features) with targets ``y`` into R."""
-        m = self.m
-        for start in range(0, x.shape[0], _CHUNK_ROWS):
-            xs = x[start : start + _CHUNK_ROWS]
-            a = np.empty((m + xs.shape[0], m), order="F")
-            a[:m] = self.r
-            self.expand(xs, a[m:, : m - 1])
-            a[m:, m - 1] = y[start : start + _CHUNK_ROWS]
-            r = _r_factor(a, m)
-            if not np.isfinite(r).all():  # pragma: no cover - inputs are bounded
-                raise ModelError("training statistics overflowed; scale the features down")
-            self.r = r
-            self.n_seen += xs.shape[0]
-
-    def r_factor(self) -> FloatArray:
-        """Return the R factor of ``[Z | y]`` over every point seen."""
-        return self.r
-
-
-class WindowQR:
-    """Sufficient statistics of the last ``window`` points, exact (no down-dating).
-
-    The raw rows of the window sit in a ring buffer (point number ``i`` in slot
-    ``i % window``), so a point leaving the window is simply no longer used. Point
-    numbers are cut into blocks of ``block`` consecutive ones. The window is
-    [head: the rest of a block that started before the window] + [complete blocks] +
-    [tail: the block being filled]. The tail's R factor is updated as rows arrive and,
-    once the block is complete, pushed on a two-stack queue of block R factors that
-    keeps the R of all complete blocks at amortized O(p^3) per block (blocks leave
-    from the front, arrive at the back). The window's R is the QR of [head rows; queue
-    aggregates; tail R]: O((block + 3 p) p^2) work whatever the window size.
-    """
-
-    def __init__(self, window: int, n_features: int, n_params: int, expand: Expander) -> None:
-        self.window = window
-        self.m = n_params + 1
-        self.expand = expand
-        self.x = np.zeros((window, n_features))
-        self.y = np.zeros(window)
-        self.n_seen = 0
-        self.block = min(window, max(256, 2 * self.m, window // 256))
-        self._reset(0)
-
-    def _reset(self, first_point: int) -> None:
-        self.first_block = self.end_block = first_point // self.block  # queue: [first, end)
-        self.front: list[FloatArray] = []  # front[k]: R of blocks first+len-1-k .. back start
-        self.back: list[FloatArray] = []  # R of each block from the back start to end
-        self.back_r: FloatArray | None = None  # R of all back blocks
-        self.tail_r: FloatArray | None = None  # R of the rows of block end_block so far
-        self._r: FloatArray | None = None
-
-    @property
-    def start(self) -> int:
-        """Number of the oldest point in the window."""
-        return max(0, self.n_seen - self.window)
-
-    def _rows(self, lo: int, hi: int) -> tuple[FloatArray, FloatArray]:
-        slots = np.arange(lo, hi) % self.window
-        return self.x[slots], self.y[slots]
-
-    def _aug(self, lo: int, hi: int) -> FloatArray:
-        x, y = self._rows(lo, hi)
-        return _augmented(self.expand, x, y, self.m)
-
-    def _combine(self, r1: FloatArray, r2: FloatArray) -> FloatArray:
-        return _r_factor(np.vstack([r1, r2]), self.m)
-
-    def _push(self, rs: list[FloatArray]) -> None:
-        self.back.extend(rs)
-        parts = rs if self.back_r is None else [self.back_r, *rs]
-        self.back_r = parts[0] if len(parts) == 1 else _r_factor(np.vstack(parts), self.m)
-        self.end_block += len(rs)
-
-    def _pop(self) -> None:
-        if not self.front:  # move the back stack over, with suffix aggregates
-            agg: FloatArray | None = None
-            for r in reversed(self.back):
-                agg = r if agg is None else self._combine(r, agg)
-                self.front.append(agg)
-            self.back, self.back_r = [], None
-        self.front.pop()
-        self.first_block += 1
-
-    def _ingest(self, lo: int, hi: int) -> None:
-        b, m = self.block, self.m
-        if lo % b:  # finish (or extend) the block being filled
-            end = min(hi, (lo // b + 1) * b)
-            a = self._aug(lo, end)
-            r = _r_factor(a if self.tail_r is None else np.vstack([self.tail_r, a]), m)
-            self.tail_r = None
-            if end % b:
-                self.tail_r = r
-            else:
-                self._push([r])
-            lo = end
-        n_blocks = (hi - lo) // b
-        if n_blocks:  # whole blocks: one stacked QR for all of them
-            a = self._aug(lo, lo + n_blocks * b).reshape(n_blocks, b, m)
-            rs = np.zeros((n_blocks, m, m))  # block R's, zero-padded if block < m rows
-            rs[:, : min(b, m)] = cast("FloatArray", np.linalg.qr(a, mode="r"))
-            self._push(list(rs))
-            lo += n_blocks * b
-        if lo < hi:
-            self.tail_r = _r_factor(self._aug(lo, hi), m)
-
-    def add(self, x: FloatArray, y: FloatArray) -> None:
-        """Append rows; those pushed out of the window are dropped."""
-        n, w = x.shape[0], self.window
-        keep = min(n, w)
-        first = self.n_seen
-        slots = np.arange(first + n - keep, first + n) % w
-        self.x[slots] = x[n - keep :]
-        self.y[slots] = y[n - keep :]
-        self.n_seen += n
-        if n >= w:  # the whole window is new
-            self._reset(self.n_seen - w)
-            first = self.n_seen - w
-        # A block starting before the window was pushed from partial or stale rows at
-        # worst; it leaves the queue here, before any use.
-        self._ingest(first, self.n_seen)
-        while self.first_block < self.end_block and self.first_block * self.block < self.start:
-            self._pop()
-        self._r = None
-
-    def r_factor(self) -> FloatArray:
-        """Return the R factor of ``[Z | y]`` over the points in the window."""
-        if self._r is None:
-            parts = [self._aug(self.start, max(self.start, self.first_block * self.block))]
-            parts += [r for r in (self.back_r, self.tail_r) if r is not None]
-            if self.front:
-                parts.append(self.front[-1])
-            self._r = _r_factor(np.vstack(parts), self.m)
-        return self._r
-
-    def load(self, x: FloatArray, y: FloatArray, n_seen: int) -> None:
-        """Set the window's rows (oldest first) as if ``n_seen`` points had been added."""
-        self.n_seen = n_seen - x.shape[0]
-        self._reset(self.n_seen)
-        self.add(x, y)
 
 
 # -- the contract ---------------------------------------------------------------------------------
@@ -397,7 +75,10 @@ class Regressor(ABC):
         (``window=None``, the default) the R factor of the augmented design ``[Z | y]``,
         updated by incremental Householder QR; with ``window=W`` the last W raw rows in
         a ring buffer plus a queue of R factors of blocks of them (see `WindowQR`), so
-        the fit is exactly the fit on the last W points. ``fit`` equals ``partial_fit``
+        the fit is exactly the fit on the last W points; with ``forget=lam`` each row
+        weighs ``lam`` less per newer row of its stream (``partial_fit(..., stream=p)``),
+        and with ``detect`` a stream whose residuals drift forgets its past (see
+        `regressors.forgetting`). ``fit`` equals ``partial_fit``
         on the same rows in any chunking, up to rounding. Batches are processed with
         vectorized numpy (no per-row Python loop).
 
@@ -443,12 +124,26 @@ class Regressor(ABC):
         if isinstance(kind, str):
             Regressor._registry[kind] = cls
 
-    def __init__(self, *, window: int | None = None) -> None:
-        self._window = _check_window(window)
+    def __init__(
+        self, *, window: int | None = None, forget: float | None = None, detect: bool = False
+    ) -> None:
+        self._configure(window, forget, detect)
         self._n_features: int | None = None
-        self._stats: CumulativeQR | WindowQR | None = None
+        self._stats: CumulativeQR | WindowQR | ForgettingQR | None = None
         self._theta: FloatArray | None = None
         self._trainable = True
+
+    def _configure(self, window: object, forget: object, detect: object) -> None:
+        """Check and set how the regressor trains: cumulative, a window, or forgetting."""
+        self._window = check_window(window)
+        self._forget = check_forget(forget)
+        if self._window is not None and self._forget is not None:
+            raise ModelError("window and forget exclude each other: give one of them or neither")
+        if not isinstance(detect, bool):
+            raise ModelError(f"detect: expected True or False, got {detect!r}")
+        if detect and self._forget is None:
+            raise ModelError("detect needs forget: drift detection runs on forgetting streams")
+        self._detect = detect
 
     # -- what a subclass provides -----------------------------------------------------------
 
@@ -468,9 +163,16 @@ class Regressor(ABC):
     def _shape_text(self, n_features: int) -> str:
         """Describe the coefficient layout, e.g. 'for 2 features at degree 3'."""
 
-    def params(self) -> dict[str, int | None]:
-        """Return the constructor's hyper-parameters: ``make_regressor(kind, **params())``."""
-        return {"window": self._window}
+    def params(self) -> dict[str, Any]:
+        """Return the constructor's hyper-parameters: ``make_regressor(kind, **params())``.
+
+        ``forget`` and ``detect`` appear only when forgetting is on, so the state of a
+        cumulative or windowed regressor reads as it always did.
+        """
+        params: dict[str, Any] = {"window": self._window}
+        if self._forget is not None:
+            params.update(forget=self._forget, detect=self._detect)
+        return params
 
     @classmethod
     def _from_hyper(cls, data: Mapping[str, Any], where: str) -> Self:
@@ -499,6 +201,16 @@ class Regressor(ABC):
     def window(self) -> int | None:
         """Sliding-window size in points, or None for cumulative training."""
         return self._window
+
+    @property
+    def forget(self) -> float | None:
+        """Forgetting factor per point of a stream, or None (no forgetting)."""
+        return self._forget
+
+    @property
+    def drifts(self) -> int:
+        """Drifts detected (and reacted to) since the last ``fit``; 0 without ``detect``."""
+        return self._stats.drifts if isinstance(self._stats, ForgettingQR) else 0
 
     @property
     def max_abs_input(self) -> float:
@@ -549,8 +261,12 @@ class Regressor(ABC):
         self._add(x, yv)
         return self
 
-    def partial_fit(self, X: ArrayLike, y: ArrayLike) -> Self:
-        """Add a batch of points to the training statistics; return self."""
+    def partial_fit(self, X: ArrayLike, y: ArrayLike, *, stream: int = 0) -> Self:
+        """Add a batch of points to the training statistics; return self.
+
+        ``stream`` (a partition, say) matters with forgetting only: rows are forgotten
+        by the newer rows of their own stream (see `regressors.forgetting`).
+        """
         if not self._trainable:
             raise ModelError(
                 f"{self.kind} model loaded from params has no training statistics: "
@@ -561,7 +277,7 @@ class Regressor(ABC):
         if self._stats is None:
             self._start(x.shape[1])
         if x.shape[0]:
-            self._add(x, yv)
+            self._add(x, yv, stream)
         return self
 
     def _start(self, n_features: int) -> None:
@@ -569,14 +285,21 @@ class Regressor(ABC):
         self._n_features = n_features
         self._theta = None
         self._trainable = True
-        if self._window is None:
+        if self._forget is not None:
+            self._stats = ForgettingQR(
+                n_features, n_params, self._expand_into, self._forget, self._detect
+            )
+        elif self._window is None:
             self._stats = CumulativeQR(n_params, self._expand_into)
         else:
             self._stats = WindowQR(self._window, n_features, n_params, self._expand_into)
 
-    def _add(self, x: FloatArray, y: FloatArray) -> None:
+    def _add(self, x: FloatArray, y: FloatArray, stream: int = 0) -> None:
         assert self._stats is not None
-        self._stats.add(x, y)
+        if isinstance(self._stats, ForgettingQR):
+            self._stats.add(x, y, stream)
+        else:
+            self._stats.add(x, y)
         self._theta = None
 
     def _rows(self, X: ArrayLike, n_features: int | None, *, predict: bool = False) -> FloatArray:
@@ -638,7 +361,7 @@ class Regressor(ABC):
     @classmethod
     def _resolve(cls, data: object, what: str) -> tuple[type[Regressor], str]:
         if not isinstance(data, Mapping):
-            raise ModelError(f"{what}: expected an object (dict), got {_type_name(data)}")
+            raise ModelError(f"{what}: expected an object (dict), got {type_name(data)}")
         kind = get_key(data, "kind", what)
         if cls is not Regressor:
             if kind != cls.KIND:
@@ -708,6 +431,8 @@ class Regressor(ABC):
         stats = self._stats
         if isinstance(stats, CumulativeQR):
             state["r"] = [stats.r[i, i:].tolist() for i in range(stats.m)]
+        elif isinstance(stats, ForgettingQR):
+            state["streams"] = stats.state()
         elif isinstance(stats, WindowQR):
             x, y = stats._rows(stats.start, stats.n_seen)
             state["x"] = x.tolist()
@@ -722,8 +447,12 @@ class Regressor(ABC):
         that was never interrupted.
         """
         target, where = cls._resolve(state, "state")
-        window = _check_window(get_key(state, "window", where))
-        data_keys = ("r",) if window is None else ("x", "y")
+        window = check_window(get_key(state, "window", where))
+        forget = check_forget(state.get("forget"))
+        detect = state.get("detect", False)
+        data_keys: tuple[str, ...] = ("r",) if window is None else ("x", "y")
+        if forget is not None:
+            data_keys = ("forget", "detect", "streams")
         check_keys(
             state,
             ("format", "kind", *target.HYPER_KEYS, "window", "n_features", "n_seen", *data_keys),
@@ -733,7 +462,7 @@ class Regressor(ABC):
         if fmt != STATE_FORMAT or isinstance(fmt, bool):
             raise ModelError(f"{where}: unsupported format {fmt!r}; expected {STATE_FORMAT}")
         model = target._from_hyper(state, where)
-        model._window = window
+        model._configure(window, forget, detect)
         n_seen = get_int(state, "n_seen", where, minimum=0)
         if get_key(state, "n_features", where) is None:
             if n_seen:
@@ -752,18 +481,20 @@ class Regressor(ABC):
                 )
             for i, row in enumerate(rows):
                 detail = f"numbers in 'r'[{i}] (the upper triangle of R)"
-                stats.r[i, i:] = _numbers(row, where, f"'r'[{i}]", m - i, detail)
+                stats.r[i, i:] = numbers(row, where, f"'r'[{i}]", m - i, detail)
             stats.n_seen = n_seen
+        elif isinstance(stats, ForgettingQR):
+            stats.load(get_key(state, "streams", where), n_seen, where)
         elif isinstance(stats, WindowQR):
             count = min(n_seen, stats.window)
             ys = get_numbers(state, "y", where, expected=count, detail="targets in 'y'")
             xs = get_key(state, "x", where)
             if not isinstance(xs, list) or len(xs) != count:
-                got = len(xs) if isinstance(xs, list) else _type_name(xs)
+                got = len(xs) if isinstance(xs, list) else type_name(xs)
                 raise ModelError(f"{where}: 'x' must be a list of {count} rows, got {got}")
             detail = "features per row of 'x'"
             x = np.array(
-                [_numbers(row, where, f"'x'[{i}]", n_features, detail) for i, row in enumerate(xs)],
+                [numbers(row, where, f"'x'[{i}]", n_features, detail) for i, row in enumerate(xs)],
                 dtype=np.float64,
             ).reshape(count, n_features)
             y = as_targets(np.array(ys, dtype=np.float64), count, what=f"{where}: 'y'")

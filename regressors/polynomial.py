@@ -112,8 +112,15 @@ class PolynomialRegressor(Regressor):
     KIND: ClassVar[str] = "polynomial"
     HYPER_KEYS: ClassVar[tuple[str, ...]] = ("degree",)
 
-    def __init__(self, degree: int = 2, *, window: int | None = None) -> None:
-        super().__init__(window=window)
+    def __init__(
+        self,
+        degree: int = 2,
+        *,
+        window: int | None = None,
+        forget: float | None = None,
+        detect: bool = False,
+    ) -> None:
+        super().__init__(window=window, forget=forget, detect=detect)
         self._degree = _check_degree(degree)
 
     @property
@@ -121,8 +128,8 @@ class PolynomialRegressor(Regressor):
         """Highest total degree of the monomials."""
         return self._degree
 
-    def params(self) -> dict[str, int | None]:
-        """Return the constructor's hyper-parameters: ``{"degree": k, "window": W}``."""
+    def params(self) -> dict[str, Any]:
+        """Return the constructor's hyper-parameters: ``{"degree": k, "window": W, ...}``."""
         return {"degree": self._degree, **super().params()}
 
     @classmethod

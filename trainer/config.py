@@ -13,6 +13,44 @@ from core.env import env_bool, env_float, env_int, env_str
 from core.errors import ConfigError
 
 DEFAULT_MODELS = "multivariate,polynomial:3"
+
+#: Default forgetting factor: an effective memory of 1 / (1 - 0.9995) = 2,000 points
+#: per partition of ``points``.
+DEFAULT_FORGET = 0.9995
+
+
+@dataclass(frozen=True)
+class Training:
+    """How every regressor learns: a sliding window, exponential forgetting, or neither.
+
+    ``window`` W keeps exactly the last W points; otherwise ``forget`` (a factor in
+    (0, 1), None for cumulative) down-weights each point by the newer points of its
+    partition, and ``detect`` resets a partition's memory when its residuals drift
+    (`regressors.forgetting`).
+    """
+
+    window: int | None = None
+    forget: float | None = None
+    detect: bool = False
+
+    def options(self) -> dict[str, Any]:
+        """Keyword arguments of the regressors' constructors."""
+        if self.window is not None:
+            return {"window": self.window}
+        if self.forget is None:
+            return {"window": None}
+        return {"window": None, "forget": self.forget, "detect": self.detect}
+
+    def describe(self) -> str:
+        """``window 1500``, ``cumulative``, or ``forgetting 0.9995 (memory 2000 points)...``."""
+        if self.window is not None:
+            return f"window {self.window}"
+        if self.forget is None:
+            return "cumulative"
+        memory = f"forgetting {self.forget:g} (memory {1.0 / (1.0 - self.forget):.0f} points)"
+        return f"{memory}, drift detection" if self.detect else memory
+
+
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -24,9 +62,14 @@ class ModelSpec:
     kind: str
     degree: int | None = None
 
-    def options(self, window: int | None) -> dict[str, Any]:
-        """Keyword arguments of ``regressors.make_regressor(kind, **options)``."""
-        options: dict[str, Any] = {"window": window}
+    def options(self, training: Training | int | None) -> dict[str, Any]:
+        """Keyword arguments of ``regressors.make_regressor(kind, **options)``.
+
+        ``training`` is a `Training`, or a window (None: cumulative).
+        """
+        if not isinstance(training, Training):
+            training = Training(window=training)
+        options = training.options()
         if self.degree is not None:
             options["degree"] = self.degree
         return options
@@ -91,10 +134,12 @@ def parse_models(
 class TrainerConfig:
     """What the trainer fits, when it publishes, and how it reads ``points``.
 
-    ``window`` 0 means cumulative training (every point since the start); W > 0 fits
-    the last W labelled points. ``n_features`` 0 means: learned from the first valid
-    labelled point. ``workers`` processes decode and validate chunks (0: the loop's
-    own thread does).
+    ``window`` W > 0 fits the last W labelled points; with ``window`` 0 each point
+    weighs ``forget`` less per newer point of its partition (1: cumulative, every
+    point since the start alike), and with ``drift`` a partition whose residuals
+    drift forgets its past at once (see `Training`). ``n_features`` 0 means: learned
+    from the first valid labelled point. ``workers`` processes decode and validate
+    chunks (0: the loop's own thread does).
     """
 
     group_id: str = "streamscore-trainer"
@@ -103,6 +148,8 @@ class TrainerConfig:
     publish_every: int = 1000
     publish_interval_s: float = 10.0
     window: int = 0
+    forget: float = DEFAULT_FORGET
+    drift: bool = True
     n_features: int = 0
     max_records: int = 5000
     workers: int = 2
@@ -130,6 +177,8 @@ class TrainerConfig:
                 minimum=0.01,
             ),
             window=env_int(env, "STREAMSCORE_TRAINER_WINDOW", cls.window, minimum=0),
+            forget=env_float(env, "STREAMSCORE_TRAINER_FORGET", cls.forget, minimum=0.5),
+            drift=env_bool(env, "STREAMSCORE_TRAINER_DRIFT", cls.drift),
             n_features=env_int(env, "STREAMSCORE_TRAINER_N_FEATURES", cls.n_features, minimum=0),
             max_records=env_int(env, "STREAMSCORE_TRAINER_MAX_RECORDS", cls.max_records, minimum=1),
             workers=env_int(env, "STREAMSCORE_TRAINER_WORKERS", cls.workers, minimum=0),
@@ -152,6 +201,11 @@ class TrainerConfig:
                 raise ConfigError(
                     f"STREAMSCORE_TRAINER_{name}={value!r}: must be non-empty, without '#'"
                 )
+        if not 0.5 <= self.forget <= 1.0:
+            raise ConfigError(
+                f"STREAMSCORE_TRAINER_FORGET={self.forget}: expected a factor from 0.5 to 1 "
+                "(1: no forgetting; 0.9995: a memory of 2000 points per partition)"
+            )
         if self.publish_every < 1 or self.max_records < 1 or self.window < 0:
             raise ConfigError("publish_every and max_records must be at least 1, window at least 0")
 
@@ -159,6 +213,15 @@ class TrainerConfig:
     def window_or_none(self) -> int | None:
         """The sliding window in points, or None for cumulative training."""
         return self.window or None
+
+    @property
+    def training(self) -> Training:
+        """How the regressors learn: the window if set, else forgetting (1: cumulative)."""
+        if self.window:
+            return Training(window=self.window)
+        if self.forget >= 1.0:
+            return Training()
+        return Training(forget=self.forget, detect=self.drift)
 
     @property
     def n_features_or_none(self) -> int | None:

@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 
 from regressors import Regressor, make_regressor, regressor_from_state_dict
 from regressors.base import MAX_ABS_VALUE
-from trainer.config import ModelSpec
+from trainer.config import ModelSpec, Training
 from trainer.state import StateError
 
 FloatArray = NDArray[np.float64]
@@ -75,18 +75,20 @@ class ModelSlot:
     score: PrequentialScore = field(default_factory=PrequentialScore)
 
     @classmethod
-    def fresh(cls, spec: ModelSpec, window: int | None) -> ModelSlot:
-        """An untrained regressor as the spec describes."""
-        return cls(spec, make_regressor(spec.kind, **spec.options(window)))
+    def fresh(cls, spec: ModelSpec, training: Training | int | None) -> ModelSlot:
+        """An untrained regressor as the spec describes (``training``: see `ModelSpec.options`)."""
+        return cls(spec, make_regressor(spec.kind, **spec.options(training)))
 
     @classmethod
-    def restore(cls, spec: ModelSpec, window: int | None, state: dict[str, Any]) -> ModelSlot:
+    def restore(
+        cls, spec: ModelSpec, training: Training | int | None, state: dict[str, Any]
+    ) -> ModelSlot:
         """The regressor saved in a checkpoint; StateError if it is not what the spec says."""
         try:
             regressor = regressor_from_state_dict(state)
         except Exception as exc:
             raise StateError(f"model {spec.name!r}: checkpoint state unusable: {exc}") from exc
-        wanted = make_regressor(spec.kind, **spec.options(window))
+        wanted = make_regressor(spec.kind, **spec.options(training))
         if regressor.kind != wanted.kind or regressor.params() != wanted.params():
             raise StateError(
                 f"model {spec.name!r} was trained as {regressor.kind} {regressor.params()} and is "
@@ -101,11 +103,14 @@ class ModelSlot:
         """The largest |feature| this model's expansion takes (as regressors define it)."""
         return float(MAX_ABS_VALUE ** (1.0 / (self.spec.degree or 1)))
 
-    def train(self, x: FloatArray, y: FloatArray) -> None:
-        """Score the batch with the current model (if any), then fit it."""
+    def train(self, x: FloatArray, y: FloatArray, stream: int = 0) -> None:
+        """Score the batch with the current model (if any), then fit it.
+
+        ``stream`` is the partition the rows come from (it matters with forgetting).
+        """
         if self.regressor.is_fitted:
             self.score.add(y, self.regressor.predict(x))
-        self.regressor.partial_fit(x, y)
+        self.regressor.partial_fit(x, y, stream=stream)
 
     def take_score(self) -> dict[str, float | None]:
         """The score since the previous version; starts a new one."""

@@ -15,6 +15,11 @@ fast as transactions complete, each covering at least ``every`` points.
 
 from __future__ import annotations
 
+#: After a drift, versions come ``QUICK`` times as often (every ``every // QUICK`` points).
+QUICK = 10
+#: ... but never for fewer points than this.
+MIN_QUICK = 50
+
 
 class PublishPolicy:
     """Decides when a publication is due; pure logic, the clock is passed in.
@@ -22,7 +27,9 @@ class PublishPolicy:
     Due when ``every`` labelled points were trained since the previous version;
     or when trained points, dead letters or just consumed offsets have waited
     ``interval_s`` since the first of them; or when ``max_deadletters`` dead
-    letters wait (they are written inside the transaction).
+    letters wait (they are written inside the transaction). After a `drift`, the
+    next versions come every ``every // QUICK`` points (at least `MIN_QUICK`), until
+    ``every`` points have been trained since the drift: the new regime is served soon.
     """
 
     def __init__(self, every: int, interval_s: float, max_deadletters: int = 1000) -> None:
@@ -32,10 +39,16 @@ class PublishPolicy:
         self.new_points = 0
         self.deadletters = 0
         self.pending_since: float | None = None
+        self.quick_left = 0  # points still to train with quick publications
+
+    def drift(self) -> None:
+        """A drift was found: publish quickly for the next ``every`` points."""
+        self.quick_left = self.every
 
     def note(self, *, points: int, deadletters: int, consumed: bool, now: float) -> None:
         """Record a processed batch: labelled points trained, dead letters, records read."""
         self.new_points += points
+        self.quick_left = max(0, self.quick_left - points)
         self.deadletters += deadletters
         if self.pending_since is None and (points or deadletters or consumed):
             self.pending_since = now
@@ -51,6 +64,7 @@ class PublishPolicy:
             return False
         return (
             self.new_points >= self.every
+            or (self.quick_left > 0 and self.new_points >= max(MIN_QUICK, self.every // QUICK))
             or self.deadletters >= self.max_deadletters
             or now - self.pending_since >= self.interval_s
         )

@@ -112,25 +112,31 @@ class _Work:
 
 
 class _Rows:
-    """Labelled rows of consecutive chunks, in the order read, waiting to be fitted."""
+    """Labelled rows of consecutive chunks waiting to be fitted, by partition.
 
-    def __init__(self) -> None:
-        self.x: list[FloatArray] = []
-        self.y: list[FloatArray] = []
+    With ``by_partition`` the rows of each partition stay in their order, one group
+    per partition (forgetting weighs a row by the newer rows of its partition);
+    without, every row is in one group in the order read (a window's order).
+    """
+
+    def __init__(self, by_partition: bool) -> None:
+        self.by_partition = by_partition
+        self.parts: dict[int, tuple[list[FloatArray], list[FloatArray]]] = {}
         self.count = 0
 
-    def add(self, parsed: ParsedChunk) -> None:
+    def add(self, partition: int, parsed: ParsedChunk) -> None:
         if parsed.labelled:
-            self.x.append(parsed.x)
-            self.y.append(parsed.y)
+            xs, ys = self.parts.setdefault(partition if self.by_partition else 0, ([], []))
+            xs.append(parsed.x)
+            ys.append(parsed.y)
             self.count += parsed.labelled
 
-    def take(self) -> tuple[FloatArray, FloatArray]:
-        x, y = self.x, self.y
-        self.x, self.y, self.count = [], [], 0
-        if len(x) == 1:
-            return x[0], y[0]
-        return np.concatenate(x), np.concatenate(y)
+    def take(self) -> list[tuple[int, FloatArray, FloatArray]]:
+        parts, self.parts, self.count = self.parts, {}, 0
+        return [
+            (p, x[0], y[0]) if len(x) == 1 else (p, np.concatenate(x), np.concatenate(y))
+            for p, (x, y) in parts.items()
+        ]
 
 
 class TrainingStep(ChunkStep):
@@ -161,7 +167,8 @@ class TrainingStep(ChunkStep):
         self._clock = clock
         self._stop = stop or StopFlag()
         self._window = config.window_or_none
-        self._slots = [ModelSlot.fresh(spec, self._window) for spec in config.models]
+        self._training = config.training
+        self._slots = [ModelSlot.fresh(spec, self._training) for spec in config.models]
         self._max_abs_x = min(slot.max_abs_input for slot in self._slots)
         self._pool = pool or ParsePool(config.workers, self._max_abs_x, MAX_ABS_VALUE)
         self._policy = PublishPolicy(
@@ -312,7 +319,7 @@ class TrainingStep(ChunkStep):
             ", ".join(spec.describe() for spec in config.models),
             self._topics.points,
             partitions,
-            f"window {self._window}" if self._window else "cumulative",
+            self._training.describe(),
             f"checkpoint {checkpoint.seq}" if checkpoint else "the beginning",
         )
         if not config.fast_fetch:
@@ -335,9 +342,9 @@ class TrainingStep(ChunkStep):
             spec = slot.spec
             state = checkpoint.models.get(spec.name)
             if state is None:
-                self._slots[i] = ModelSlot.fresh(spec, self._window)
+                self._slots[i] = ModelSlot.fresh(spec, self._training)
             else:
-                self._slots[i] = ModelSlot.restore(spec, self._window, state)
+                self._slots[i] = ModelSlot.restore(spec, self._training, state)
             score = saved.scores.get(spec.name)
             if score is not None:
                 self._slots[i].score = copy.copy(score)
@@ -350,7 +357,7 @@ class TrainingStep(ChunkStep):
         """Train on the chunks in order; dead letters; a publication when one is due."""
         outcome = Outcome(commit=False)
         work = _Work()
-        rows = _Rows()
+        rows = _Rows(by_partition=self._window is None)
         for chunk, parsed in zip(chunks, self._pool.parse(chunks, self._n_features), strict=True):
             if isinstance(parsed, ParsedChunk):
                 result = parsed
@@ -364,7 +371,7 @@ class TrainingStep(ChunkStep):
                 )
                 result = self._parse_alone(chunk, self._n_features)
             self._take(chunk, result, work, outcome)
-            rows.add(result)
+            rows.add(chunk.partition, result)
             if rows.count >= TRAIN_ROWS:
                 self._fit(rows)
         self._fit(rows)
@@ -433,16 +440,21 @@ class TrainingStep(ChunkStep):
         """Score and fit every model on the rows gathered (in the order read); empty them."""
         if not rows.count:
             return
-        x, y = rows.take()
+        drifts = sum(slot.regressor.drifts for slot in self._slots)
         try:
-            for slot in self._slots:
-                slot.train(x, y)
+            for partition, x, y in rows.take():
+                for slot in self._slots:
+                    slot.train(x, y, partition)
+                self._count += len(y)
         except Exception as exc:  # the inputs were checked: a bug, not a bad record
             raise BusError(
                 f"training failed ({type(exc).__name__}: {exc}); the trainer stops, and "
                 "its next start resumes from the last checkpoint"
             ) from exc
-        self._count += len(y)
+        found = sum(slot.regressor.drifts for slot in self._slots) - drifts
+        if found:
+            log.info("drift detected (%d partition resets): publishing soon", found)
+            self._policy.drift()
 
     def _publish(self, outcome: Outcome, now: float) -> None:
         """Add the new versions and the checkpoint to ``outcome``, and ask for a commit."""
@@ -518,6 +530,8 @@ class TrainingStep(ChunkStep):
                 "count": regressor.n_seen,
                 "offsets": offsets,
                 "window": self._window,
+                "forget": regressor.forget,
+                "drifts": regressor.drifts,
                 "new": new_points,
             },
             train_score=slot.take_score(),
