@@ -5,22 +5,29 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from bus.clients import driver_for
 from bus.clients.base import Consumer, Driver, TopicPartition
+from bus.messages import ModelVersion, Prediction, Score
 from bus.settings import KafkaSettings
+from bus.table import Table
 from bus.topics import TopicLayout, Topics, ensure_topics
 from core.env import env_str
-from core.errors import StreamscoreError
+from core.errors import BusError, MessageError, StreamscoreError
 from core.logs import configure_logging
 from streamscore.broker import BrokerConfig, LocalBroker
 from streamscore.processes import Supervisor
 
-SERVICES = ("trainer", "scorer", "gateway")
-STOP_ORDER = ["producer", "gateway", "scorer", "trainer"]
+SERVICES = ("trainer", "scorer", "gateway", "monitor")
+STOP_ORDER = ["producer", "monitor", "gateway", "scorer", "trainer"]
+#: Topics larger than this many offsets are not read to count their records.
+COUNT_LIMIT = 200_000
+#: How many of the newest ``scores`` records per partition `status` reads.
+SCORES_TAIL = 200
 
 
 def supervisor(env: Mapping[str, str], home: Path) -> Supervisor:
@@ -41,7 +48,7 @@ def with_bootstrap(env: Mapping[str, str]) -> dict[str, str]:
 
 
 def up(env: Mapping[str, str]) -> int:
-    """Start the broker (if local), create topics, start trainer, scorer and gateway."""
+    """Start the broker (if local), create topics, start trainer, scorer, gateway, monitor."""
     broker_config = BrokerConfig.from_env(env)
     if uses_local_broker(env):
         print(LocalBroker(broker_config).up().describe())
@@ -56,6 +63,8 @@ def up(env: Mapping[str, str]) -> int:
         print(f"{name}: running (pid {pid}), log: {services.log_file(name)}")
     bind = env_str(env, "STREAMSCORE_GATEWAY_BIND", "127.0.0.1:8000")
     print(f"gateway: http://{bind}/ping — publish points with `streamscore producer`")
+    host = env_str(env, "STREAMSCORE_MONITOR_HOST", "127.0.0.1")
+    print(f"monitor: http://{host}:{env_str(env, 'STREAMSCORE_MONITOR_PORT', '5555')}/")
     return 0
 
 
@@ -99,22 +108,50 @@ def status(env: Mapping[str, str]) -> int:
         driver = driver_for(settings)
         sizes = topic_sizes(driver, list(topics.all().values()))
         lags = group_lags(driver, topics, env)
+        models = model_overview(driver, topics) if sizes.get(topics.models) else []
     except StreamscoreError as exc:
         print(f"kafka at {settings.bootstrap_servers} did not answer: {exc}")
         return 1
     print("topics (records):")
     for name, size in sizes.items():
-        print(f"  {name:<28} {'missing' if size is None else size}")
+        print(f"  {name:<28} {_size(size)}")
     print("consumer groups (lag):")
     for lag in lags:
         shown = "nothing committed yet" if lag.lag is None else str(lag.lag)
         print(f"  {lag.group:<28} on {lag.topic}: {shown}")
+    print("models (latest version, newest rolling score):" if models else "models: none yet")
+    for line in models:
+        print(f"  {line}")
     return 0 if healthy else 3
 
 
-def topic_sizes(driver: Driver, names: list[str]) -> dict[str, int | None]:
-    """Records held by each topic (end minus start offsets); None when it does not exist."""
-    consumer = driver.consumer(group_id=None)
+def _size(size: TopicSize | None) -> str:
+    if size is None:
+        return "missing"
+    if size.exact:
+        return str(size.records)
+    return f"about {size.records} (offsets, transaction markers included)"
+
+
+@dataclass(frozen=True)
+class TopicSize:
+    """How many records a topic holds: counted (exact), or its offsets when too large to read."""
+
+    records: int
+    exact: bool
+
+
+def topic_sizes(
+    driver: Driver, names: list[str], count_limit: int = COUNT_LIMIT
+) -> dict[str, TopicSize | None]:
+    """Records held by each topic; None when it does not exist.
+
+    End minus start offsets counts transaction markers (and aborted records) too:
+    a topic written in transactions, like ``models``, would show one marker per
+    commit as a record. So each topic of at most ``count_limit`` offsets is read
+    (read_committed) and its records counted; a larger one shows its offsets.
+    """
+    consumer = driver.consumer(group_id=None, read_committed=True)
     try:
         found = {name: consumer.partitions_for(name) for name in names}
         tps = [TopicPartition(name, p) for name, ids in found.items() for p in ids]
@@ -124,14 +161,89 @@ def topic_sizes(driver: Driver, names: list[str]) -> dict[str, int | None]:
         consumer.seek_to_beginning(tps)
         end = consumer.end_offsets(tps)
         start = {tp: consumer.position(tp) for tp in tps}
+        offsets = {n: sum(end[tp] - start[tp] for tp in tps if tp.topic == n) for n in names}
+        small = {n for n in names if found[n] and offsets[n] <= count_limit}
+        counted = _count(consumer, [tp for tp in tps if tp.topic in small], end)
         return {
-            name: sum(end[tp] - start[tp] for tp in tps if tp.topic == name)
-            if found[name]
-            else None
+            name: None
+            if not found[name]
+            else TopicSize(counted.get(name, 0), True)
+            if name in small
+            else TopicSize(offsets[name], False)
             for name in names
         }
     finally:
         consumer.close()
+
+
+def _count(
+    consumer: Consumer, tps: list[TopicPartition], end: Mapping[TopicPartition, int]
+) -> dict[str, int]:
+    """Records per topic of ``tps`` from their start up to ``end``."""
+    if not tps:
+        return {}
+    consumer.assign(tps)
+    consumer.seek_to_beginning(tps)
+    deadline = time.monotonic() + 30
+    counted: dict[str, int] = {}
+    while any(consumer.position(tp) < end[tp] for tp in tps):
+        if time.monotonic() > deadline:
+            raise BusError("counting records took over 30 s; is the broker overloaded?")
+        for record in consumer.poll(0.2):
+            if record.offset < end[record.tp]:
+                counted[record.topic] = counted.get(record.topic, 0) + 1
+    return counted
+
+
+def model_overview(driver: Driver, topics: Topics) -> list[str]:
+    """One line per model: its latest version, its newest rolling score, whether it serves."""
+    with Table(driver, topics.models, keep_latest=True, topic_wait_s=5) as table:
+        table.open()
+        table.catch_up()
+        models = [
+            ModelVersion.from_bytes(r.value) for r in (table.latest or {}).values() if r.value
+        ]
+    scores: dict[str, Score] = {}
+    with Table(driver, topics.scores, tail=SCORES_TAIL, topic_wait_s=5) as table:
+        table.open()
+        for record in table.catch_up():
+            if record.value is None:
+                continue
+            score = Score.from_bytes(record.value)
+            if score.model not in scores or scores[score.model].ts <= score.ts:
+                scores[score.model] = score
+    serving = _serving(driver, topics.predictions)
+    lines = []
+    for model in sorted(models, key=lambda m: m.name):
+        latest = scores.get(model.name)
+        shown = "no rolling score yet"
+        if latest is not None:
+            shown = (
+                f"v{latest.version}: r2 {_num(latest.r2)} rmse {_num(latest.rmse)} "
+                f"mae {_num(latest.mae)} over {latest.count}"
+            )
+        mark = f"  <- serving v{serving[1]}" if serving and serving[0] == model.name else ""
+        lines.append(f"{model.name:<16} v{model.version:<6} {shown}{mark}")
+    return lines
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def _serving(driver: Driver, topic: str) -> tuple[str, int] | None:
+    """The model and version of the newest prediction (the last records of each partition)."""
+    newest: tuple[int, str, int] | None = None
+    with Table(driver, topic, tail=5, topic_wait_s=5) as table:
+        table.open()
+        for record in table.catch_up():
+            try:
+                prediction = Prediction.from_bytes(record.value)
+            except MessageError:
+                continue
+            if newest is None or newest[0] <= record.timestamp:
+                newest = (record.timestamp, prediction.model, prediction.version)
+    return None if newest is None else (newest[1], newest[2])
 
 
 def group_lags(driver: Driver, topics: Topics, env: Mapping[str, str]) -> list[GroupLag]:
