@@ -58,10 +58,12 @@ ENV PATH=/opt/venv/bin:$PATH \
 # An empty working directory: `python -m gunicorn` puts it on sys.path.
 WORKDIR /home/streamscore
 USER 10001:10001
-EXPOSE 8000
+EXPOSE 8000 9401 9402 9403
 
-# The gateway answers GET /v2/health/live; the other services pass while they run
-# (deploy/healthcheck.py says why). Compose may override it per service.
+# The gateway answers GET /v2/health/live; the producer, trainer and scorer answer
+# /health/live on their metrics ports (9401, 9402, 9403): it fails when the loop made
+# no progress for STREAMSCORE_STALL_S with work waiting (deploy/healthcheck.py).
+# Compose may override it per service.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
     CMD ["/opt/venv/bin/python", "/opt/streamscore/healthcheck.py"]
 

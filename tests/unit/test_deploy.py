@@ -39,7 +39,7 @@ NGINX_CONF = ROOT / "deploy" / "nginx" / "nginx.conf"
 HEALTHCHECK = ROOT / "deploy" / "healthcheck.py"
 
 #: Where the code that reads the environment lives.
-CODE_DIRS = ("bus", "streamscore", "producer", "trainer", "scorer", "gateway")
+CODE_DIRS = ("core", "bus", "streamscore", "producer", "trainer", "scorer", "gateway")
 ENV_NAME = re.compile(r"(?:STREAMSCORE|KAFKA)_[A-Z0-9_]*[A-Z0-9]")
 #: ``${VAR}``, ``${VAR:-default}`` or ``${VAR-default}`` in the compose file.
 INTERPOLATION = re.compile(r"\$\{(\w+)(?::?-([^}]*))?\}")
@@ -510,3 +510,140 @@ def test_the_image_carries_both_clients_and_compose_defaults_to_kafka_python() -
     for name in EXPECTED_SERVICES:
         env = environment(compose()["services"][name])
         assert env.get("STREAMSCORE_KAFKA_CLIENT") == "kafka-python", name
+
+
+# --- monitoring: Prometheus config, Grafana dashboard, service health checks ----------
+
+PROMETHEUS_CONF = ROOT / "deploy" / "prometheus" / "prometheus.yml"
+DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "streamscore.json"
+SERIES = re.compile(r"\b(streamscore_[a-z0-9_]+)")
+
+
+def test_promtool_accepts_the_prometheus_config() -> None:
+    binary = shutil.which("promtool")
+    if binary is None:
+        pytest.skip("promtool is not installed (Debian's prometheus package; .ci/run installs it)")
+    result = subprocess.run(
+        [binary, "check", "config", str(PROMETHEUS_CONF)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_prometheus_scrapes_every_service_on_its_port() -> None:
+    from core.telemetry import PORTS
+
+    config = yaml.safe_load(PROMETHEUS_CONF.read_text())
+    targets = set()
+    for job in config["scrape_configs"]:
+        for static in job.get("static_configs", []):
+            targets |= set(static["targets"])
+        for dns in job.get("dns_sd_configs", []):
+            targets |= {f"{name}:{dns['port']}" for name in dns["names"]}
+    expected = {f"{service}:{port}" for service, (_, port) in PORTS.items()} | {"gateway:8000"}
+    assert expected <= targets
+    services = compose()["services"]
+    assert services["prometheus"]["profiles"] == ["monitoring"]
+    assert services["grafana"]["profiles"] == ["monitoring"]
+
+
+def exported_series() -> set[str]:
+    """Every series name the services' registries export (built on the in-memory driver)."""
+    from prometheus_client import CollectorRegistry
+
+    from bus.clients.memory import MemoryBroker
+    from bus.settings import KafkaSettings
+    from bus.topics import Topics
+    from core.telemetry import TelemetryConfig
+    from gateway.metrics import Metrics
+    from producer.__main__ import SentPoints, producer_telemetry
+    from scorer.config import ScorerConfig
+    from scorer.service import Scorer
+    from trainer.config import TrainerConfig
+    from trainer.trainer import Trainer
+
+    topics = Topics()
+    broker = MemoryBroker()
+    for name in ("points", "predictions", "requests", "models", "scores", "deadletter"):
+        broker.create_topic(getattr(topics, name), 1)
+    broker.create_topic(topics.replies, 1)
+    broker.create_topic(topics.trainer_state, 1)
+    registries: list[CollectorRegistry] = [Metrics().registry]
+    registries.append(
+        Scorer(broker.driver(), topics, ScorerConfig(), retry_s=1.0)
+        .telemetry(TelemetryConfig("scorer", port=0))
+        .registry
+    )
+    trainer = Trainer(broker.driver(), topics, TrainerConfig(), retry_s=1.0)
+    registries.append(trainer.telemetry(TelemetryConfig("trainer", port=0))[0])
+    sent = SentPoints(lambda sent, elapsed: None, busy=lambda: True)
+    registries.append(
+        producer_telemetry(KafkaSettings(), topics.points, sent, TelemetryConfig("producer", 0))[0]
+    )
+    names: set[str] = set()
+    for registry in registries:
+        for family in registry.collect():
+            names.add(family.name)
+            if family.type == "counter":
+                names.add(family.name + "_total")
+            if family.type == "histogram":
+                names |= {family.name + s for s in ("_bucket", "_sum", "_count")}
+            names |= {sample.name for sample in family.samples}
+    return names
+
+
+def test_every_dashboard_query_names_a_series_the_services_export() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    exported = exported_series()
+    assert "streamscore_predictions_total" in exported  # the registries were really read
+    queried: set[str] = set()
+    titles = []
+    for panel in dashboard["panels"]:
+        titles.append(panel["title"].lower())
+        exprs = [target["expr"] for target in panel["targets"]]
+        assert exprs, panel["title"]
+        for expr in exprs:
+            names = set(SERIES.findall(expr))
+            assert names, f"{panel['title']}: {expr} names no streamscore series"
+            queried |= names
+    assert queried <= exported, f"not exported by any service: {sorted(queried - exported)}"
+    for view in ("throughput", "lag", "dead letters", "r2", "rmse", "mae", "serving", "latency"):
+        assert any(view in title for title in titles), view
+
+
+def test_healthcheck_asks_a_running_service_on_its_metrics_port(
+    healthcheck: ModuleType, tmp_path: Path
+) -> None:
+    process = tmp_path / "7"
+    process.mkdir()
+    (process / "cmdline").write_bytes(b"/opt/venv/bin/python\0/opt/venv/bin/streamscore\0scorer\0")
+    assert healthcheck.running_service(tmp_path) == "scorer"
+
+    class Probe(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200 if self.path == "/health/live" else 503)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Probe)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env = {"STREAMSCORE_SCORER_METRICS_PORT": str(server.server_address[1])}
+    try:
+        assert healthcheck.service_healthy("scorer", ready=False, env=env) is None
+        problem = healthcheck.service_healthy("scorer", ready=True, env=env)
+        assert problem is not None and "/health/ready" in problem
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert healthcheck.service_healthy("scorer", ready=False, env=env) is not None  # gone
+    assert (
+        healthcheck.service_healthy(
+            "scorer", ready=False, env={**env, **{"STREAMSCORE_SCORER_METRICS_PORT": "0"}}
+        )
+        is None
+    )
