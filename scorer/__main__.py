@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = KafkaSettings.from_env()
         topics = Topics.from_env()
         ensure_topics(settings, topics, TopicLayout.from_env())
-        telemetry_config = TelemetryConfig.from_env("scorer", os.environ)
+        telemetry_config = TelemetryConfig.for_service("scorer", os.environ)
         scorer = Scorer(
             driver_for(settings),
             topics,
