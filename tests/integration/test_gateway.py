@@ -38,7 +38,7 @@ from schemathesis.specs.openapi.checks import (
 
 import gateway
 from bus.clients import driver_for
-from bus.clients.base import Driver
+from bus.clients.base import Driver, TopicPartition
 from bus.messages import InferReply, InferRequest, ModelVersion
 from bus.reply import AsyncTicket, ReplyAddress, ReplyClient
 from bus.settings import CLIENTS, KafkaSettings
@@ -266,6 +266,105 @@ def infer_counts_by_worker(stack: Stack) -> dict[str, int]:
     return counts
 
 
+def test_every_worker_answers_from_the_moment_it_is_ready(stack: Stack) -> None:
+    """No stranded worker: each says ready with its reply partition read, and answers at once."""
+
+    def readiness(_: int) -> dict[str, Any]:
+        answer = requests.get(f"{stack.base}/v2/health/ready", timeout=5)
+        assert answer.status_code == 200, answer.text
+        return dict(answer.json())
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        seen = {r["worker"]: r for r in pool.map(readiness, range(64))}
+    assert len(seen) == WORKERS and all(r["checks"]["reply_partition"] for r in seen.values())
+
+    def one(i: int) -> tuple[int, float]:
+        started = time.perf_counter()
+        answer = requests.post(f"{stack.base}/predict", json={"x": [float(i), 1.0]}, timeout=10)
+        return answer.status_code, time.perf_counter() - started
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        results = list(pool.map(one, range(128)))
+    assert [status for status, _ in results] == [200] * 128
+    assert max(elapsed for _, elapsed in results) < 2.0  # nobody waited for a partition
+
+
+def test_the_request_id_travels_over_the_bus_and_back(stack: Stack) -> None:
+    request_id = f"trace-{uuid.uuid4().hex[:12]}"
+    answer = requests.post(
+        f"{stack.base}/predict",
+        json={"x": [1.0, 2.0]},
+        headers={"X-Request-Id": request_id},
+        timeout=10,
+    )
+    assert answer.status_code == 200 and answer.headers["X-Request-Id"] == request_id
+    made = requests.post(f"{stack.base}/predict", json={"x": [1.0, 2.0]}, timeout=10)
+    assert len(made.headers["X-Request-Id"]) >= 16  # made when the client sends none
+    wanted = ("request-id", request_id.encode())
+    for topic in (stack.topics.requests, stack.topics.replies):
+        found = [r for r in read_all(stack, topic) if wanted in list(r.headers or [])]
+        assert len(found) == 1, topic
+
+
+def read_all(stack: Stack, topic: str) -> list[Any]:
+    """Every record of ``topic`` so far (no group)."""
+    consumer = driver_for(stack.settings).consumer(group_id=None)
+    try:
+        tps = [TopicPartition(topic, p) for p in consumer.partitions_for(topic)]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(tps)
+        ends = consumer.end_offsets(tps)
+        records: list[Any] = []
+        deadline = time.monotonic() + 20
+        while any(consumer.position(tp) < ends[tp] for tp in tps):
+            assert time.monotonic() < deadline, f"could not read {topic} to its end"
+            records += consumer.poll(0.2)
+        return records
+    finally:
+        consumer.close()
+
+
+def test_model_ready_and_scoring_a_labelled_batch(stack: Stack) -> None:
+    assert requests.get(f"{stack.base}/v2/models/{MODEL}/ready", timeout=5).status_code == 200
+    one = requests.get(f"{stack.base}/v2/models/{MODEL}/versions/1/ready", timeout=5)
+    assert one.status_code == 200 and one.json()["ready"] is True
+    assert requests.get(f"{stack.base}/v2/models/nope/ready", timeout=5).status_code == 404
+    x = [[1.0, 2.0], [3.0, -1.0], [0.0, 0.5]]
+    y = [v + 0.5 for v in offline(x)]
+    scored = requests.post(
+        f"{stack.base}/v2/models/{MODEL}/score", json={"x": x, "y": y}, timeout=5
+    )
+    assert scored.status_code == 200, scored.text
+    assert scored.json()["rmse"] == pytest.approx(0.5) and scored.json()["count"] == 3
+
+
+def test_an_off_the_shelf_oip_client_talks_to_the_gateway(stack: Stack) -> None:
+    """tritonclient's HTTP client (the KServe v2 / Open Inference Protocol one), unchanged."""
+    np = pytest.importorskip("numpy")
+    httpclient = pytest.importorskip("tritonclient.http")
+    client = httpclient.InferenceServerClient(url=stack.base.removeprefix("http://"))
+    try:
+        assert client.is_server_live()
+        assert client.is_server_ready()
+        assert client.is_model_ready(MODEL)
+        assert client.is_model_ready(MODEL, "1")
+        assert not client.is_model_ready("nope")
+        rows = np.array([[1.0, 2.0], [3.0, -1.0]], dtype=np.float64)
+        tensor = httpclient.InferInput("x", list(rows.shape), "FP64")
+        tensor.set_data_from_numpy(rows, binary_data=False)
+        wanted = httpclient.InferRequestedOutput("predict", binary_data=False)
+        result = client.infer(MODEL, [tensor], outputs=[wanted])
+        assert result.as_numpy("predict").tolist() == pytest.approx(offline(rows.tolist()))
+        with pytest.raises(Exception, match="unknown output"):
+            client.infer(
+                MODEL,
+                [tensor],
+                outputs=[httpclient.InferRequestedOutput("nope", binary_data=False)],
+            )
+    finally:
+        client.close()
+
+
 def test_unknown_model_or_version_is_404(stack: Stack) -> None:
     answer = requests.post(stack.infer_url("nope"), json=oip([[1.0, 2.0]]), timeout=10)
     assert answer.status_code == 404
@@ -329,12 +428,13 @@ def test_async_request_is_answered_on_any_worker_and_process(stack: Stack) -> No
     for text in scrape_all_workers(stack, location, 24):  # any worker answers the same
         assert json.loads(text)["outputs"][0]["data"] == body["outputs"][0]["data"]
     # and a process that is not the gateway at all finds it from the token alone
-    outsider = ReplyClient(
-        driver_for(stack.settings), stack.topics.requests, stack.topics.replies, group_id="unused"
-    )
+    outsider = ReplyClient(driver_for(stack.settings), stack.topics.requests, stack.topics.replies)
     reply = outsider.fetch(AsyncTicket.parse(location.rsplit("/", 1)[1]), 10.0)
     assert reply is not None and reply.predictions == pytest.approx(offline(rows), abs=1e-9)
     assert requests.get(f"{stack.base}/v2/requests/1.2.abc", timeout=10).status_code == 404
+    never = f"{stack.base}/v2/requests/1.0.{int(time.time() * 1000)}.0123456789abcdef"
+    unknown = requests.get(never, timeout=10)  # well formed, never issued: not "pending"
+    assert unknown.status_code == 404 and "no request" in unknown.json()["error"]
     # the worker that owns the reply's partition read it too, and did not count it late
     late_after = late_replies_by_worker(stack)
     seen = late_before.keys() & late_after.keys()
@@ -473,7 +573,7 @@ def test_the_reply_client_rides_through_a_broker_restart(
         topics = Topics.with_prefix("restart.")
         ensure_topics(settings, topics, TopicLayout(partitions=1, reply_partitions=2))
         driver = driver_for(settings)
-        bus = ReplyClient(driver, topics.requests, topics.replies, group_id="restart-gw").start()
+        bus = ReplyClient(driver, topics.requests, topics.replies).start()
         request = InferRequest("r", [[1.0, 2.0]])
 
         def answered() -> bool:
