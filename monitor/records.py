@@ -10,12 +10,15 @@ from __future__ import annotations
 import logging
 
 from bus.clients.base import Record
-from bus.messages import ModelVersion, Prediction, Score, load_object
+from bus.messages import ModelVersion, Prediction, Score, dump_object, load_object
 from bus.topics import Topics
 from core.errors import MessageError
 from monitor.state import Dashboard, DeadLetter, Drift, ScorePoint
 
 log = logging.getLogger(__name__)
+
+#: The optional drift fields of a ``scores`` value (see `monitor.state.Drift`).
+DRIFT_KEYS = frozenset({"drift", "drifts", "drift_at"})
 
 
 def _text(value: bytes | None) -> str | None:
@@ -46,9 +49,15 @@ def dead_letter(record: Record) -> DeadLetter:
 
 
 def score_point(value: bytes) -> ScorePoint:
-    """A ``scores`` value, with its optional ``drift`` object (ignored when malformed)."""
-    score = Score.from_bytes(value)
-    return ScorePoint.of(score, Drift.parse(load_object(value).get("drift")))
+    """A ``scores`` value, with its optional drift figures (ignored when malformed).
+
+    The drift fields are read here, in either form `Drift.parse` takes, and left
+    out of what `Score` parses: a reader that knows only one form must not refuse
+    the score itself.
+    """
+    obj = load_object(value)
+    score = Score.from_bytes(dump_object({k: v for k, v in obj.items() if k not in DRIFT_KEYS}))
+    return ScorePoint.of(score, Drift.parse(obj))
 
 
 class Recorder:

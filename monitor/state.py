@@ -60,11 +60,17 @@ class Drift:
     last_ts: int
 
     @classmethod
-    def parse(cls, value: Any) -> Drift | None:
-        """``{"count": int, "last_ts": int}``, or None when absent or not of that shape."""
-        if not isinstance(value, Mapping):
-            return None
-        count, last_ts = value.get("count"), value.get("last_ts")
+    def parse(cls, score: Mapping[str, Any]) -> Drift | None:
+        """The drift figures of a ``scores`` object, or None when absent or malformed.
+
+        The contract's form is ``"drift": {"count": int, "last_ts": int}``; the flat
+        form ``"drifts": int, "drift_at": int`` (with ``"drift": bool``) is read too.
+        """
+        value = score.get("drift")
+        if isinstance(value, Mapping):
+            count, last_ts = value.get("count"), value.get("last_ts")
+        else:
+            count, last_ts = score.get("drifts"), score.get("drift_at")
         if type(count) is not int or type(last_ts) is not int or count < 0:
             return None
         return cls(count, last_ts)

@@ -131,6 +131,14 @@ def test_a_missing_or_malformed_drift_is_ignored(drift: object) -> None:
     assert view["drifts"] == [] and view["drift"] == {}
 
 
+def test_the_flat_drift_fields_are_read_too() -> None:
+    board = Dashboard()
+    obj = json.loads(score("m", 1, 10, 0.5))
+    obj.update({"drift": True, "drift_at": 7, "drifts": 2})
+    Recorder(TOPICS, board).apply(rec(TOPICS.scores, json.dumps(obj).encode()))
+    assert scores_view(board.snapshot())["drifts"] == [{"model": "m", "ts": 7, "count": 2}]
+
+
 def test_a_bad_score_is_skipped() -> None:
     board = Dashboard()
     Recorder(TOPICS, board).apply(rec(TOPICS.scores, b'{"model": "m"}'))
