@@ -215,6 +215,15 @@ def _optional_integer(obj: Json, name: str, *, minimum: int = 0) -> int | None:
     return None if value is None else _integer(value, name, minimum=minimum)
 
 
+def _optional_bool(obj: Json, name: str) -> bool:
+    value = obj.get(name)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise MessageError(f"expected true or false, got {_describe(value)}", field=name)
+    return value
+
+
 def _string(value: Any, name: str, max_chars: int) -> str:
     if not isinstance(value, str):
         raise MessageError(f"expected a string, got {_describe(value)}", field=name)
@@ -447,6 +456,9 @@ class Score:
     """Rolling quality of one model version over its last ``window`` labelled points.
 
     ``r2`` is null while it is undefined (fewer than two points or a constant label).
+    ``drift`` (optional, false when absent) is true when the scorer found a drift in
+    this version's residuals since its previous score; ``drift_at`` (optional, epoch
+    ms) is when it last found one, and ``drifts`` (optional, 0) how many it found.
     """
 
     model: str
@@ -457,6 +469,9 @@ class Score:
     rmse: float | None
     mae: float | None
     ts: int
+    drift: bool = False
+    drift_at: int | None = None
+    drifts: int = 0
 
     @classmethod
     def from_bytes(cls, raw: bytes | bytearray | str | None) -> Score:
@@ -471,11 +486,14 @@ class Score:
             rmse=_optional_number(obj, "rmse"),
             mae=_optional_number(obj, "mae"),
             ts=_integer(_required(obj, "ts"), "ts"),
+            drift=_optional_bool(obj, "drift"),
+            drift_at=_optional_integer(obj, "drift_at"),
+            drifts=_optional_integer(obj, "drifts") or 0,
         )
 
     def to_json(self) -> Json:
-        """The object form."""
-        return {
+        """The object form (the drift fields only once a drift was found)."""
+        obj: Json = {
             "model": self.model,
             "version": self.version,
             "window": self.window,
@@ -485,6 +503,9 @@ class Score:
             "mae": self.mae,
             "ts": self.ts,
         }
+        if self.drifts or self.drift or self.drift_at is not None:
+            obj.update(drift=self.drift, drift_at=self.drift_at, drifts=self.drifts)
+        return obj
 
     def to_bytes(self) -> bytes:
         """Encode for ``scores``."""

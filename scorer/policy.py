@@ -19,7 +19,10 @@ class ServingPolicy:
 
     ``best`` keeps the current champion until a challenger's rolling RMSE is lower
     by more than ``hysteresis`` (a fraction), both measured on at least
-    ``min_scored`` labelled points, so the choice does not flap. Before any model
+    ``min_scored`` labelled points, so the choice does not flap. Every version is
+    measured on the same last labelled points (`scorer.quality.Scoreboard.backfill`
+    scores a new one on them as it arrives), so identical models never switch and a
+    clearly better version serves at once. Before any model
     is scored, the lowest training RMSE wins. Any other policy is a model name:
     while that model does not exist, nothing serves and the scorer holds.
     """

@@ -31,8 +31,8 @@ from scorer.registry import FloatArray, LiveModel, ModelRegistry
 
 log = logging.getLogger(__name__)
 
-# (model, labels, that model's predictions) for the labelled points of a batch
-Labelled = tuple[LiveModel, FloatArray, FloatArray]
+# (serving model, features, labels, its predictions) for the labelled points of a batch
+Labelled = tuple[LiveModel, FloatArray, FloatArray, FloatArray]
 T = TypeVar("T")
 
 
@@ -52,7 +52,7 @@ class _Done:
     points: int
     predictions: int
     deadletters: int
-    labelled: list[Labelled]
+    labelled: Labelled | None
 
 
 class ScoringStep(Step):
@@ -90,10 +90,15 @@ class ScoringStep(Step):
     # --- kernel hooks ------------------------------------------------------------------
 
     def tick(self) -> bool:
-        """Load new model versions now and then; hold the input while no model serves."""
+        """Load new model versions now and then; hold the input while no model serves.
+
+        A version that arrives is scored at once on the last labelled points, and may
+        serve from the next batch on (`Scoreboard.backfill`).
+        """
         now = self._monotonic()
         if now >= self._next_models:
-            self._feed.poll(0)
+            if self._feed.poll(0):
+                self._judge()
             self._next_models = now + self._model_poll_interval_s
         if self.serving() is None:
             self._feed.poll(0.5)  # hold: wait for a model, do not touch points
@@ -109,7 +114,7 @@ class ScoringStep(Step):
         outcome = Outcome()
         for i, reason in columns.invalid:
             outcome.deadletters.append((records[i], reason))
-        labelled: list[Labelled] = []
+        labelled: Labelled | None = None
         predicted = 0
         if columns.index:
             predicted, labelled = self._predict(records, columns, model, outcome)
@@ -123,7 +128,7 @@ class ScoringStep(Step):
         self._add_scores(outcome)
         if not outcome.outputs:
             return None
-        outcome.context = _Done(0, 0, 0, [])
+        outcome.context = _Done(0, 0, 0, None)
         return outcome
 
     def committed(self, outcome: Outcome) -> None:
@@ -141,11 +146,11 @@ class ScoringStep(Step):
 
     def _predict(
         self, records: list[Record], columns: PointColumns, model: LiveModel, outcome: Outcome
-    ) -> tuple[int, list[Labelled]]:
+    ) -> tuple[int, Labelled | None]:
         """Predict the valid points (of the model's width); add outputs and dead letters."""
         keep = self._fitting(records, columns, model, outcome)
         if not keep:
-            return 0, []
+            return 0, None
         x = np.array(_pick(columns.x, keep, len(columns)), dtype=np.float64)
         values = model.predict(x)
         finite = np.isfinite(values)
@@ -158,7 +163,7 @@ class ScoringStep(Step):
             good = np.flatnonzero(finite)
             keep, x, values = [keep[k] for k in good.tolist()], x[good], values[good]
             if not keep:
-                return 0, []
+                return 0, None
         n = len(columns)
         sources = [records[i] for i in _pick(columns.index, keep, n)]
         ys = _pick(columns.y, keep, n)
@@ -204,24 +209,15 @@ class ScoringStep(Step):
 
     def _labelled(
         self, serving: LiveModel, x: FloatArray, labels: list[float | None], values: FloatArray
-    ) -> list[Labelled]:
-        """(model, y, prediction) for every live model on the labelled points."""
+    ) -> Labelled | None:
+        """(serving model, x, y, its predictions) for the labelled points; None if none."""
         if None not in labels:
-            y_true = np.asarray(labels, dtype=np.float64)
-            x_labelled, served = x, values
-        else:
-            index = [i for i, y in enumerate(labels) if y is not None]
-            if not index:
-                return []
-            y_true = np.asarray([labels[i] for i in index], dtype=np.float64)
-            x_labelled, served = x[index], values[index]
-        out = [(serving, y_true, served)]
-        for model in self.registry.latest().values():
-            if model.name != serving.name and model.n_features == x.shape[1]:
-                predicted = model.predict(x_labelled)
-                if np.isfinite(predicted).all():
-                    out.append((model, y_true, predicted))
-        return out
+            return serving, x, np.asarray(labels, dtype=np.float64), values
+        index = [i for i, y in enumerate(labels) if y is not None]
+        if not index:
+            return None
+        y_true = np.asarray([labels[i] for i in index], dtype=np.float64)
+        return serving, x[index], y_true, values[index]
 
     def _add_scores(self, outcome: Outcome) -> None:
         now = self._clock()
@@ -235,21 +231,40 @@ class ScoringStep(Step):
                 [s.model.encode() for s in scores],
             )
 
-    def _learn(self, labelled: list[Labelled]) -> None:
-        """Update rolling scores (after the commit, so a redone batch is not counted twice)."""
+    def _learn(self, labelled: Labelled | None) -> None:
+        """Update rolling scores (after the commit, so a redone batch is not counted twice).
+
+        Every live version with a window is scored on the batch's labelled points (the
+        serving one with the predictions sent); one without is backfilled.
+        """
         live = self.registry.latest()
         self.board.retire(live.values())
-        if not labelled:
-            return
-        self.board.labelled(len(labelled[0][1]))
-        for model, y_true, y_pred in labelled:
-            if live.get(model.name) is model:
+        if labelled is not None:
+            serving, x, y_true, served = labelled
+            self.board.labelled(len(y_true))
+            now = self._clock()
+            for model in live.values():
+                if model.n_features != x.shape[1] or not self.board.has(model):
+                    continue
+                y_pred = served if model is serving else model.predict(x)
+                if not np.isfinite(y_pred).all():
+                    continue
                 try:
-                    self.board.update(model, y_true, y_pred)
+                    self.board.update(model, y_true, y_pred, now)
                 except ModelError as exc:  # predictions past the metrics' range: not scored
                     log.debug(
                         "not scoring %s v%d on this batch: %s", model.name, model.version, exc
                     )
+            self.board.remember(x, y_true)
+        self._judge()
+
+    def _judge(self) -> None:
+        """Score new versions on the remembered window, then reconsider the champion."""
+        live = self.registry.latest()
+        self.board.retire(live.values())
+        for model in self.board.backfill(live.values()):
+            count, rmse = self.board.rmse(model)
+            log.debug("%s v%d scored on the last %d points: RMSE %s", *model.key, count, rmse)
         self.policy.review(live, self.board)
 
 
