@@ -11,18 +11,13 @@ with two copies in sync. Nothing here needs Docker.
 
 from __future__ import annotations
 
-import base64
-import importlib.resources
 import logging
 import os
-import random
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -30,210 +25,59 @@ from pathlib import Path
 from kafka.admin import KafkaAdminClient
 from kafka.errors import KafkaError
 
-from bus.settings import LOCAL_PORT
-from core.env import env_int, env_str
-from core.errors import BrokerError, ConfigError
-from streamscore.processes import alive, command_line
+from core.errors import BrokerError
+from streamscore.broker_config import (
+    CLUSTER_MIN_INSYNC,
+    CLUSTER_REPLICATION,
+    KAFKA_FILES,
+    MAIN_CLASS,
+    MAX_BROKERS,
+    PROJECT_ROOT,
+    BrokerConfig,
+    BrokerNode,
+    default_home,
+    kafka_file,
+    started_size,
+)
+from streamscore.broker_ports import (
+    find_java,
+    formatted_cluster_id,
+    free_port,
+    free_port_range,
+    is_our_broker,
+    listener_port,
+    new_cluster_id,
+    port_open,
+    tail,
+    wait_closed,
+)
+from streamscore.processes import alive
+
+__all__ = [
+    "CLUSTER_MIN_INSYNC",
+    "CLUSTER_REPLICATION",
+    "KAFKA_FILES",
+    "MAIN_CLASS",
+    "MAX_BROKERS",
+    "PROJECT_ROOT",
+    "BrokerConfig",
+    "BrokerNode",
+    "BrokerStatus",
+    "LocalBroker",
+    "NodeStatus",
+    "answers",
+    "cluster_id_at",
+    "default_home",
+    "formatted_cluster_id",
+    "free_port",
+    "free_port_range",
+    "kafka_file",
+    "listener_port",
+    "new_cluster_id",
+    "started_size",
+]
 
 log = logging.getLogger(__name__)
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-#: The package holding the broker's pom.xml, log4j2.yaml and server.properties.template.
-KAFKA_FILES = "streamscore.kafka_files"
-MAIN_CLASS = "kafka.Kafka"
-MAX_BROKERS = 9
-#: Replicas of every topic in a local cluster, and how many must be in sync for a write.
-CLUSTER_REPLICATION = 3
-CLUSTER_MIN_INSYNC = 2
-
-
-@dataclass(frozen=True)
-class BrokerNode:
-    """One Kafka process of the local broker: its node id, ports and files."""
-
-    node_id: int
-    host: str
-    port: int
-    controller_port: int
-    state_dir: Path
-    log_file: Path
-
-    @property
-    def bootstrap(self) -> str:
-        """The node's client address."""
-        return f"{self.host}:{self.port}"
-
-    @property
-    def data_dir(self) -> Path:
-        """The node's log.dirs."""
-        return self.state_dir / "data"
-
-    @property
-    def pid_file(self) -> Path:
-        """The running node's process id."""
-        return self.state_dir / "kafka.pid"
-
-    @property
-    def properties_file(self) -> Path:
-        """The node's generated server.properties."""
-        return self.state_dir / "server.properties"
-
-
-@dataclass(frozen=True)
-class BrokerConfig:
-    """Where the local broker keeps its jars and state, and the ports it listens on.
-
-    With ``brokers`` > 1, node ``i`` (1-based) listens on ``port + i - 1`` and
-    ``controller_port + i - 1``.
-    """
-
-    home: Path = Path(".streamscore")
-    cache_dir: Path = Path(".streamscore") / "cache"
-    host: str = "127.0.0.1"
-    port: int = LOCAL_PORT
-    controller_port: int = 9093
-    heap: str = "768m"
-    start_timeout_s: float = 90.0
-    stop_timeout_s: float = 30.0
-    brokers: int = 1
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> BrokerConfig:
-        """Read ``STREAMSCORE_HOME``, ``STREAMSCORE_KAFKA_PORT`` and friends.
-
-        The jar cache defaults to ``<home>/cache``; ``STREAMSCORE_CACHE`` lets brokers
-        with other homes share one. ``STREAMSCORE_KAFKA_BROKERS`` defaults to the size
-        of the cluster last started in this home (1 when none runs). Controller ports
-        start after the client ports; each node's heap defaults to 768m alone, 512m in
-        a cluster.
-        """
-        env = os.environ if env is None else env
-        port = env_int(env, "STREAMSCORE_KAFKA_PORT", LOCAL_PORT, minimum=1)
-        home = Path(env_str(env, "STREAMSCORE_HOME", str(default_home())))
-        brokers = env_int(env, "STREAMSCORE_KAFKA_BROKERS", started_size(home), minimum=1)
-        if brokers > MAX_BROKERS:
-            raise ConfigError(
-                f"STREAMSCORE_KAFKA_BROKERS={brokers}: at most {MAX_BROKERS} local brokers"
-            )
-        return cls(
-            home=home,
-            cache_dir=Path(env_str(env, "STREAMSCORE_CACHE", str(home / "cache"))),
-            port=port,
-            controller_port=env_int(
-                env, "STREAMSCORE_KAFKA_CONTROLLER_PORT", port + brokers, minimum=1
-            ),
-            heap=env_str(env, "STREAMSCORE_KAFKA_HEAP", cls.heap if brokers == 1 else "512m"),
-            brokers=brokers,
-        )
-
-    @property
-    def nodes(self) -> tuple[BrokerNode, ...]:
-        """Every node of the local broker, node id 1 first."""
-        if self.brokers == 1:
-            return (
-                BrokerNode(
-                    1, self.host, self.port, self.controller_port, self.state_dir, self.log_file
-                ),
-            )
-        return tuple(
-            BrokerNode(
-                node_id=i,
-                host=self.host,
-                port=self.port + i - 1,
-                controller_port=self.controller_port + i - 1,
-                state_dir=self.state_dir / f"node-{i}",
-                log_file=self.home / "logs" / f"kafka-{i}.log",
-            )
-            for i in range(1, self.brokers + 1)
-        )
-
-    def node(self, node_id: int) -> BrokerNode:
-        """The node with this id (as Kafka reports it, e.g. as a partition's leader)."""
-        for node in self.nodes:
-            if node.node_id == node_id:
-                return node
-        raise BrokerError(f"the local broker has no node {node_id} (nodes 1 to {self.brokers})")
-
-    @property
-    def bootstrap(self) -> str:
-        """The address clients connect to (every node's, comma-separated, for a cluster)."""
-        return ",".join(node.bootstrap for node in self.nodes)
-
-    @property
-    def replication(self) -> int:
-        """Copies of every internal topic (and of topics created without a factor)."""
-        return min(CLUSTER_REPLICATION, self.brokers)
-
-    @property
-    def min_insync(self) -> int:
-        """Copies that must be in sync for a write with acks=all to succeed."""
-        return 1 if self.brokers == 1 else min(CLUSTER_MIN_INSYNC, self.replication)
-
-    @property
-    def lib_dir(self) -> Path:
-        """The jar cache (brokers with other homes can share it)."""
-        return self.cache_dir / "kafka-lib"
-
-    @property
-    def state_dir(self) -> Path:
-        """This broker's data, config, pid file and log (a cluster: a folder per node)."""
-        return self.home / "kafka"
-
-    @property
-    def data_dir(self) -> Path:
-        """The single node's log.dirs."""
-        return self.state_dir / "data"
-
-    @property
-    def pid_file(self) -> Path:
-        """The running single node's process id."""
-        return self.state_dir / "kafka.pid"
-
-    @property
-    def log_file(self) -> Path:
-        """Where the single node's output goes."""
-        return self.home / "logs" / "kafka.log"
-
-    @property
-    def properties_file(self) -> Path:
-        """The single node's generated server.properties."""
-        return self.state_dir / "server.properties"
-
-    @property
-    def size_file(self) -> Path:
-        """Holds the number of nodes while a cluster of more than one is started."""
-        return self.state_dir / "cluster-size"
-
-    @property
-    def cluster_id_file(self) -> Path:
-        """The KRaft cluster id every node of a cluster is formatted with."""
-        return self.state_dir / "cluster-id"
-
-
-def default_home() -> Path:
-    """The state folder when ``STREAMSCORE_HOME`` is unset.
-
-    In a source checkout (an editable install) it is the checkout's ``.streamscore``,
-    wherever the command runs; an installed package uses ``./.streamscore`` of the
-    current directory, never a folder inside the installation.
-    """
-    if (PROJECT_ROOT / "pyproject.toml").is_file() and (PROJECT_ROOT / "streamscore").is_dir():
-        return PROJECT_ROOT / ".streamscore"
-    return Path.cwd() / ".streamscore"
-
-
-def kafka_file(name: str) -> str:
-    """The text of one of the broker's files shipped with the package."""
-    return importlib.resources.files(KAFKA_FILES).joinpath(name).read_text(encoding="utf-8")
-
-
-def started_size(home: Path) -> int:
-    """How many nodes the cluster started in ``home`` has (1 when none was)."""
-    try:
-        size = int((home / "kafka" / "cluster-size").read_text().strip())
-    except (OSError, ValueError):
-        return 1
-    return size if 1 <= size <= MAX_BROKERS else 1
 
 
 @dataclass(frozen=True)
@@ -379,7 +223,7 @@ class LocalBroker:
                 "or stop it with `streamscore kafka down`"
             )
             return NodeStatus(node.node_id, "mismatch", pid, node.bootstrap, note)
-        if not _port_open(node.host, node.port):
+        if not port_open(node.host, node.port):
             return NodeStatus(node.node_id, "starting", pid, node.bootstrap)
         answered = cluster_id_at(node.bootstrap)
         ours = formatted_cluster_id(node.data_dir)
@@ -400,7 +244,7 @@ class LocalBroker:
             pid = int(node.pid_file.read_text().strip())
         except (FileNotFoundError, ValueError):
             return None
-        if _is_our_broker(pid, node.properties_file):
+        if is_our_broker(pid, node.properties_file):
             return pid
         log.info("removing stale pid file %s (pid %d is not running)", node.pid_file, pid)
         node.pid_file.unlink(missing_ok=True)
@@ -433,7 +277,7 @@ class LocalBroker:
         ]
         for node in stopped:
             for port in (node.port, node.controller_port):
-                if _port_open(node.host, port):
+                if port_open(node.host, port):
                     raise BrokerError(
                         f"port {port} on {node.host} is taken by another process; stop it or "
                         "choose other ports with STREAMSCORE_KAFKA_PORT / "
@@ -441,7 +285,7 @@ class LocalBroker:
                     )
         processes: dict[int, subprocess.Popen[bytes]] = {}
         if stopped:
-            java = _java()
+            java = find_java()
             classpath = f"{self.install()}/*"
             for node in stopped:
                 self._write_properties(node)
@@ -502,7 +346,7 @@ class LocalBroker:
             node.pid_file.unlink(missing_ok=True)
         # a killed JVM's leader thread is gone before its last thread closes the sockets
         for node, _ in running:
-            _wait_closed(node, deadline=time.monotonic() + 10)
+            wait_closed(node, deadline=time.monotonic() + 10)
         return True
 
     def kill(self, node_id: int, sig: int = signal.SIGKILL) -> int | None:
@@ -518,7 +362,7 @@ class LocalBroker:
         os.kill(pid, sig)
         deadline = time.monotonic() + self.config.stop_timeout_s
         # a killed JVM's leader thread is gone before its last thread closes the sockets
-        while alive(pid) or _port_open(node.host, node.port):
+        while alive(pid) or port_open(node.host, node.port):
             if time.monotonic() > deadline:
                 raise BrokerError(f"kafka node {node_id} (pid {pid}) did not die on signal {sig}")
             time.sleep(0.05)
@@ -538,9 +382,9 @@ class LocalBroker:
                     which = "kafka" if len(nodes) == 1 else f"kafka node {node.node_id}"
                     raise BrokerError(
                         f"{which} exited during start (code {code}); see {node.log_file}:\n"
-                        + _tail(node.log_file)
+                        + tail(node.log_file)
                     )
-            if all(_port_open(node.host, node.port) for node in nodes) and _answers(
+            if all(port_open(node.host, node.port) for node in nodes) and answers(
                 self.config.bootstrap, len(nodes)
             ):
                 status = self.status()
@@ -588,7 +432,7 @@ class LocalBroker:
         todo = [node for node in nodes if not (node.data_dir / "meta.properties").exists()]
         if not todo:
             return
-        cluster_id = self._cluster_id()
+        cluster_id = self.new_cluster_id()
         running: list[tuple[BrokerNode, subprocess.Popen[str]]] = []
         for node in todo:
             node.data_dir.mkdir(parents=True, exist_ok=True)
@@ -617,83 +461,19 @@ class LocalBroker:
         if failed:
             raise BrokerError("formatting kafka's storage failed:\n" + "\n".join(failed))
 
-    def _cluster_id(self) -> str:
+    def new_cluster_id(self) -> str:
         if self.config.brokers == 1:
-            return _cluster_id()
+            return new_cluster_id()
         try:
             return self.config.cluster_id_file.read_text().strip()
         except FileNotFoundError:
-            cluster_id = _cluster_id()
+            cluster_id = new_cluster_id()
             self.config.cluster_id_file.parent.mkdir(parents=True, exist_ok=True)
             self.config.cluster_id_file.write_text(f"{cluster_id}\n")
             return cluster_id
 
 
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def free_port_range(count: int, *, low: int = 20_000, high: int = 32_000) -> int:
-    """The first of ``count`` consecutive loopback ports that are all free right now.
-
-    The range stays below Linux's ephemeral ports (32768 on), so outgoing
-    connections do not take them between this check and the broker's start.
-    """
-    for _ in range(200):
-        base = random.randrange(low, high - count)
-        if all(_bindable(port) for port in range(base, base + count)):
-            return base
-    raise BrokerError(f"found no {count} consecutive free ports between {low} and {high}")
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _cluster_id() -> str:
-    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding.
-
-    Never one that starts with ``-``: the storage tool would read it as an option.
-    """
-    while True:
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        if not cluster_id.startswith("-"):
-            return cluster_id
-
-
-def _java() -> str:
-    home = os.environ.get("JAVA_HOME")
-    java = str(Path(home) / "bin" / "java") if home else shutil.which("java")
-    if not java or not Path(java).exists():
-        raise BrokerError("Java 17 or newer is needed to run Kafka; none found (JAVA_HOME, PATH)")
-    return java
-
-
-def _port_open(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def _wait_closed(node: BrokerNode, deadline: float) -> None:
-    """Wait until nothing answers on the node's ports any more (or the deadline passes)."""
-    while time.monotonic() < deadline and any(
-        _port_open(node.host, port) for port in (node.port, node.controller_port)
-    ):
-        time.sleep(0.05)
-
-
-def _answers(bootstrap: str, brokers: int = 1) -> bool:
+def answers(bootstrap: str, brokers: int = 1) -> bool:
     """True once the cluster answers a metadata request with ``brokers`` live brokers."""
     try:
         admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), request_timeout_ms=3000)
@@ -706,33 +486,6 @@ def _answers(bootstrap: str, brokers: int = 1) -> bool:
         return False
     finally:
         admin.close()
-
-
-def listener_port(properties_file: Path) -> int | None:
-    """The client port a node's generated server.properties names (None: unknown)."""
-    try:
-        lines = properties_file.read_text().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        if line.startswith("listeners="):
-            for listener in line.split("=", 1)[1].split(","):
-                if listener.startswith("PLAINTEXT://"):
-                    port = listener.rsplit(":", 1)[-1]
-                    return int(port) if port.isdigit() else None
-    return None
-
-
-def formatted_cluster_id(data_dir: Path) -> str | None:
-    """The cluster id a node's storage was formatted with (None: not formatted)."""
-    try:
-        lines = (data_dir / "meta.properties").read_text().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        if line.startswith("cluster.id="):
-            return line.split("=", 1)[1].strip()
-    return None
 
 
 def cluster_id_at(bootstrap: str) -> str | None:
@@ -748,19 +501,3 @@ def cluster_id_at(bootstrap: str) -> str | None:
         return None
     finally:
         admin.close()
-
-
-def _is_our_broker(pid: int, properties_file: Path) -> bool:
-    if not alive(pid):
-        return False
-    args = command_line(pid)
-    if args is None:
-        return True  # no /proc: trust the pid file
-    return MAIN_CLASS.encode() in args and str(properties_file).encode() in args
-
-
-def _tail(path: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"

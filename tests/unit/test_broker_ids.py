@@ -14,7 +14,7 @@ from streamscore.broker import BrokerConfig, LocalBroker
 
 def test_cluster_ids_never_start_like_an_option() -> None:
     # about one random id in 64 starts with "-", which the storage tool reads as an option
-    ids = [broker._cluster_id() for _ in range(2000)]
+    ids = [broker.new_cluster_id() for _ in range(2000)]
     assert not [i for i in ids if i.startswith("-")]
     assert len(set(ids)) == len(ids)
     for cluster_id in ids[:50]:
@@ -39,7 +39,7 @@ def _running_home(tmp_path: Path, port: int, cluster_id: str) -> BrokerConfig:
 def alive_broker(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every node's process runs and its port answers."""
     monkeypatch.setattr(LocalBroker, "_live_pid", lambda self, node: 4242)
-    monkeypatch.setattr(broker, "_port_open", lambda host, port: True)
+    monkeypatch.setattr(broker, "port_open", lambda host, port: True)
 
 
 def test_the_started_port_and_cluster_id_are_read_back(tmp_path: Path) -> None:

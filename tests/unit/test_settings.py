@@ -328,9 +328,9 @@ def test_broker_config_defaults_to_the_project_state_folder() -> None:
 def test_an_installed_package_keeps_its_state_in_the_working_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from streamscore import broker
+    from streamscore import broker_config
 
-    monkeypatch.setattr(broker, "PROJECT_ROOT", tmp_path / "site-packages")
+    monkeypatch.setattr(broker_config, "PROJECT_ROOT", tmp_path / "site-packages")
     monkeypatch.chdir(tmp_path)
     assert BrokerConfig.from_env({}).home == tmp_path / ".streamscore"
 
