@@ -49,6 +49,7 @@ th{background:#eee} .num{text-align:right} .serving{background:#e6f4ea;font-weig
 <script>
 "use strict";
 const refreshMs = Number(document.body.dataset.refreshMs) || 2000;
+const versionsShown = 5;
 function fmt(v) {
   if (v === null || v === undefined) return "-";
   if (typeof v === "number" && !Number.isInteger(v)) return v.toPrecision(4);
@@ -84,7 +85,8 @@ function showModels(m) {
     : "no prediction seen yet";
   const b = body("models");
   for (const model of m.models) {
-    for (const v of model.versions.slice().reverse()) {
+    const shown = model.versions.slice(-versionsShown).reverse();
+    for (const v of shown) {
       const serving = s && s.model === model.name && s.version === v.version;
       const sc = v.score || {};
       const tr = row(b, [[model.name], [v.version, "num"], [v.kind], [time(v.created_at)],
@@ -92,6 +94,8 @@ function showModels(m) {
         [sc.mae, "num"], [model.drift ? model.drift.count : 0, "num"]], serving ? "serving" : "");
       tr.dataset.model = model.name; tr.dataset.version = v.version;
     }
+    const older = model.versions.length - shown.length;
+    if (older > 0) row(b, [[model.name], ["+" + older + " older versions (see /api/models)"]]);
   }
 }
 function showGroups(g) {

@@ -3,7 +3,7 @@
 `score_chart` draws one metric (``r2``, ``rmse`` or ``mae``) of the scores view
 over time: each model version is a polyline (``data-model``/``data-version``),
 the first score of each version after the first is marked by a dashed vertical
-line labelled ``name vN`` (class ``version-mark``), and each detected drift by
+line labelled ``vN`` where there is room (class ``version-mark``), and each detected drift by
 a red triangle on the time axis (class ``drift-mark``). No script, no external
 resource: the SVG works offline and inline in the page.
 """
@@ -21,6 +21,8 @@ METRICS = ("r2", "rmse", "mae")
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 WIDTH, HEIGHT = 760, 240
 LEFT, RIGHT, TOP, BOTTOM = 56, 150, 20, 28
+#: Fewest pixels between two version labels of one model (closer changes are lines only).
+LABEL_GAP = 30.0
 
 
 def _values(series: Sequence[Mapping[str, Any]], metric: str) -> list[tuple[int, float]]:
@@ -84,10 +86,12 @@ def score_chart(view: Mapping[str, Any], metric: str) -> str:
     parts = [head, _axes(frame)]
     colors = _colors(series)
     rows = {name: i for i, name in enumerate(sorted(colors))}
+    labelled_at = dict.fromkeys(colors, -LABEL_GAP)
     ordered = sorted(series, key=lambda s: s["points"][0]["ts"] if s["points"] else 0)
-    for i, s in enumerate(ordered):
+    for s in ordered:
         name = str(s["model"])
-        parts += _series(frame, s, metric, colors[name], row=rows[name], index=i)
+        parts += _series(frame, s, metric, colors[name], row=rows[name], labelled_at=labelled_at)
+    parts += _legend(series, colors)
     for d in view.get("drifts", []):
         if frame.t0 <= int(d["ts"]) <= frame.t1:
             parts.append(_drift(frame, d))
@@ -96,9 +100,15 @@ def score_chart(view: Mapping[str, Any], metric: str) -> str:
 
 
 def _series(
-    frame: _Frame, s: Mapping[str, Any], metric: str, color: str, *, row: int, index: int
+    frame: _Frame,
+    s: Mapping[str, Any],
+    metric: str,
+    color: str,
+    *,
+    row: int,
+    labelled_at: dict[str, float],
 ) -> list[str]:
-    """One version's line, its change mark and its legend entry."""
+    """One version's line and its change mark (labelled ``vN`` where there is room)."""
     coords = [
         (frame.x(int(p["ts"])), frame.y(float(p[metric])))
         for p in s["points"]
@@ -119,18 +129,37 @@ def _series(
         )
     first_x = coords[0][0]
     if first_x > LEFT + 0.5:
+        model = str(s["model"])
+        text = ""
+        if first_x - labelled_at[model] >= LABEL_GAP:
+            labelled_at[model] = first_x
+            text = (
+                f'<text x="{first_x + 2:.1f}" y="{TOP + 10 + 12 * row}" fill="{color}">'
+                f"v{int(s['version'])}</text>"
+            )
         parts.append(
             f'<g class="version-mark" {attrs}><line x1="{first_x:.1f}" x2="{first_x:.1f}" '
             f'y1="{TOP}" y2="{HEIGHT - BOTTOM}" stroke="{color}" stroke-dasharray="3,3"/>'
-            f'<text x="{first_x + 2:.1f}" y="{TOP + 10 + 12 * row}" fill="{color}">'
-            f"{label}</text></g>"
+            f"<title>{label}</title>{text}</g>"
         )
-    legend_y = TOP + 4 + 14 * index
-    if legend_y < HEIGHT - BOTTOM:
+    return parts
+
+
+def _legend(series: Sequence[Mapping[str, Any]], colors: Mapping[str, str]) -> list[str]:
+    """One entry per model: its colour and the versions drawn."""
+    parts = [
+        f'<g class="legend"><polygon points="{WIDTH - RIGHT + 10},{HEIGHT - BOTTOM} '
+        f'{WIDTH - RIGHT + 15},{HEIGHT - BOTTOM - 9} {WIDTH - RIGHT + 20},{HEIGHT - BOTTOM}" '
+        f'fill="#d62728"/><text x="{WIDTH - RIGHT + 24}" y="{HEIGHT - BOTTOM}">drift</text></g>'
+    ]
+    for i, name in enumerate(sorted(colors)):
+        versions = sorted(int(s["version"]) for s in series if str(s["model"]) == name)
+        shown = f"v{versions[0]}" if len(versions) == 1 else f"v{versions[0]}-v{versions[-1]}"
+        y = TOP + 4 + 14 * i
         parts.append(
-            f'<g class="legend" {attrs}><rect x="{WIDTH - RIGHT + 10}" y="{legend_y - 8}" '
-            f'width="10" height="3" fill="{color}"/><text x="{WIDTH - RIGHT + 24}" '
-            f'y="{legend_y - 4}">{label}</text></g>'
+            f'<g class="legend" data-model={quoteattr(name)}><rect x="{WIDTH - RIGHT + 10}" '
+            f'y="{y - 8}" width="10" height="3" fill="{colors[name]}"/>'
+            f'<text x="{WIDTH - RIGHT + 24}" y="{y - 4}">{escape(name)} {shown}</text></g>'
         )
     return parts
 

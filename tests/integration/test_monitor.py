@@ -208,12 +208,12 @@ def check_page(url: str, published: Callable[[], dict[str, set[int]]], tmp_path:
         browser.get(url + "/")
 
         def page_ready() -> Any:
-            rows = browser.find_elements(By.CSS_SELECTOR, "#models tbody tr")
+            rows = browser.find_elements(By.CSS_SELECTOR, "#models tbody tr[data-version]")
             lines = browser.find_elements(By.CSS_SELECTOR, "#chart-rmse svg polyline.series")
             return (rows, lines) if rows and lines else None
 
         wait_for("the page to show models and scores", page_ready, 30)
-        rows = browser.find_elements(By.CSS_SELECTOR, "#models tbody tr")
+        rows = browser.find_elements(By.CSS_SELECTOR, "#models tbody tr[data-version]")
         table = {
             (r.get_attribute("data-model"), int(r.get_attribute("data-version"))) for r in rows
         }

@@ -240,6 +240,20 @@ def test_chart_points_follow_the_values() -> None:
     assert y2 > y1, "a lower RMSE is drawn lower"
 
 
+def test_close_version_changes_are_marked_but_not_all_labelled() -> None:
+    board = Dashboard()
+    for version in range(1, 21):  # a new version every second over 20 s: ~25 px apart
+        for ts in (version * 1000, version * 1000 + 500):
+            board.add_score(ScorePoint("m", version, ts, 10, 10, 0.5, 1.0 / version, 0.5))
+    svg = parse(score_chart(scores_view(board.snapshot()), "rmse"))
+    marks = [g for g in svg.iter(f"{SVG}g") if g.get("class") == "version-mark"]
+    labels = [t.text for g in marks for t in g.findall(f"{SVG}text")]
+    assert len(marks) == 19, "every change after the first version is marked"
+    assert labels[0] == "v2" and 5 <= len(labels) < 19
+    legend = [g for g in svg.iter(f"{SVG}g") if g.get("class") == "legend" and g.get("data-model")]
+    assert ["".join(g.itertext()) for g in legend] == ["m v1-v20"]
+
+
 def test_chart_without_scores_and_unknown_metric() -> None:
     svg = parse(score_chart({"series": []}, "r2"))
     assert "no scores yet" in "".join(svg.itertext())
