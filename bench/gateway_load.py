@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import http.client
 import logging
+import subprocess
 import time
 from collections import Counter
+from typing import Any
 
 from bench.baseline import write_models
 from bench.config import BenchConfig
 from bench.context import BenchContext, assigned, end_offsets, stop_process
-from bench.load import LoadResult, predict_bodies, run_load
+from bench.load import LoadResult, predict_bodies, run_load, wrk_load, wrk_missing
 from bench.models import default_models, publish
 from bench.report import BenchResult, Latency, ratio
 from bus.reply import CORRELATION_ID, header
@@ -121,6 +123,73 @@ def _rows(result: BenchResult, case: str, load: LoadResult, note: str = "") -> N
     }
 
 
+KAFKA_CLIENTS = ("kafka-python", "confluent")
+WRK_BODY = b'{"x": [0.5, -0.25, 1.0]}'
+
+
+def _wrk_rows(result: BenchResult, case: str, port: int, clients: int, seconds: float) -> None:
+    """One wrk run of ``POST /predict`` (the figures people compare designs with)."""
+    rate, p50, p99, failed = wrk_load(
+        "127.0.0.1", port, "/predict", WRK_BODY, connections=clients, seconds=seconds
+    )
+    note = "wrk" + (f", {failed} non-2xx" if failed else "")
+    result.add(case, "wrk requests/s", rate, "req/s", note=note)
+    result.add(case, "wrk p50", p50, "ms")
+    result.add(case, "wrk p99", p99, "ms")
+    result.data.setdefault(case, {})["wrk"] = {"rate": rate, "p50": p50, "p99": p99}
+
+
+def celery_peer(
+    ctx: BenchContext, config: BenchConfig, models_path: Any, result: BenchResult
+) -> None:
+    """Falcon + gunicorn -> Celery on Redis -> a Celery worker: the same prediction, wrk-loaded."""
+    import shutil
+
+    missing = wrk_missing() or (
+        None
+        if shutil.which("redis-server")
+        else "redis-server is not installed (apt-get install -y redis-server)"
+    )
+    try:
+        import celery  # type: ignore[import-untyped]  # noqa: F401
+    except ImportError:
+        missing = missing or "celery is not installed (pip install 'streamscore[bench]')"
+    if missing:
+        print(f"gateway bench: Celery peer skipped: {missing}")
+        return
+    redis_port, port = free_port(), free_port()
+    redis = subprocess.Popen(
+        ["redis-server", "--port", str(redis_port), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    env = {**ctx.env, "BENCH_BASELINE_MODELS": str(models_path),
+           "BENCH_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0"}  # fmt: skip
+    worker = ctx.spawn(
+        "celery-worker",
+        ["-m", "celery", "-A", "bench.peers.celery_predict", "worker", "-l", "WARNING",
+         "-P", "threads", "-c", str(THREADS)],
+        env,
+    )  # fmt: skip
+    web = ctx.spawn(
+        "celery-web",
+        ["-m", "gunicorn", "-w", str(WORKERS), "-k", "gthread", "--threads", str(THREADS),
+         "--keep-alive", "5", "-b", f"127.0.0.1:{port}", "bench.peers.celery_predict:get_app()"],
+        env,
+    )  # fmt: skip
+    try:
+        if wait_ready(port, WRK_BODY, 60)[200] < 12:
+            raise StreamscoreError("the Celery peer did not answer")
+        for clients in CLIENTS:
+            _wrk_rows(
+                result, f"celery peer, {clients} clients", port, clients, config.gateway_seconds
+            )
+    finally:
+        stop_process(web)
+        stop_process(worker)
+        redis.terminate()
+        redis.wait(10)
+
+
 def _load(port: int, clients: int, config: BenchConfig) -> LoadResult:
     return run_load(
         "127.0.0.1",
@@ -185,6 +254,30 @@ def run(ctx: BenchContext, config: BenchConfig) -> BenchResult:
             rate = ratio(flooded, time.monotonic() - flood_started)
             result.add("points flood", "points/s", rate, "pts/s", note="offered by the producer")
     services.stop_all(["gateway", "scorer"])
+    missing = wrk_missing()
+    if missing:
+        print(f"gateway bench: wrk runs skipped: {missing}")
+    else:
+        for kafka_client in KAFKA_CLIENTS:
+            port = free_port()
+            both = ctx.supervisor(
+                f"gateway-{kafka_client}",
+                topics,
+                STREAMSCORE_KAFKA_CLIENT=kafka_client,
+                STREAMSCORE_SCORER_GROUP=f"{group}-{kafka_client}",
+                STREAMSCORE_SCORER_REQUESTS_GROUP=f"{group}-{kafka_client}-requests",
+                STREAMSCORE_GATEWAY_BIND=f"127.0.0.1:{port}",
+                STREAMSCORE_GATEWAY_WORKERS=str(WORKERS),
+                STREAMSCORE_GATEWAY_THREADS=str(THREADS),
+                STREAMSCORE_LOG_LEVEL="WARNING",
+            )
+            both.start("scorer", ["scorer"])
+            both.start("gateway", ["gateway"])
+            if wait_ready(port, WRK_BODY, 60)[200] == 12:
+                for clients in CLIENTS:
+                    case = f"gateway ({kafka_client}), {clients} clients"
+                    _wrk_rows(result, case, port, clients, config.gateway_seconds)
+            both.stop_all(["gateway", "scorer"])
 
     path = write_models(ctx.home / "baseline-models.jsonl", models)
     port = free_port()
@@ -201,6 +294,7 @@ def run(ctx: BenchContext, config: BenchConfig) -> BenchResult:
             _rows(result, f"in-process baseline, {clients} clients", _load(port, clients, config))
     finally:
         stop_process(baseline)
+    celery_peer(ctx, config, path, result)
     for clients in CLIENTS:
         gateway = result.data[f"gateway, {clients} clients"]["rate"]
         local = result.data[f"in-process baseline, {clients} clients"]["rate"]

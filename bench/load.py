@@ -178,3 +178,59 @@ def predict_bodies(count: int = 64, features: int = 3) -> list[bytes]:
         json.dumps({"x": [((i * 7 + j * 3) % 19) / 10 - 0.9 for j in range(features)]}).encode()
         for i in range(count)
     ]
+
+
+# --- wrk ----------------------------------------------------------------------------
+
+WRK_SCRIPT = """wrk.method = "POST"
+wrk.body = {body}
+wrk.headers["Content-Type"] = "application/json"
+"""
+
+
+def wrk_missing() -> str | None:
+    """Why wrk cannot run here (None when it can)."""
+    import shutil
+
+    if shutil.which("wrk") is None:
+        return "wrk is not installed (Debian: apt-get install -y wrk)"
+    return None
+
+
+def _wrk_ms(text: str) -> float:
+    units = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+    for unit in ("us", "ms", "s", "m"):
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * units[unit]
+    return float(text)
+
+
+def wrk_load(
+    host: str, port: int, path: str, body: bytes, *, connections: int, seconds: float
+) -> tuple[float, float, float, int]:
+    """Run wrk with ``connections`` keep-alive connections: (req/s, p50 ms, p99 ms, non-2xx)."""
+    import subprocess
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
+        script.write(WRK_SCRIPT.format(body=json.dumps(body.decode())))
+        script.flush()
+        threads = max(1, min(connections, os.cpu_count() or 1))
+        out = subprocess.run(
+            ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s",
+             "--latency", "-s", script.name, f"http://{host}:{port}{path}"],
+            capture_output=True, text=True, check=True, timeout=seconds + 30,
+        ).stdout  # fmt: skip
+    rate = p50 = p99 = 0.0
+    failed = 0
+    for line in out.splitlines():
+        words = line.split()
+        if line.startswith("Requests/sec:"):
+            rate = float(words[1])
+        elif words[:1] == ["50%"]:
+            p50 = _wrk_ms(words[1])
+        elif words[:1] == ["99%"]:
+            p99 = _wrk_ms(words[1])
+        elif line.strip().startswith("Non-2xx"):
+            failed += int(words[-1])
+    return rate, p50, p99, failed
