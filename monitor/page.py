@@ -95,7 +95,13 @@ function showModels(m) {
       tr.dataset.model = model.name; tr.dataset.version = v.version;
     }
     const older = model.versions.length - shown.length;
-    if (older > 0) row(b, [[model.name], ["+" + older + " older versions (see /api/models)"]]);
+    if (older > 0) {
+      const tr = document.createElement("tr"), td = document.createElement("td");
+      td.colSpan = 10;
+      td.textContent = model.name + ": " + older + " older versions in /api/models";
+      tr.appendChild(td);
+      b.appendChild(tr);
+    }
   }
 }
 function showGroups(g) {
