@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
-from bench import bus_limit, gateway_load, hotswap, latency, scoring, training
+from bench import bus_limit, gateway_load, hotswap, latency, learning, scoring, training
 from bench.config import BenchConfig
 from bench.context import BenchContext, load_average, wait_for_quiet
 from bench.report import BenchResult, Row, render_table, targets_summary, write_results
@@ -41,6 +41,7 @@ BENCHES: dict[str, tuple[str, Bench]] = {
     "trainer": ("6. trainer", training.run),
     "gateway": ("7. gateway", gateway_load.run),
     "hotswap": ("8. hot swap", hotswap.run),
+    "learning": ("9. learning", learning.run),
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 

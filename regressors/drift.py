@@ -69,7 +69,13 @@ class PageHinkley:
         self.mean = 0.0
         self.sum = 0.0
         self.min = sys.float_info.max
+        self.min_n = 0  # n when the minimum was reached: the change point estimate
         self.drift_detected = False
+
+    @property
+    def since_change(self) -> int:
+        """Values since the estimated change (the last minimum of the sum; Page 1954)."""
+        return self.n - self.min_n
 
     def update(self, x: float) -> bool:
         """Feed one value; True when a drift is detected with it."""
@@ -78,7 +84,8 @@ class PageHinkley:
         self.n += 1
         self.mean += (x - self.mean) / self.n
         self.sum = self.alpha * self.sum + (x - self.mean) - self.delta
-        self.min = min(self.min, self.sum)
+        if self.sum < self.min:
+            self.min, self.min_n = self.sum, self.n
         if self.n >= self.min_instances and self.sum - self.min > self.threshold:
             self.drift_detected = True
             self.drifts += 1
@@ -110,12 +117,16 @@ class PageHinkley:
         powers = self.alpha ** np.arange(1, k + 1, dtype=np.float64)
         sums = powers * (self.sum + np.cumsum(steps / powers))
         mins = np.minimum(np.minimum.accumulate(sums), self.min)
+        lower = sums < np.concatenate(([self.min], mins[:-1]))
+        at = np.maximum.accumulate(np.where(lower, np.arange(1, k + 1), 0))
         hits = np.flatnonzero((counts >= self.min_instances) & (sums - mins > self.threshold))
         used = int(hits[0]) + 1 if hits.size else k
-        self.n += used
         self.mean = float(means[used - 1])
         self.sum = float(sums[used - 1])
         self.min = float(mins[used - 1])
+        if at[used - 1]:
+            self.min_n = self.n + int(at[used - 1])
+        self.n += used
         if hits.size:
             self.drift_detected = True
             self.drifts += 1
@@ -128,19 +139,23 @@ class PageHinkley:
             "mean": self.mean,
             "sum": self.sum,
             "min": self.min if self.n else None,
+            "min_n": self.min_n,
             "drifts": self.drifts,
         }
 
     def load(self, state: Mapping[str, Any], where: str) -> None:
         """Set the running statistics from `state_dict` output; `ModelError` if bad."""
         try:
-            n, drifts = state["n"], state["drifts"]
+            n, drifts, min_n = state["n"], state["drifts"], state["min_n"]
             mean, total, low = float(state["mean"]), float(state["sum"]), state["min"]
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"{where}: bad drift detector state ({exc!r})") from exc
-        ints = all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (n, drifts))
+        ints = all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (n, drifts, min_n)
+        )
         low_value = sys.float_info.max if low is None else float(low)
         if not ints or not all(map(math.isfinite, (mean, total, low_value))):
             raise ModelError(f"{where}: bad drift detector state {dict(state)!r}")
         self.reset()
         self.n, self.drifts, self.mean, self.sum, self.min = n, drifts, mean, total, low_value
+        self.min_n = min_n

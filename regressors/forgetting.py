@@ -13,8 +13,8 @@ stream's R together. ``1 / (1 - lam)`` is the effective memory, in points per st
 With ``detect`` each stream also watches its prequential residuals: every `refresh`
 points it solves its own R (reference coefficients and residual scale, both from
 points before the block), and feeds ``|residual| / scale`` of the next block to a
-`regressors.drift.PageHinkley`. On a drift the stream forgets everything but its
-last few rows (`MIN_KEEP`), so the next fit is on the new regime only. All of it
+`regressors.drift.PageHinkley`. On a drift the stream forgets every row so far,
+so the next fit is on the new regime only. All of it
 is a function of the stream's own rows: exact on restart.
 """
 
@@ -42,11 +42,6 @@ CLIP = 3.0
 
 #: Points per detection block: at least this, and at least 4 per coefficient.
 MIN_REFRESH = 256
-
-#: Rows a stream keeps after a drift: the last ones before the detection (at least
-#: this many, and 2 per coefficient), which a prompt detection makes rows of the new
-#: regime mostly.
-MIN_KEEP = 32
 
 
 def check_forget(forget: object) -> float | None:
@@ -116,8 +111,8 @@ class ForgettingQR:
             xs, ys = x[start : start + take], y[start : start + take]
             if self.detect and s.theta is not None:
                 used = self._watch(s, xs, ys)
-                if used < take:  # drift: keep the block's rows up to here, forget the rest
-                    self._fold(s, xs[:used], ys[:used])
+                if s.detector.drift_detected:  # forget all, this row included
+                    s.n_seen += used
                     self._restart(s)
                     start += used
                     continue
@@ -167,14 +162,15 @@ class ForgettingQR:
         s.scale = max(math.sqrt(sse / max(s.weight - p, 1.0)), floor)
 
     def _restart(self, s: _Stream) -> None:
-        """After a drift: the stream's statistics become the last rows before it alone."""
-        first = max(0, s.in_block - max(MIN_KEEP, 2 * self.m))
-        x, y = s.block_x[first : s.in_block].copy(), s.block_y[first : s.in_block].copy()
+        """After a drift: the stream forgets every row so far and learns anew.
+
+        Rows between the change and its detection are lost too (a few dozen): the
+        change point is only known a few rows either way, and one row of the old
+        regime weighs like many of the new (its residual is large).
+        """
         s.r = np.zeros((self.m, self.m))
         s.weight, s.in_block, s.theta = 0.0, 0, None
         s.detector.reset()
-        s.n_seen -= x.shape[0]
-        self._fold(s, x, y)
 
     def r_factor(self) -> FloatArray:
         """Return the R factor of ``[Z | y]`` over every stream, rows weighted."""

@@ -19,10 +19,10 @@ class ServingPolicy:
 
     ``best`` keeps the current champion until a challenger's rolling RMSE is lower
     by more than ``hysteresis`` (a fraction), both measured on at least
-    ``min_scored`` labelled points, so the choice does not flap. Every version is
-    measured on the same last labelled points (`scorer.quality.Scoreboard.backfill`
-    scores a new one on them as it arrives), so identical models never switch and a
-    clearly better version serves at once. Before any model
+    ``min_scored`` labelled points, so the choice does not flap. Every name is
+    measured on the same last labelled points (`scorer.quality.Scoreboard.standing`;
+    a new name is scored on them as it arrives), so identical models never switch
+    and a clearly better new model serves at once. Before any model
     is scored, the lowest training RMSE wins. Any other policy is a model name:
     while that model does not exist, nothing serves and the scorer holds.
     """
@@ -51,12 +51,12 @@ class ServingPolicy:
         champion = self.serving(live)
         if champion is None:
             return
-        count, champion_rmse = board.rmse(champion)
+        count, champion_rmse = board.standing(champion)
         if count < self._min_scored or champion_rmse is None:
             return
         best: tuple[float, str] | None = None
         for model in live.values():
-            n, rmse = board.rmse(model)
+            n, rmse = board.standing(model)
             if model.name != champion.name and n >= self._min_scored and rmse is not None:
                 best = min(best, (rmse, model.name)) if best else (rmse, model.name)
         if best is not None and best[0] < champion_rmse * (1.0 - self._hysteresis):

@@ -2,9 +2,17 @@
 
 The scoreboard remembers the last ``window`` labelled points themselves (features
 and label), not only each version's errors on them. A version that arrives is
-scored on those points at once (`Scoreboard.backfill`), so every live version is
-judged on the same window, the one the champion is judged on: a better version
-can take over as soon as it is loaded, and two identical models never differ.
+scored on those points at once (`Scoreboard.backfill`), so every live version has
+a score on the same window as the champion's from the start.
+
+The serving choice (`scorer.policy`) uses each model *name*'s window
+(`Scoreboard.standing`): the errors each point got from the version of that name
+live when it was predicted. It is the same points for every name, and it is out
+of sample (a version never predicted points after it was trained on them, unlike
+a backfilled window, which holds points the trainer may have fitted: an
+over-parametrised version would look better there than it is). A name that
+appears while points are remembered starts with its first version's backfill, so
+a clearly better new model serves at once, and two identical models never differ.
 
 It also watches each version's residuals on new points for a drift: the absolute
 residual over the version's rolling RMSE when the watch started (clipped, as the
@@ -77,6 +85,7 @@ class Scoreboard:
         self._interval_s = interval_s
         self._metrics: dict[tuple[str, int], RollingMetrics] = {}
         self._watches: dict[tuple[str, int], _Watch] = {}
+        self._names: dict[str, RollingMetrics] = {}
         self._points = _Window(window)
         self._since_publish = 0
         self._published_at = now
@@ -88,12 +97,23 @@ class Scoreboard:
     def update(
         self, model: LiveModel, y_true: FloatArray, y_pred: FloatArray, now: float | None = None
     ) -> None:
-        """Add labelled predictions of ``model`` on new points; watch them for a drift."""
+        """Add labelled predictions of ``model`` on new points; watch them for a drift.
+
+        Before any point is remembered, windows are made here; after, a version or a
+        name without one gets it from `backfill` (this batch included, once remembered).
+        """
+        fresh = self._points.seen == 0
+        standing = self._names.get(model.name)
+        if standing is None and fresh:
+            standing = self._names[model.name] = RollingMetrics(self.window)
+        if standing is not None:
+            standing.update_many(y_true, y_pred)
         metrics = self._metrics.get(model.key)
-        if metrics is None:
+        if metrics is None and fresh:
             metrics = self._metrics[model.key] = RollingMetrics(self.window)
-        metrics.update_many(y_true, y_pred)
-        self._watch(model, metrics, np.abs(y_true - y_pred), now)
+        if metrics is not None:
+            metrics.update_many(y_true, y_pred)
+            self._watch(model, metrics, np.abs(y_true - y_pred), now)
 
     def remember(self, x: FloatArray, y_true: FloatArray) -> None:
         """Keep the labelled points of a batch (the last ``window`` of them are kept)."""
@@ -101,7 +121,10 @@ class Scoreboard:
             self._points.add(x, y_true)
 
     def backfill(self, live: Iterable[LiveModel]) -> list[LiveModel]:
-        """Score every live version without a window on the remembered points; return them."""
+        """Score every live version without a window on the remembered points; return them.
+
+        A name without a window gets a copy of its version's (see the module doc).
+        """
         x, y = self._points.rows()
         done = []
         for model in live:
@@ -116,8 +139,16 @@ class Scoreboard:
             except Exception:  # predictions past the metrics' range: left unscored
                 continue
             self._metrics[model.key] = metrics
+            if model.name not in self._names:
+                standing = self._names[model.name] = RollingMetrics(self.window)
+                standing.update_many(y, predicted)
             done.append(model)
         return done
+
+    def standing(self, model: LiveModel) -> tuple[int, float | None]:
+        """(count, rolling RMSE) of the model's name: what serving is decided on."""
+        metrics = self._names.get(model.name)
+        return (0, None) if metrics is None else (metrics.count, metrics.rmse)
 
     def _watch(
         self, model: LiveModel, metrics: RollingMetrics, errors: FloatArray, now: float | None
@@ -153,10 +184,14 @@ class Scoreboard:
 
     def retire(self, live: Iterable[LiveModel]) -> None:
         """Drop the windows of versions that are no longer live."""
-        keep = {model.key for model in live}
+        models = list(live)
+        keep = {model.key for model in models}
         for key in [k for k in self._metrics if k not in keep]:
             del self._metrics[key]
             self._watches.pop(key, None)
+        names = {model.name for model in models}
+        for name in [n for n in self._names if n not in names]:
+            del self._names[name]
 
     def due(self, now: float) -> bool:
         """True every ``every`` labelled points, or ``interval_s`` after the last publication."""

@@ -234,8 +234,8 @@ class ScoringStep(Step):
     def _learn(self, labelled: Labelled | None) -> None:
         """Update rolling scores (after the commit, so a redone batch is not counted twice).
 
-        Every live version with a window is scored on the batch's labelled points (the
-        serving one with the predictions sent); one without is backfilled.
+        Every live version is scored on the batch's labelled points (the serving one
+        with the predictions sent); one without a window yet is then backfilled.
         """
         live = self.registry.latest()
         self.board.retire(live.values())
@@ -244,7 +244,7 @@ class ScoringStep(Step):
             self.board.labelled(len(y_true))
             now = self._clock()
             for model in live.values():
-                if model.n_features != x.shape[1] or not self.board.has(model):
+                if model.n_features != x.shape[1]:
                     continue
                 y_pred = served if model is serving else model.predict(x)
                 if not np.isfinite(y_pred).all():

@@ -28,7 +28,8 @@ class PublishPolicy:
     or when trained points, dead letters or just consumed offsets have waited
     ``interval_s`` since the first of them; or when ``max_deadletters`` dead
     letters wait (they are written inside the transaction). After a `drift`, the
-    next versions come every ``every // QUICK`` points (at least `MIN_QUICK`), until
+    next versions come every ``every // QUICK`` points (at least `MIN_QUICK`, the
+    first `MIN_QUICK` points after the drift: the model has learnt a little), until
     ``every`` points have been trained since the drift: the new regime is served soon.
     """
 
@@ -40,15 +41,18 @@ class PublishPolicy:
         self.deadletters = 0
         self.pending_since: float | None = None
         self.quick_left = 0  # points still to train with quick publications
+        self.since_drift = 0  # points trained since the last drift
 
     def drift(self) -> None:
         """A drift was found: publish quickly for the next ``every`` points."""
         self.quick_left = self.every
+        self.since_drift = 0
 
     def note(self, *, points: int, deadletters: int, consumed: bool, now: float) -> None:
         """Record a processed batch: labelled points trained, dead letters, records read."""
         self.new_points += points
         self.quick_left = max(0, self.quick_left - points)
+        self.since_drift += points
         self.deadletters += deadletters
         if self.pending_since is None and (points or deadletters or consumed):
             self.pending_since = now
@@ -64,7 +68,11 @@ class PublishPolicy:
             return False
         return (
             self.new_points >= self.every
-            or (self.quick_left > 0 and self.new_points >= max(MIN_QUICK, self.every // QUICK))
+            or (
+                self.quick_left > 0
+                and self.since_drift >= MIN_QUICK
+                and self.new_points >= max(MIN_QUICK, self.every // QUICK)
+            )
             or self.deadletters >= self.max_deadletters
             or now - self.pending_since >= self.interval_s
         )
