@@ -7,10 +7,13 @@ from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
 from bus.clients.base import TopicPartition
 from bus.clients.memory import MemoryBroker, MemoryDriver
 from bus.messages import ModelVersion, Prediction, Score
 from bus.topics import Topics
+from core.errors import BusError
 from monitor.config import MonitorConfig
 from monitor.feed import Feed
 from monitor.groups import GroupProbe
@@ -132,3 +135,14 @@ def test_feed_fills_the_dashboard_from_every_topic() -> None:
     finally:
         feed.close()
     assert admin.closed
+
+
+def test_group_probe_failure_is_a_bus_error() -> None:
+    class Failing(StubAdmin):
+        def list_groups(self) -> list[dict[str, str]]:
+            raise TimeoutError("coordinator not available")
+
+    broker = broker_with_topics()
+    probe = GroupProbe(Failing({}, {}), MemoryDriver(broker).consumer(group_id=None), ["t.points"])
+    with pytest.raises(BusError, match="could not read the consumer groups: coordinator"):
+        probe.sample()
