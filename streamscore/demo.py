@@ -2,9 +2,12 @@
 
 It starts the local broker (unless ``KAFKA_BOOTSTRAP_SERVERS`` points elsewhere),
 creates a fresh set of topics for this run, starts the trainer, a scorer and the
-gateway, publishes points from the dummy source (with drift) for a bounded run,
-shows model versions, the serving model, rolling scores, throughput and lag as
-they change, asks the gateway for one prediction, then stops everything it started.
+gateway, publishes points from the dummy source for a bounded run, with an abrupt
+drift half way, shows model versions, the serving model, rolling scores,
+throughput and lag as they change, asks the gateway for one prediction, then
+stops everything it started. The summary shows the drift: where it was, which
+version took over and when, each model's RMSE before and after, and a chart of
+the rolling RMSE of the served predictions over the run.
 Exit status 0 only when every point was predicted and nothing was dead-lettered.
 """
 
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -36,6 +40,10 @@ from streamscore.processes import Supervisor
 from streamscore.services import with_bootstrap
 
 SERVICES = ("trainer", "scorer", "gateway")
+#: How long the points take to come when no rate is given (the drift needs time to show).
+RUN_S = 30.0
+#: The producer starts this long after the services (they start their clients first).
+WARMUP_S = 6.0
 STOP_ORDER = ["producer", "gateway", "scorer", "trainer"]
 
 
@@ -44,19 +52,33 @@ class DemoConfig:
     """How big the demo run is."""
 
     points: int = 30_000
-    rate: float = 3_000.0
-    drift_after: int = 15_000
-    publish_every: int = 2_000
-    window: int = 5_000
+    rate: float = 0.0  # 0: fast enough to last about `RUN_S` (at most 3000/s)
+    drift_after: int | None = None  # None: half way
+    publish_every: int = 1_000
+    window: int = 0  # 0: the trainer's default (forgetting and drift detection)
     timeout_s: float = 150.0
+
+    @property
+    def points_per_s(self) -> float:
+        """The producer's rate: as set, or so that the run lasts about `RUN_S`."""
+        return self.rate or min(3_000.0, max(self.points / RUN_S, 50.0))
+
+    @property
+    def drift_at(self) -> int:
+        """The index of the first point of the new regime (half way unless set)."""
+        return self.points // 2 if self.drift_after is None else self.drift_after
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> DemoConfig:
         """Read ``STREAMSCORE_DEMO_*``."""
         return cls(
             points=env_int(env, "STREAMSCORE_DEMO_POINTS", cls.points, minimum=1),
-            rate=env_float(env, "STREAMSCORE_DEMO_RATE", cls.rate, minimum=1.0),
-            drift_after=env_int(env, "STREAMSCORE_DEMO_DRIFT_AFTER", cls.drift_after, minimum=0),
+            rate=env_float(env, "STREAMSCORE_DEMO_RATE", cls.rate, minimum=0.0),
+            drift_after=(
+                env_int(env, "STREAMSCORE_DEMO_DRIFT_AFTER", 0, minimum=0)
+                if env.get("STREAMSCORE_DEMO_DRIFT_AFTER", "").strip()
+                else None
+            ),
             publish_every=env_int(
                 env, "STREAMSCORE_DEMO_PUBLISH_EVERY", cls.publish_every, minimum=1
             ),
@@ -79,6 +101,8 @@ class Monitor:
     first_model_at: int | None = None
     warmup_ms: list[float] = field(default_factory=list)
     latencies_ms: list[float] = field(default_factory=list)
+    errors: dict[int, tuple[str, float]] = field(default_factory=dict)  # point -> (model, error)
+    drifts: dict[str, int] = field(default_factory=dict)  # model -> when the scorer found one
 
     def add(self, topic: str, value: bytes | None, timestamp: int, topics: Topics) -> None:
         """Account for one record of one of the run's topics."""
@@ -89,6 +113,9 @@ class Monitor:
             self.predictions += 1
             self.predicted.add(prediction.id)
             self.serving = f"{prediction.model} v{prediction.version}"
+            index = _index(prediction.id)
+            if prediction.y is not None and index is not None:
+                self.errors[index] = (self.serving, prediction.prediction - prediction.y)
             waited = self.first_model_at is None or prediction.ts < self.first_model_at
             (self.warmup_ms if waited else self.latencies_ms).append(timestamp - prediction.ts)
         elif topic == topics.models and value is not None:
@@ -99,6 +126,8 @@ class Monitor:
         elif topic == topics.scores and value is not None:
             score = Score.from_bytes(value)
             self.scores[score.model] = score
+            if score.drift and score.drift_at is not None:
+                self.drifts[f"{score.model} v{score.version}"] = score.drift_at
         elif topic == topics.deadletter:
             self.deadletters += 1
 
@@ -161,12 +190,87 @@ class Display:
             lines.append(
                 f"          {name:<13} v{score.version:<3} rolling R2 {_fmt(score.r2)}  "
                 f"RMSE {_fmt(score.rmse)}  MAE {_fmt(score.mae)}  (last {score.count})"
+                + ("  DRIFT" if score.drift else "")
             )
         if self._tty and self._lines:
             self._out.write(f"\x1b[{self._lines}F\x1b[J")
         self._out.write("\n".join(lines) + "\n" + ("" if self._tty else "\n"))
         self._out.flush()
         self._lines = len(lines)
+
+
+def _index(point_id: str) -> int | None:
+    """The dummy source's point number from its id (``p-000123`` -> 123)."""
+    digits = point_id.rpartition("-")[2]
+    return int(digits) if digits.isdigit() else None
+
+
+BARS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list[float], width: int = 60) -> str:
+    """A line of unicode blocks, one per cell of ``width`` (each the mean of its values)."""
+    if not values:
+        return ""
+    size = max(1, -(-len(values) // width))
+    cells = [
+        sum(values[i : i + size]) / len(values[i : i + size]) for i in range(0, len(values), size)
+    ]
+    top = max(cells) or 1.0
+    return "".join(BARS[min(len(BARS) - 1, round(c / top * (len(BARS) - 1)))] for c in cells)
+
+
+def _rmse(errors: list[float]) -> str:
+    return "-" if not errors else f"{math.sqrt(sum(e * e for e in errors) / len(errors)):.4f}"
+
+
+def drift_report(m: Monitor, drift_at: int, span: int = 1000) -> list[str]:
+    """The drift: where, who took over and when, RMSE per model around it, a chart."""
+    if not m.errors:
+        return ["  drift            no labelled prediction seen"]
+    points = sorted(m.errors)
+    lines = [f"  drift            at point {drift_at} (the function changes there)"]
+    before = m.errors.get(max((p for p in points if p < drift_at), default=-1), ("-", 0.0))[0]
+    takeover = next(
+        ((p, name) for p in points if p >= drift_at and (name := m.errors[p][0]) != before), None
+    )
+    if takeover is None:
+        lines.append(f"  took over        nobody: {before} served to the end")
+    else:
+        lines.append(
+            f"  took over        {takeover[1]} at point {takeover[0]} "
+            f"({takeover[0] - drift_at} points after the drift; {before} served before)"
+        )
+    for name, at in sorted(m.drifts.items()):
+        lines.append(f"  scorer found     a drift in the residuals of {name} (ts {at})")
+    models = sorted({name.split(" v")[0] for name, _ in m.errors.values()})
+    windows = {
+        "before": [p for p in points if drift_at - span <= p < drift_at],
+        "just after": [p for p in points if drift_at <= p < drift_at + span],
+        "at the end": points[-span:],
+    }
+    for label, chosen in windows.items():
+        cells = []
+        for model in models:
+            errs = [m.errors[p][1] for p in chosen if m.errors[p][0].split(" v")[0] == model]
+            cells.append(f"{model} {_rmse(errs)} ({len(errs)})")
+        lines.append(f"  RMSE {label:<11} " + ", ".join(cells))
+    rolling = _rolling([abs(m.errors[p][1]) for p in points], 200)
+    lines.append(f"  rolling RMSE     {sparkline(rolling)}  (served predictions, in point order;")
+    lines.append(
+        f"                   max {max(rolling):.3g}, drift at {drift_at / points[-1]:.0%})"
+    )
+    return lines
+
+
+def _rolling(abs_errors: list[float], window: int) -> list[float]:
+    out, total = [], 0.0
+    for i, e in enumerate(abs_errors):
+        total += e * e
+        if i >= window:
+            total -= abs_errors[i - window] ** 2
+        out.append(math.sqrt(max(total, 0.0) / min(i + 1, window)))
+    return out
 
 
 def _latency(values: list[float]) -> str:
@@ -259,12 +363,16 @@ class DemoRun:
     def _watch(self, services: Supervisor, watcher: Watcher, gateway_bind: str) -> int:
         for name in SERVICES:
             services.start(name, [name])
+        self._say(f"services starting; points follow in {WARMUP_S:.0f} s")
+        warm_until = time.monotonic() + WARMUP_S
+        while time.monotonic() < warm_until:
+            watcher.poll(0.2)
         services.start(
             "producer",
             ["producer"],
             STREAMSCORE_PRODUCER_COUNT=str(self.config.points),
-            STREAMSCORE_PRODUCER_RATE=str(self.config.rate),
-            STREAMSCORE_PRODUCER_DRIFT_AFTER=str(self.config.drift_after),
+            STREAMSCORE_PRODUCER_RATE=str(self.config.points_per_s),
+            STREAMSCORE_PRODUCER_DRIFT_AFTER=str(self.config.drift_at),
             STREAMSCORE_PRODUCER_FEATURES="2",
             STREAMSCORE_PRODUCER_PROGRESS_INTERVAL="3600",
         )
@@ -327,8 +435,10 @@ class DemoRun:
         for name, s in sorted(m.scores.items()):
             lines.append(
                 f"  final score      {name} v{s.version}: R2 {_fmt(s.r2).strip()}, "
-                f"RMSE {_fmt(s.rmse).strip()}, MAE {_fmt(s.mae).strip()} over {s.count}"
+                f"RMSE {_fmt(s.rmse).strip()}, MAE {_fmt(s.mae).strip()} over the last "
+                f"{s.count} labelled points"
             )
+        lines += drift_report(m, self.config.drift_at)
         lines.append(
             f"  latency (ms)     {_latency(m.latencies_ms)}  (point ts -> prediction appended)"
         )
