@@ -435,7 +435,7 @@ def test_build_context_has_the_packages_and_nothing_else() -> None:
         sources = {s for s in sources if "__pycache__" not in s}
         assert sources and sources <= context, f"{package}: {sorted(sources - context)[:5]}"
     assert {"pyproject.toml", "deploy/healthcheck.py"} <= context
-    for left_out in (".venv", ".git", ".streamscore", "tests", "bench", "kafka", "docs"):
+    for left_out in (".venv", ".git", ".streamscore", "tests", "bench", "chaos", "docs"):
         assert not any(p == left_out or p.startswith(left_out + "/") for p in context), left_out
     assert not any("__pycache__" in p or p.endswith(".pyc") for p in context)
 
