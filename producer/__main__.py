@@ -14,7 +14,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import asdict, replace
 from typing import Any, TextIO
 
 from prometheus_client import CollectorRegistry
@@ -38,7 +37,7 @@ from core.telemetry import (
     registry_of,
     serve,
 )
-from producer.config import ProducerConfig, env_name, flag_name, parse_columns
+from producer.config import SETTINGS, ProducerConfig
 from producer.loop import PublishSummary, publish
 from producer.progress import ProgressReporter
 from producer.sources import BadRows, DummySource, Source, drop_labels, open_file_source
@@ -51,71 +50,21 @@ SHOW_BAD_ROWS = 10
 BAR_INTERVAL = 0.2
 
 
-# field -> (type, metavar, help); the help of each flag adds its variable and default.
-OPTIONS: dict[str, tuple[Callable[[str], Any], str, str]] = {
-    "file": (str, "PATH", "replay this CSV or JSON-lines file (.gz too; - is stdin); "
-             "without it, the dummy function is the source"),
-    "format": (str, "FMT", "file format: auto (from the extension), csv or jsonl"),
-    "columns": (parse_columns, "A,B", "CSV feature columns (default: all but id, y, ts, key)"),
-    "label_column": (str, "NAME", "CSV column holding the label y"),
-    "delimiter": (str, "CHAR", "CSV delimiter (default: tab for .tsv, else comma)"),
-    "function": (str, "NAME", "dummy function: linear, quadratic or cubic"),
-    "features": (int, "N", "dummy: number of features"),
-    "noise": (float, "SIGMA", "dummy: standard deviation of the Gaussian noise on y"),
-    "seed": (int, "N", "dummy: random seed (same seed, same points)"),
-    "drift_after": (int, "N", "dummy: change the function after N points (0: never)"),
-    "unlabelled": (float, "SHARE", "share of points sent without a label y (0 to 1)"),
-    "id_prefix": (str, "TEXT", "ids are <prefix><index:06d>, e.g. p-000017"),
-    "run_id": (str, "RUN", "prefix ids with <RUN>- so runs don't collide (auto: random)"),
-    "count": (int, "N", "stop after N points (0: no limit; a file stops at its end)"),
-    "rate": (float, "PER_S", "at most this many points per second (0: no limit)"),
-    "keys": (str, "MODE", "record keys: source (a CSV key column), none, "
-             "or a number K for entity-<i mod K>"),
-    "keep_ts": (bool, "", "keep a point's own ts instead of the send time"),
-    "progress_interval": (float, "SECONDS", "seconds between progress log lines "
-                          "(when stderr is not a terminal)"),
-    "linger_ms": (int, "MS", "producer linger.ms: how long a batch may wait to fill"),
-    "batch_size": (int, "BYTES", "producer batch.size per partition, in bytes"),
-}  # fmt: skip
+EPILOG = (
+    "Kafka: KAFKA_BOOTSTRAP_SERVERS (and KAFKA_*); client library: STREAMSCORE_KAFKA_CLIENT "
+    "(kafka-python or confluent); topic: STREAMSCORE_TOPIC_PREFIX or STREAMSCORE_TOPIC_POINTS. "
+    "Ctrl-C stops cleanly: flush, summary, exit 0."
+)
 
 
-def build_parser(defaults: ProducerConfig) -> argparse.ArgumentParser:
-    """The command line, with ``defaults`` (from the environment) as each flag's default."""
-    parser = argparse.ArgumentParser(
-        prog="streamscore producer",
-        description=(__doc__ or "").replace("``", ""),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Kafka: KAFKA_BOOTSTRAP_SERVERS (and KAFKA_*); client library: "
-        "STREAMSCORE_KAFKA_CLIENT (kafka-python or confluent); topic: STREAMSCORE_TOPIC_PREFIX "
-        "or STREAMSCORE_TOPIC_POINTS. Ctrl-C stops cleanly: flush, summary, exit 0.",
-    )
-    values = asdict(defaults)
-    for name, (kind, metavar, text) in OPTIONS.items():
-        shown = values[name]
-        shown = ",".join(shown) if isinstance(shown, tuple) else shown
-        shown = "the Kafka client's (STREAMSCORE_KAFKA_CLIENT)" if shown is None else repr(shown)
-        flags = [flag_name(name)] + (["-n"] if name == "count" else [])
-        helptext = f"{text} [{env_name(name)}; default: {shown}]"
-        if kind is bool:
-            parser.add_argument(
-                *flags,
-                dest=name,
-                action=argparse.BooleanOptionalAction,
-                default=values[name],
-                help=helptext,
-            )
-            continue
-        parser.add_argument(
-            *flags, dest=name, type=kind, metavar=metavar, default=values[name], help=helptext
-        )
-    return parser
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: one flag per setting of `producer.config.SETTINGS`."""
+    return SETTINGS.parser("streamscore producer", __doc__, EPILOG)
 
 
 def parse_config(argv: list[str], env: Mapping[str, str] | None = None) -> ProducerConfig:
     """The configuration: ``STREAMSCORE_PRODUCER_*`` variables, then flags on top."""
-    base = ProducerConfig.from_env(env)
-    args = build_parser(base).parse_args(argv)
-    return replace(base, **{name: getattr(args, name) for name in OPTIONS})
+    return SETTINGS.parse_args(build_parser(), argv, env)
 
 
 def build_source(config: ProducerConfig, id_prefix: str) -> tuple[Iterable[Point], BadRows]:

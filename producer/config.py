@@ -2,36 +2,16 @@
 
 from __future__ import annotations
 
-import math
-import os
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
-from core.env import env_bool, env_choice, env_float, env_int, env_str
-from core.errors import ConfigError
+from core.settings import Setting, SettingsTable, boolean, choice, integer, number, text
 from producer.loop import KeyFn, entity_keys, point_key
 from producer.sources import FORMATS, FUNCTIONS, check_id_prefix
 
-ENV_PREFIX = "STREAMSCORE_PRODUCER_"
 KEY_MODES = ("source", "none")
-
-
-def env_name(field_name: str) -> str:
-    """The environment variable of a setting: ``rate`` -> ``STREAMSCORE_PRODUCER_RATE``."""
-    return ENV_PREFIX + field_name.upper()
-
-
-def flag_name(field_name: str) -> str:
-    """The command-line flag of a setting: ``drift_after`` -> ``--drift-after``."""
-    return "--" + field_name.replace("_", "-")
-
-
-def _bad(field_name: str, value: object, expected: str) -> ConfigError:
-    return ConfigError(
-        f"{flag_name(field_name)} / {env_name(field_name)} = {value!r}: expected {expected}"
-    )
 
 
 @dataclass(frozen=True)
@@ -39,7 +19,8 @@ class ProducerConfig:
     """What to publish (the dummy function or a file), how much, how fast, with which keys.
 
     Every field ``name`` is read from ``STREAMSCORE_PRODUCER_<NAME>`` and can be
-    overridden by the flag ``--<name>`` (underscores become dashes). Zero means
+    overridden by the flag ``--<name>`` (underscores become dashes): see `SETTINGS`.
+    Zero means
     "no limit" for ``count`` and ``rate`` and "never" for ``drift_after``.
     """
 
@@ -68,64 +49,17 @@ class ProducerConfig:
     batch_size: int | None = None
 
     def __post_init__(self) -> None:
-        if self.format not in ("auto", *FORMATS):
-            raise _bad("format", self.format, f"one of auto, {', '.join(FORMATS)}")
-        if self.function not in FUNCTIONS:
-            raise _bad("function", self.function, f"one of {', '.join(FUNCTIONS)}")
-        if self.features < 1:
-            raise _bad("features", self.features, "at least 1")
-        if not (math.isfinite(self.noise) and self.noise >= 0):
-            raise _bad("noise", self.noise, "a number >= 0")
-        if self.drift_after < 0:
-            raise _bad("drift_after", self.drift_after, "a count >= 0 (0: never)")
-        if not 0.0 <= self.unlabelled <= 1.0:
-            raise _bad("unlabelled", self.unlabelled, "a share between 0 and 1")
-        if self.count < 0:
-            raise _bad("count", self.count, "a count >= 0 (0: no limit)")
-        if not (math.isfinite(self.rate) and self.rate >= 0):
-            raise _bad("rate", self.rate, "points per second >= 0 (0: no limit)")
-        if self.keys not in KEY_MODES and not (self.keys.isdigit() and int(self.keys) >= 1):
-            raise _bad("keys", self.keys, "source, none, or a number K of keys entity-<i mod K>")
-        if not (math.isfinite(self.progress_interval) and self.progress_interval > 0):
-            raise _bad("progress_interval", self.progress_interval, "seconds > 0")
-        if len(self.delimiter) > 1:
-            raise _bad("delimiter", self.delimiter, "one character")
-        if self.linger_ms is not None and self.linger_ms < 0:
-            raise _bad("linger_ms", self.linger_ms, "milliseconds >= 0")
-        if self.batch_size is not None and self.batch_size < 1024:
-            raise _bad("batch_size", self.batch_size, "bytes >= 1024")
+        SETTINGS.check(self)
         if self.columns and not self.file:
-            raise _bad("columns", ",".join(self.columns), "no columns without --file")
+            raise SETTINGS.error("columns", ",".join(self.columns), "no columns without --file")
         check_id_prefix(self.run_id + "-" + self.id_prefix if self.run_id else self.id_prefix)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> ProducerConfig:
-        """Read ``STREAMSCORE_PRODUCER_*``; unset variables keep their defaults."""
-        env = os.environ if env is None else env
-        d = cls()
-        name = env_name
-        return cls(
-            file=env_str(env, name("file"), d.file),
-            format=env_choice(env, name("format"), d.format, ("auto", *FORMATS)),
-            columns=parse_columns(env_str(env, name("columns"), "")),
-            label_column=env_str(env, name("label_column"), d.label_column),
-            delimiter=env.get(name("delimiter"), d.delimiter),
-            function=env_choice(env, name("function"), d.function, FUNCTIONS),
-            features=env_int(env, name("features"), d.features, minimum=1),
-            noise=env_float(env, name("noise"), d.noise, minimum=0.0),
-            seed=env_int(env, name("seed"), d.seed),
-            drift_after=env_int(env, name("drift_after"), d.drift_after, minimum=0),
-            unlabelled=env_float(env, name("unlabelled"), d.unlabelled, minimum=0.0),
-            id_prefix=env.get(name("id_prefix"), d.id_prefix),
-            run_id=env_str(env, name("run_id"), d.run_id),
-            count=env_int(env, name("count"), d.count, minimum=0),
-            rate=env_float(env, name("rate"), d.rate, minimum=0.0),
-            keys=env_str(env, name("keys"), d.keys),
-            keep_ts=env_bool(env, name("keep_ts"), d.keep_ts),
-            progress_interval=env_float(env, name("progress_interval"), d.progress_interval),
-            linger_ms=_optional_int(env, name("linger_ms"), minimum=0),
-            batch_size=_optional_int(env, name("batch_size"), minimum=1024),
-        )
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, overrides: Mapping[str, str] | None = None
+    ) -> ProducerConfig:
+        """Read ``STREAMSCORE_PRODUCER_*`` (``overrides``: field -> text on top)."""
+        return SETTINGS.from_env(env, overrides)
 
     def id_prefix_for_run(self, new_run_id: Callable[[], str] | None = None) -> str:
         """The prefix of this run's ids: ``<run_id>-<id_prefix>`` (``auto``: a fresh id)."""
@@ -150,15 +84,76 @@ class ProducerConfig:
         return {name: value for name, value in tuning.items() if value is not None}
 
 
-def _optional_int(env: Mapping[str, str], name: str, *, minimum: int) -> int | None:
-    """The variable as an integer, or None when it is unset or blank."""
-    return env_int(env, name, minimum, minimum=minimum) if env.get(name, "").strip() else None
-
-
 def parse_columns(text: str) -> tuple[str, ...]:
     """``"a, b,c"`` -> ``("a", "b", "c")``; empty -> ``()`` (every non-special column)."""
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
+def _keys(text: str) -> str:
+    if text in KEY_MODES or (text.isdigit() and int(text) >= 1):
+        return text
+    raise ValueError("expected source, none, or a number K of keys entity-<i mod K>")
+
+
+def _delimiter(text: str) -> str:
+    if len(text) > 1:
+        raise ValueError("expected one character")
+    return text
+
+
+def _columns(text: str) -> tuple[str, ...]:
+    return parse_columns(text)
+
+
 #: The settings, in the order ``--help`` and the README list them.
-FIELDS = tuple(f.name for f in fields(ProducerConfig))
+SETTINGS = SettingsTable(
+    ProducerConfig,
+    "STREAMSCORE_PRODUCER_",
+    [
+        Setting("file", "STREAMSCORE_PRODUCER_FILE", text(), "replay this CSV or JSON-lines "
+                "file (.gz too; - is stdin); without it, the dummy function is the source",
+                "PATH"),
+        Setting("format", "STREAMSCORE_PRODUCER_FORMAT", choice("auto", *FORMATS),
+                "file format: auto (from the extension), csv or jsonl", "FMT"),
+        Setting("columns", "STREAMSCORE_PRODUCER_COLUMNS", _columns,
+                "CSV feature columns (default: all but id, y, ts, key)", "A,B", shown="all"),
+        Setting("label_column", "STREAMSCORE_PRODUCER_LABEL_COLUMN", text(nonempty=True),
+                "CSV column holding the label y", "NAME"),
+        Setting("delimiter", "STREAMSCORE_PRODUCER_DELIMITER", _delimiter,
+                "CSV delimiter", "CHAR", shown="tab for .tsv, else comma", verbatim=True),
+        Setting("function", "STREAMSCORE_PRODUCER_FUNCTION", choice(*FUNCTIONS),
+                "dummy function: linear, quadratic or cubic", "NAME"),
+        Setting("features", "STREAMSCORE_PRODUCER_FEATURES", integer(minimum=1),
+                "dummy: number of features", "N"),
+        Setting("noise", "STREAMSCORE_PRODUCER_NOISE", number(minimum=0.0),
+                "dummy: standard deviation of the Gaussian noise on y", "SIGMA"),
+        Setting("seed", "STREAMSCORE_PRODUCER_SEED", integer(),
+                "dummy: random seed (same seed, same points)", "N"),
+        Setting("drift_after", "STREAMSCORE_PRODUCER_DRIFT_AFTER", integer(minimum=0),
+                "dummy: change the function after N points (0: never)", "N"),
+        Setting("unlabelled", "STREAMSCORE_PRODUCER_UNLABELLED", number(minimum=0.0, maximum=1.0),
+                "share of points sent without a label y (0 to 1)", "SHARE"),
+        Setting("id_prefix", "STREAMSCORE_PRODUCER_ID_PREFIX", text(),
+                "ids are <prefix><index:06d>, e.g. p-000017", "TEXT", verbatim=True),
+        Setting("run_id", "STREAMSCORE_PRODUCER_RUN_ID", text(),
+                "prefix ids with <RUN>- so runs don't collide (auto: random)", "RUN"),
+        Setting("count", "STREAMSCORE_PRODUCER_COUNT", integer(minimum=0),
+                "stop after N points (0: no limit; a file stops at its end)", "N",
+                aliases=("-n",)),
+        Setting("rate", "STREAMSCORE_PRODUCER_RATE", number(minimum=0.0),
+                "at most this many points per second (0: no limit)", "PER_S"),
+        Setting("keys", "STREAMSCORE_PRODUCER_KEYS", _keys, "record keys: source (a CSV key "
+                "column), none, or a number K for entity-<i mod K>", "MODE"),
+        Setting("keep_ts", "STREAMSCORE_PRODUCER_KEEP_TS", boolean(),
+                "keep a point's own ts instead of the send time"),
+        Setting("progress_interval", "STREAMSCORE_PRODUCER_PROGRESS_INTERVAL",
+                number(minimum=0.01), "seconds between progress log lines (when stderr is "
+                "not a terminal)", "SECONDS"),
+        Setting("linger_ms", "STREAMSCORE_PRODUCER_LINGER_MS", integer(minimum=0),
+                "producer linger.ms: how long a batch may wait to fill", "MS",
+                shown="the Kafka client's"),
+        Setting("batch_size", "STREAMSCORE_PRODUCER_BATCH_SIZE", integer(minimum=1024),
+                "producer batch.size per partition, in bytes", "BYTES",
+                shown="the Kafka client's"),
+    ],
+)  # fmt: skip
