@@ -232,7 +232,7 @@ class SettingsTable(Generic[C]):
             values[s.field] = self.read(s.field, raw)
         return values
 
-    def from_env(
+    def load(
         self, env: Mapping[str, str] | None = None, overrides: Mapping[str, str] | None = None
     ) -> C:
         """The config from ``env`` (default: the process environment) and ``overrides``."""
@@ -305,7 +305,7 @@ class SettingsTable(Generic[C]):
         env: Mapping[str, str] | None = None,
     ) -> C:
         """The config: ``env`` (default: the process environment), then the flags of ``argv``."""
-        return self.from_env(env, self.overrides(parser.parse_args(list(argv))))
+        return self.load(env, self.overrides(parser.parse_args(list(argv))))
 
     def dumps(self, config: C) -> str:
         """The settings of ``config`` as one JSON object (field -> text), for `loads`."""
@@ -316,8 +316,14 @@ class SettingsTable(Generic[C]):
                 out[s.field] = s.text_of(value)
         return json.dumps(out, sort_keys=True)
 
-    def loads(self, data: str, *, source: str = "the serialized settings") -> C:
-        """The config `dumps` wrote; each value is checked again by its parser."""
+    def loads(
+        self,
+        data: str,
+        *,
+        source: str = "the serialized settings",
+        overrides: Mapping[str, str] | None = None,
+    ) -> C:
+        """The config `dumps` wrote (``overrides`` on top); each value checked by its parser."""
         try:
             given = json.loads(data)
         except ValueError as exc:
@@ -329,7 +335,7 @@ class SettingsTable(Generic[C]):
             k in known and isinstance(v, str) for k, v in given.items()
         ):
             raise ConfigError(f"{source}: expected a JSON object of settings and texts")
-        return self.from_env({}, given)
+        return self.load({}, {**given, **(overrides or {})})
 
 
 def _text_of(value: object) -> str:

@@ -1,4 +1,8 @@
-"""``streamscore gateway``: serve the HTTP API with gunicorn (config: gateway/gunicorn_conf.py)."""
+"""streamscore gateway: serve the HTTP API with gunicorn (config: gateway/gunicorn_conf.py).
+
+The settings are read once here (variables, then flags) and handed to gunicorn
+and its workers whole, in STREAMSCORE_GATEWAY_CONFIG.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ import sys
 from pathlib import Path
 
 from core.errors import ConfigError
-from gateway.config import GatewayConfig
+from gateway.config import RESOLVED_VARIABLE, SETTINGS, GatewayConfig
 
 CONF = Path(__file__).with_name("gunicorn_conf.py")
 APP = "gateway.app:get_app()"
@@ -19,26 +23,21 @@ def gunicorn_command() -> list[str]:
     return [sys.executable, "-m", "gunicorn", "-c", str(CONF), APP]
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: one flag per setting of `gateway.config.SETTINGS`."""
+    return SETTINGS.parser("streamscore gateway", __doc__)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Check the settings, then become gunicorn (it never returns on success)."""
-    parser = argparse.ArgumentParser(
-        prog="streamscore gateway",
-        description=__doc__,
-        epilog="Every option has an environment variable (STREAMSCORE_GATEWAY_*); see README.",
-    )
-    parser.add_argument("--bind", help="HOST:PORT to listen on (default 127.0.0.1:8000)")
-    parser.add_argument("--workers", type=int, help="gunicorn worker processes (default 4)")
-    parser.add_argument("--threads", type=int, help="threads per worker (default 16)")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    env = dict(os.environ)
-    for name, value in vars(args).items():
-        if value is not None:
-            env[f"STREAMSCORE_GATEWAY_{name.upper()}"] = str(value)
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    env = {k: v for k, v in os.environ.items() if k != RESOLVED_VARIABLE}
     try:
-        GatewayConfig.from_env(env)
+        config = GatewayConfig.from_env(env, SETTINGS.overrides(args))
     except ConfigError as exc:
         print(f"streamscore gateway: {exc}", file=sys.stderr)
         return 2
+    env[RESOLVED_VARIABLE] = config.dumps()
     command = gunicorn_command()
     try:
         os.execve(command[0], command, env)

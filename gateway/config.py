@@ -1,4 +1,4 @@
-"""The gateway's settings, read from the environment once."""
+"""The gateway's settings: a frozen dataclass read from ``STREAMSCORE_GATEWAY_*``."""
 
 from __future__ import annotations
 
@@ -6,11 +6,14 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from core.env import env_bool, env_int, env_str
-from core.errors import ConfigError
+from core.settings import Setting, SettingsTable, boolean, integer
 
 DEFAULT_BIND = "127.0.0.1:8000"
 DEFAULT_MODEL_HISTORY = 10
+
+#: The whole resolved configuration as one JSON object, from ``streamscore gateway``
+#: (its variables and flags) to gunicorn and its workers. When set, it is the config.
+RESOLVED_VARIABLE = "STREAMSCORE_GATEWAY_CONFIG"
 
 
 @dataclass(frozen=True)
@@ -30,34 +33,27 @@ class GatewayConfig:
     #: the scorer's setting too): the catalogue lists exactly these.
     model_history: int = DEFAULT_MODEL_HISTORY
 
+    def __post_init__(self) -> None:
+        SETTINGS.check(self)
+
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> GatewayConfig:
-        """Read ``STREAMSCORE_GATEWAY_*``; see the README's settings table."""
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, overrides: Mapping[str, str] | None = None
+    ) -> GatewayConfig:
+        """Read ``STREAMSCORE_GATEWAY_*`` (``overrides``: field -> text on top).
+
+        In the processes ``streamscore gateway`` starts, the resolved config it hands
+        over in ``STREAMSCORE_GATEWAY_CONFIG`` (`dumps`) is the config.
+        """
         env = os.environ if env is None else env
-        bind = env_str(env, "STREAMSCORE_GATEWAY_BIND", cls.bind)
-        if not bind.startswith("unix:") and ":" not in bind:
-            raise ConfigError(
-                f"STREAMSCORE_GATEWAY_BIND={bind!r}: expected HOST:PORT (e.g. 0.0.0.0:8000) "
-                "or unix:PATH"
-            )
-        return cls(
-            bind=bind,
-            workers=env_int(env, "STREAMSCORE_GATEWAY_WORKERS", cls.workers, minimum=1),
-            threads=env_int(env, "STREAMSCORE_GATEWAY_THREADS", cls.threads, minimum=1),
-            timeout_ms=env_int(env, "STREAMSCORE_GATEWAY_TIMEOUT_MS", cls.timeout_ms, minimum=1),
-            max_pending=env_int(env, "STREAMSCORE_GATEWAY_MAX_PENDING", cls.max_pending, minimum=1),
-            max_body_bytes=env_int(
-                env, "STREAMSCORE_GATEWAY_MAX_BODY_BYTES", cls.max_body_bytes, minimum=1
-            ),
-            async_ttl_ms=env_int(
-                env, "STREAMSCORE_GATEWAY_ASYNC_TTL_MS", cls.async_ttl_ms, minimum=1000
-            ),
-            client_timeout_ms=env_int(
-                env, "STREAMSCORE_GATEWAY_CLIENT_TIMEOUT_MS", cls.client_timeout_ms, minimum=100
-            ),
-            access_log=env_bool(env, "STREAMSCORE_GATEWAY_ACCESS_LOG", cls.access_log),
-            model_history=env_int(env, "STREAMSCORE_MODEL_HISTORY", cls.model_history, minimum=1),
-        )
+        resolved = env.get(RESOLVED_VARIABLE, "").strip()
+        if resolved:
+            return SETTINGS.loads(resolved, source=RESOLVED_VARIABLE, overrides=overrides)
+        return SETTINGS.load(env, overrides)
+
+    def dumps(self) -> str:
+        """This config as the value of ``STREAMSCORE_GATEWAY_CONFIG``."""
+        return SETTINGS.dumps(self)
 
     @property
     def timeout_s(self) -> float:
@@ -68,3 +64,39 @@ class GatewayConfig:
     def client_timeout_s(self) -> float:
         """How long a client may take to send one whole request, in seconds."""
         return self.client_timeout_ms / 1000
+
+
+def _bind(text: str) -> str:
+    if text.startswith("unix:") or ":" in text:
+        return text
+    raise ValueError("expected HOST:PORT (e.g. 0.0.0.0:8000) or unix:PATH")
+
+
+#: The settings, in the order ``--help`` and the README list them.
+SETTINGS = SettingsTable(
+    GatewayConfig,
+    "STREAMSCORE_GATEWAY_",
+    [
+        Setting("bind", "STREAMSCORE_GATEWAY_BIND", _bind,
+                "where gunicorn listens: HOST:PORT or unix:PATH", "HOST:PORT"),
+        Setting("workers", "STREAMSCORE_GATEWAY_WORKERS", integer(minimum=1),
+                "gunicorn worker processes", "N"),
+        Setting("threads", "STREAMSCORE_GATEWAY_THREADS", integer(minimum=1),
+                "threads per worker", "N"),
+        Setting("timeout_ms", "STREAMSCORE_GATEWAY_TIMEOUT_MS", integer(minimum=1),
+                "how long to wait for a reply before 504", "MS"),
+        Setting("max_pending", "STREAMSCORE_GATEWAY_MAX_PENDING", integer(minimum=1),
+                "requests waiting for replies per worker before 503", "N"),
+        Setting("max_body_bytes", "STREAMSCORE_GATEWAY_MAX_BODY_BYTES", integer(minimum=1),
+                "larger bodies get 413", "BYTES"),
+        Setting("async_ttl_ms", "STREAMSCORE_GATEWAY_ASYNC_TTL_MS", integer(minimum=1000),
+                "how long an asynchronous result can be fetched", "MS"),
+        Setting("client_timeout_ms", "STREAMSCORE_GATEWAY_CLIENT_TIMEOUT_MS",
+                integer(minimum=100), "how long a client may take to send a whole request "
+                "before 408", "MS"),
+        Setting("access_log", "STREAMSCORE_GATEWAY_ACCESS_LOG", boolean(),
+                "gunicorn access log on stdout"),
+        Setting("model_history", "STREAMSCORE_MODEL_HISTORY", integer(minimum=1),
+                "versions of each model listed (set it as the scorer's)", "N"),
+    ],
+)  # fmt: skip

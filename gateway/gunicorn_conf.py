@@ -1,4 +1,8 @@
-"""gunicorn settings for ``gateway.app:get_app()``, from ``STREAMSCORE_GATEWAY_*``.
+"""gunicorn settings for ``gateway.app:get_app()``, from the gateway's config.
+
+``streamscore gateway`` hands its resolved config (variables and flags) over in
+``STREAMSCORE_GATEWAY_CONFIG``; without it (gunicorn started by hand) the
+``STREAMSCORE_GATEWAY_*`` variables are read. Workers read it the same way.
 
 The app is never preloaded: each worker builds it (and its Kafka clients and
 threads) after the fork, and closes them when it exits, so that it leaves the

@@ -59,7 +59,7 @@ class ProducerConfig:
         cls, env: Mapping[str, str] | None = None, overrides: Mapping[str, str] | None = None
     ) -> ProducerConfig:
         """Read ``STREAMSCORE_PRODUCER_*`` (``overrides``: field -> text on top)."""
-        return SETTINGS.from_env(env, overrides)
+        return SETTINGS.load(env, overrides)
 
     def id_prefix_for_run(self, new_run_id: Callable[[], str] | None = None) -> str:
         """The prefix of this run's ids: ``<run_id>-<id_prefix>`` (``auto``: a fresh id)."""

@@ -10,7 +10,7 @@ import pytest
 
 import gateway.__main__ as entry
 from core.errors import ConfigError
-from gateway.config import GatewayConfig
+from gateway.config import RESOLVED_VARIABLE, GatewayConfig
 
 
 def test_defaults() -> None:
@@ -65,8 +65,36 @@ def test_main_becomes_gunicorn_with_the_package_config(monkeypatch: pytest.Monke
     assert seen["argv"][1:4] == ["-m", "gunicorn", "-c"]
     assert seen["argv"][4].endswith("gateway/gunicorn_conf.py")
     assert seen["argv"][5] == "gateway.app:get_app()"
-    assert seen["env"]["STREAMSCORE_GATEWAY_WORKERS"] == "3"
-    assert seen["env"]["STREAMSCORE_GATEWAY_BIND"] == "127.0.0.1:9999"
+    # the flags are not written back as variables: the resolved config is handed over whole
+    assert "STREAMSCORE_GATEWAY_WORKERS" not in seen["env"]
+    assert "STREAMSCORE_GATEWAY_BIND" not in seen["env"]
+    handed = GatewayConfig.from_env({RESOLVED_VARIABLE: seen["env"][RESOLVED_VARIABLE]})
+    assert (handed.workers, handed.bind, handed.threads) == (3, "127.0.0.1:9999", 16)
+
+
+def test_main_hands_variables_and_flags_over_resolved(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(entry.os, "execve", lambda path, argv, env: seen.update(env=env))
+    monkeypatch.setenv("STREAMSCORE_GATEWAY_THREADS", "5")
+    monkeypatch.setenv("STREAMSCORE_MODEL_HISTORY", "4")
+    monkeypatch.setenv(RESOLVED_VARIABLE, '{"threads": "99"}')  # a previous run's: replaced
+    assert entry.main(["--access-log", "--timeout-ms", "250"]) == 0
+    config = GatewayConfig.from_env(seen["env"])
+    assert (config.threads, config.model_history) == (5, 4)
+    assert config.access_log is True and config.timeout_ms == 250
+    # the worker side reads it from the environment gunicorn inherited
+    monkeypatch.setenv(RESOLVED_VARIABLE, seen["env"][RESOLVED_VARIABLE])
+    monkeypatch.setenv("STREAMSCORE_GATEWAY_THREADS", "7")  # the handed-over config wins
+    assert GatewayConfig.from_env() == config
+
+
+def test_a_bad_handed_over_config_names_the_variable() -> None:
+    with pytest.raises(ConfigError, match=RESOLVED_VARIABLE):
+        GatewayConfig.from_env({RESOLVED_VARIABLE: "{not json"})
+    with pytest.raises(ConfigError, match="STREAMSCORE_GATEWAY_WORKERS"):
+        GatewayConfig.from_env({RESOLVED_VARIABLE: '{"workers": "0"}'})
+    with pytest.raises(ConfigError, match=RESOLVED_VARIABLE):
+        GatewayConfig.from_env({RESOLVED_VARIABLE: '{"colour": "red"}'})
 
 
 def test_main_refuses_bad_settings(
@@ -74,7 +102,9 @@ def test_main_refuses_bad_settings(
 ) -> None:
     monkeypatch.setattr(entry.os, "execve", lambda *a: pytest.fail("must not start"))
     assert entry.main(["--bind", "nowhere"]) == 2
-    assert "STREAMSCORE_GATEWAY_BIND" in capsys.readouterr().err
+    assert "--bind / STREAMSCORE_GATEWAY_BIND = 'nowhere'" in capsys.readouterr().err
+    assert entry.main(["--workers", "0"]) == 2
+    assert "--workers / STREAMSCORE_GATEWAY_WORKERS = '0'" in capsys.readouterr().err
 
 
 def test_gunicorn_config_runs_the_gateway_worker_with_the_settings(
@@ -87,3 +117,13 @@ def test_gunicorn_config_runs_the_gateway_worker_with_the_settings(
     assert conf.worker_class == "gateway.worker.GatewayWorker"
     assert conf.bind == ["127.0.0.1:9911"] and conf.threads == 3
     assert conf.preload_app is False
+
+
+def test_gunicorn_config_reads_the_handed_over_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAMSCORE_GATEWAY_THREADS", "3")
+    handed = GatewayConfig(bind="127.0.0.1:9912", threads=2, workers=5, access_log=True)
+    monkeypatch.setenv(RESOLVED_VARIABLE, handed.dumps())
+    monkeypatch.delitem(sys.modules, "gateway.gunicorn_conf", raising=False)
+    conf = importlib.import_module("gateway.gunicorn_conf")
+    assert conf.bind == ["127.0.0.1:9912"] and (conf.threads, conf.workers) == (2, 5)
+    assert conf.accesslog == "-"
