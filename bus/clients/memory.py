@@ -26,13 +26,8 @@ delivery may repeat records). Never used outside unit tests.
 
 from __future__ import annotations
 
-import itertools
-import threading
 import time
-import zlib
-from collections import deque
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bus.clients.base import (
@@ -47,7 +42,18 @@ from bus.clients.base import (
     TopicPartition,
     TransientBusError,
 )
+from bus.clients.memory_broker import MemoryBroker, MemoryGroupMetadata, Transaction
 from core.errors import BusError, ConfigError
+
+__all__ = [
+    "CONSUMER_OPTIONS",
+    "PRODUCER_OPTIONS",
+    "MemoryBroker",
+    "MemoryConsumer",
+    "MemoryDriver",
+    "MemoryGroupMetadata",
+    "MemoryProducer",
+]
 
 PRODUCER_OPTIONS = frozenset(
     {
@@ -75,192 +81,6 @@ DEFAULT_MAX_REQUEST_SIZE = 4 * 1024 * 1024
 DEFAULT_MAX_POLL_RECORDS = 500
 
 
-@dataclass(eq=False)
-class _Transaction:
-    """One producer's open (then committed or aborted) transaction."""
-
-    state: str = "open"  # open | committed | aborted
-    offsets: dict[tuple[str, TopicPartition], int] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class _Entry:
-    record: Record
-    txn: _Transaction | None
-
-
-@dataclass(frozen=True, slots=True)
-class MemoryGroupMetadata:
-    """What `MemoryConsumer.group_metadata` returns: the group and the member's generation."""
-
-    group_id: str
-    generation: int
-
-
-@dataclass
-class _Group:
-    members: list[MemoryConsumer] = field(default_factory=list)
-    generation: int = 0
-
-
-class MemoryBroker:
-    """Topics, committed offsets, transactions and injected faults, in memory, thread-safe."""
-
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
-        self._clock = clock
-        self._lock = threading.Condition(threading.RLock())
-        self._logs: dict[str, list[list[_Entry]]] = {}
-        self._committed: dict[str, dict[TopicPartition, int]] = {}
-        self._groups: dict[str, _Group] = {}
-        self._epochs: dict[str, int] = {}
-        self._open: dict[str, _Transaction] = {}
-        self._faults: dict[str, deque[BaseException]] = {}
-        self._round_robin = itertools.count()
-        self.calls: dict[str, int] = {}
-
-    # --- for tests ---------------------------------------------------------------------
-
-    def driver(self) -> MemoryDriver:
-        """A driver whose clients live on this broker."""
-        return MemoryDriver(self)
-
-    def create_topic(self, name: str, partitions: int = 1) -> str:
-        """Create ``name`` with ``partitions`` empty partitions (more if it exists); return it."""
-        with self._lock:
-            log = self._logs.setdefault(name, [])
-            while len(log) < partitions:
-                log.append([])
-            self._lock.notify_all()
-        return name
-
-    def fail_next(self, operation: str, error: BaseException, times: int = 1) -> None:
-        """Make the next ``times`` calls of ``operation`` (a method name) raise ``error``."""
-        with self._lock:
-            self._faults.setdefault(operation, deque()).extend([error] * times)
-
-    def pending_faults(self, operation: str) -> int:
-        """How many injected faults of ``operation`` have not fired yet."""
-        with self._lock:
-            return len(self._faults.get(operation, ()))
-
-    def fence(self, transactional_id: str) -> None:
-        """Do what a new instance with ``transactional_id`` does: fence the current one."""
-        with self._lock:
-            self._new_epoch(transactional_id)
-
-    def produce(
-        self,
-        topic: str,
-        value: bytes | None,
-        *,
-        key: bytes | None = None,
-        partition: int | None = None,
-        headers: Headers = (),
-    ) -> Record:
-        """Write one record at once (no producer, no transaction); return it."""
-        with self._lock:
-            return self._append(topic, value, key, partition, headers=headers, txn=None)
-
-    def records(self, topic: str, *, committed_only: bool = True) -> list[Record]:
-        """Every record of ``topic`` (committed ones only by default), partition by partition."""
-        with self._lock:
-            out: list[Record] = []
-            for entries in self._logs.get(topic, []):
-                for entry in entries:
-                    if not committed_only or entry.txn is None or entry.txn.state == "committed":
-                        out.append(entry.record)
-            return out
-
-    def committed_offsets(self, group: str) -> dict[TopicPartition, int]:
-        """The offsets ``group`` has committed."""
-        with self._lock:
-            return dict(self._committed.get(group, {}))
-
-    # --- for the clients ---------------------------------------------------------------
-
-    def _call(self, operation: str) -> None:
-        """Count the call and raise the fault injected for it, if any (under the lock)."""
-        self.calls[operation] = self.calls.get(operation, 0) + 1
-        faults = self._faults.get(operation)
-        if faults:
-            raise faults.popleft()
-
-    def _partitions(self, topic: str) -> list[list[_Entry]]:
-        log = self._logs.get(topic)
-        if log is None:
-            raise BusError(f"topic {topic!r} does not exist; create it first")
-        return log
-
-    def _append(
-        self,
-        topic: str,
-        value: bytes | None,
-        key: bytes | None,
-        partition: int | None,
-        *,
-        headers: Headers,
-        txn: _Transaction | None,
-    ) -> Record:
-        log = self._partitions(topic)
-        if partition is None:
-            if key is None:
-                partition = next(self._round_robin) % len(log)
-            else:
-                partition = zlib.crc32(key) % len(log)
-        if not 0 <= partition < len(log):
-            raise BusError(f"{topic!r} has no partition {partition}")
-        entries = log[partition]
-        record = Record(
-            topic,
-            partition,
-            len(entries),
-            key,
-            value,
-            int(self._clock() * 1000),
-            tuple(headers),
-        )
-        entries.append(_Entry(record, txn))
-        self._lock.notify_all()
-        return record
-
-    def _new_epoch(self, transactional_id: str) -> int:
-        epoch = self._epochs.get(transactional_id, 0) + 1
-        self._epochs[transactional_id] = epoch
-        txn = self._open.pop(transactional_id, None)
-        if txn is not None:
-            txn.state = "aborted"
-        self._lock.notify_all()
-        return epoch
-
-    def _end(self, tp: TopicPartition, read_committed: bool) -> int:
-        entries = self._partitions(tp.topic)[tp.partition]
-        if read_committed:
-            for entry in entries:
-                if entry.txn is not None and entry.txn.state == "open":
-                    return entry.record.offset
-        return len(entries)
-
-    def _join(self, group_id: str, member: MemoryConsumer) -> None:
-        group = self._groups.setdefault(group_id, _Group())
-        group.members.append(member)
-        group.generation += 1
-
-    def _leave(self, group_id: str, member: MemoryConsumer) -> None:
-        group = self._groups.get(group_id)
-        if group is not None and member in group.members:
-            group.members.remove(member)
-            group.generation += 1
-
-    def _assignment(self, group_id: str, member: MemoryConsumer) -> tuple[int, set[TopicPartition]]:
-        """The member's share of the group's partitions (round-robin) and the generation."""
-        group = self._groups[group_id]
-        topics = sorted({t for m in group.members for t in m.subscription})
-        tps = [TopicPartition(t, p) for t in topics for p in range(len(self._logs.get(t, [])))]
-        index = group.members.index(member)
-        mine = {tp for i, tp in enumerate(tps) if i % len(group.members) == index}
-        return group.generation, {tp for tp in mine if tp.topic in member.subscription}
-
-
 class MemoryProducer(Producer):
     """A producer on a `MemoryBroker`; transactional when given a ``transactional_id``."""
 
@@ -269,7 +89,7 @@ class MemoryProducer(Producer):
         self._transactional_id: str | None = options.get("transactional_id")
         self._max_request_size = int(options.get("max_request_size", DEFAULT_MAX_REQUEST_SIZE))
         self._epoch: int | None = None
-        self._txn: _Transaction | None = None
+        self._txn: Transaction | None = None
         self._closed = False
 
     def send(
@@ -283,8 +103,8 @@ class MemoryProducer(Producer):
     ) -> None:
         """Write the record (inside the open transaction if transactional)."""
         broker = self._broker
-        with broker._lock:
-            broker._call("send")
+        with broker.lock:
+            broker.call("send")
             self._check_open()
             size = (
                 len(value or b"") + len(key or b"") + sum(len(k) + len(v) for k, v in headers or ())
@@ -298,51 +118,51 @@ class MemoryProducer(Producer):
                 self._check_epoch()
                 if self._txn is None:
                     raise BusError("send outside a transaction: call begin_transaction first")
-            broker._append(topic, value, key, partition, headers=headers or (), txn=self._txn)
+            broker.append(topic, value, key, partition, headers=headers or (), txn=self._txn)
 
     def flush(self, timeout_s: float = 30.0) -> None:
         """Nothing is buffered; raises an injected fault."""
-        with self._broker._lock:
-            self._broker._call("flush")
+        with self._broker.lock:
+            self._broker.call("flush")
             self._check_open()
 
     def partition_count(self, topic: str) -> int:
         """How many partitions ``topic`` has."""
-        with self._broker._lock:
-            self._broker._call("partition_count")
-            return len(self._broker._partitions(topic))
+        with self._broker.lock:
+            self._broker.call("partition_count")
+            return len(self._broker.partitions(topic))
 
     def init_transactions(self) -> None:
         """Take the transactional id (fencing its previous holder)."""
         broker = self._broker
-        with broker._lock:
-            broker._call("init_transactions")
+        with broker.lock:
+            broker.call("init_transactions")
             if self._transactional_id is None:
                 raise BusError("init_transactions needs a producer with a transactional_id")
-            self._epoch = broker._new_epoch(self._transactional_id)
+            self._epoch = broker.new_epoch(self._transactional_id)
 
     def begin_transaction(self) -> None:
         """Open a transaction."""
         broker = self._broker
-        with broker._lock:
-            broker._call("begin_transaction")
+        with broker.lock:
+            broker.call("begin_transaction")
             self._check_epoch()
             if self._txn is not None:
                 raise BusError("begin_transaction while a transaction is open")
-            self._txn = _Transaction()
+            self._txn = Transaction()
             assert self._transactional_id is not None
-            broker._open[self._transactional_id] = self._txn
+            broker.opened(self._transactional_id, self._txn)
 
     def send_offsets_to_transaction(
         self, offsets: Mapping[TopicPartition, int], group: object
     ) -> None:
         """Add consumer offsets to the open transaction (checked against the group's generation)."""
         broker = self._broker
-        with broker._lock:
-            broker._call("send_offsets_to_transaction")
+        with broker.lock:
+            broker.call("send_offsets_to_transaction")
             txn = self._current()
             if isinstance(group, MemoryGroupMetadata):
-                current = broker._groups.get(group.group_id)
+                current = broker.group(group.group_id)
                 if (
                     current is not None
                     and current.members
@@ -363,33 +183,31 @@ class MemoryProducer(Producer):
     def commit_transaction(self) -> None:
         """Make the transaction's records visible and commit its offsets."""
         broker = self._broker
-        with broker._lock:
-            broker._call("commit_transaction")
+        with broker.lock:
+            broker.call("commit_transaction")
             txn = self._current()
             txn.state = "committed"
             for (group_id, tp), offset in txn.offsets.items():
-                broker._committed.setdefault(group_id, {})[tp] = offset
+                broker.store_offsets(group_id, {tp: offset})
             self._txn = None
             assert self._transactional_id is not None
-            broker._open.pop(self._transactional_id, None)
-            broker._lock.notify_all()
+            broker.ended(self._transactional_id)
 
     def abort_transaction(self) -> None:
         """Drop the transaction's records and offsets."""
         broker = self._broker
-        with broker._lock:
-            broker._call("abort_transaction")
+        with broker.lock:
+            broker.call("abort_transaction")
             txn = self._current()
             txn.state = "aborted"
             self._txn = None
             assert self._transactional_id is not None
-            broker._open.pop(self._transactional_id, None)
-            broker._lock.notify_all()
+            broker.ended(self._transactional_id)
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Release the producer (an open transaction stays open until fenced or timed out)."""
-        with self._broker._lock:
-            self._broker._call("producer.close")
+        with self._broker.lock:
+            self._broker.call("producer.close")
             self._closed = True
 
     def _check_open(self) -> None:
@@ -400,14 +218,14 @@ class MemoryProducer(Producer):
         self._check_open()
         if self._transactional_id is None or self._epoch is None:
             raise BusError("transactions need a transactional_id and init_transactions first")
-        if self._broker._epochs.get(self._transactional_id) != self._epoch:
+        if self._broker.epoch(self._transactional_id) != self._epoch:
             self._txn = None
             raise FencedError(
                 f"producer fenced: another producer took transactional id "
                 f"{self._transactional_id!r}"
             )
 
-    def _current(self) -> _Transaction:
+    def _current(self) -> Transaction:
         self._check_epoch()
         if self._txn is None:
             raise BusError("no transaction is open")
@@ -445,13 +263,13 @@ class MemoryConsumer(Consumer):
     ) -> None:
         """Join the group; the assignment arrives with the next poll."""
         broker = self._broker
-        with broker._lock:
-            broker._call("subscribe")
+        with broker.lock:
+            broker.call("subscribe")
             if self._group_id is None:
                 raise ConfigError("subscribe needs a consumer with a group_id")
             self.subscription = set(topics)
             self._on_assign, self._on_revoke = on_assign, on_revoke
-            broker._join(self._group_id, self)
+            broker.join(self._group_id, self)
 
     def assign(self, partitions: Sequence[TopicPartition]) -> None:
         """Read exactly ``partitions``, each from the group's committed offset (or the reset).
@@ -459,14 +277,14 @@ class MemoryConsumer(Consumer):
         Like confluent-kafka, and stricter than kafka-python, a new assignment
         forgets every position, also those of partitions assigned before.
         """
-        with self._broker._lock:
-            self._broker._call("assign")
+        with self._broker.lock:
+            self._broker.call("assign")
             self._positions = {}
             self._assigned = {TopicPartition(*tp) for tp in partitions}
 
     def assignment(self) -> set[TopicPartition]:
         """The partitions read now."""
-        with self._broker._lock:
+        with self._broker.lock:
             return set(self._assigned)
 
     def poll(self, timeout_s: float, max_records: int | None = None) -> list[Record]:
@@ -474,77 +292,75 @@ class MemoryConsumer(Consumer):
         broker = self._broker
         deadline = time.monotonic() + timeout_s
         limit = max_records or self._max_poll_records
-        with broker._lock:
+        with broker.lock:
             while True:
-                broker._call("poll")
+                broker.call("poll")
                 self._check_open()
                 self._rebalance()
                 records = self._fetch(limit)
                 left = deadline - time.monotonic()
                 if records or left <= 0:
                     return records
-                broker._lock.wait(left)
+                broker.lock.wait(left)
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
         """Read ``tp`` from ``offset`` on."""
-        with self._broker._lock:
-            self._broker._call("seek")
+        with self._broker.lock:
+            self._broker.call("seek")
             self._owned(tp)
             self._positions[TopicPartition(*tp)] = offset
 
     def seek_to_beginning(self, tps: Sequence[TopicPartition]) -> None:
         """Read these partitions from offset 0."""
-        with self._broker._lock:
-            self._broker._call("seek_to_beginning")
+        with self._broker.lock:
+            self._broker.call("seek_to_beginning")
             for tp in tps:
                 self._owned(tp)
                 self._positions[TopicPartition(*tp)] = 0
 
     def position(self, tp: TopicPartition) -> int:
         """The next offset to read from ``tp``."""
-        with self._broker._lock:
-            self._broker._call("position")
+        with self._broker.lock:
+            self._broker.call("position")
             self._owned(tp)
             return self._position(TopicPartition(*tp))
 
     def commit(self, offsets: Mapping[TopicPartition, int], *, asynchronous: bool = False) -> None:
         """Store the group's offsets (fails after a rebalance this member has not seen)."""
         broker = self._broker
-        with broker._lock:
-            broker._call("commit")
+        with broker.lock:
+            broker.call("commit")
             self._check_open()
             if self._group_id is None:
                 raise BusError("commit needs a consumer with a group_id")
-            group = broker._groups.get(self._group_id)
+            group = broker.group(self._group_id)
             stale = group is not None and group.generation != self._generation
             if self.subscription and stale and not self._revoking:
                 raise TransientBusError(
                     f"commit failed: group {self._group_id!r} rebalanced; the records come again"
                 )
-            stored = broker._committed.setdefault(self._group_id, {})
-            for tp, offset in offsets.items():
-                stored[TopicPartition(*tp)] = offset
+            broker.store_offsets(self._group_id, offsets)
 
     def committed(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int | None]:
         """The group's committed offsets (None where nothing is committed)."""
         broker = self._broker
-        with broker._lock:
-            broker._call("committed")
-            stored = broker._committed.get(self._group_id or "", {})
+        with broker.lock:
+            broker.call("committed")
+            stored = broker.stored_offsets(self._group_id or "")
             return {TopicPartition(*tp): stored.get(TopicPartition(*tp)) for tp in tps}
 
     def end_offsets(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
         """The offset after the last (stable, when read_committed) record."""
         broker = self._broker
-        with broker._lock:
-            broker._call("end_offsets")
-            return {TopicPartition(*tp): broker._end(tp, self._read_committed) for tp in tps}
+        with broker.lock:
+            broker.call("end_offsets")
+            return {TopicPartition(*tp): broker.end(tp, self._read_committed) for tp in tps}
 
     def partitions_for(self, topic: str) -> list[int]:
         """The partition ids of ``topic`` (empty when it does not exist)."""
-        with self._broker._lock:
-            self._broker._call("partitions_for")
-            return list(range(len(self._broker._logs.get(topic, []))))
+        with self._broker.lock:
+            self._broker.call("partitions_for")
+            return self._broker.partition_ids(topic)
 
     def group_metadata(self) -> object:
         """The group and this member's generation."""
@@ -554,10 +370,10 @@ class MemoryConsumer(Consumer):
 
     def close(self) -> None:
         """Leave the group."""
-        with self._broker._lock:
-            self._broker._call("consumer.close")
+        with self._broker.lock:
+            self._broker.call("consumer.close")
             if self._group_id is not None and self.subscription:
-                self._broker._leave(self._group_id, self)
+                self._broker.leave(self._group_id, self)
             self._closed = True
 
     # --- inside ------------------------------------------------------------------------
@@ -574,7 +390,7 @@ class MemoryConsumer(Consumer):
         """Run this member's revoke and assign callbacks if the group moved on."""
         if not self.subscription or self._group_id is None:
             return
-        generation, mine = self._broker._assignment(self._group_id, self)
+        generation, mine = self._broker.share(self._group_id, self)
         if generation == self._generation and mine == self._assigned:
             return
         if self._assigned and self._on_revoke is not None:
@@ -593,11 +409,11 @@ class MemoryConsumer(Consumer):
     def _position(self, tp: TopicPartition) -> int:
         position = self._positions.get(tp)
         if position is None:
-            stored = self._broker._committed.get(self._group_id or "", {}).get(tp)
+            stored = self._broker.stored_offsets(self._group_id or "").get(tp)
             if stored is not None:
                 position = stored
             elif self._reset_latest:
-                position = self._broker._end(tp, self._read_committed)
+                position = self._broker.end(tp, self._read_committed)
             else:
                 position = 0
             self._positions[tp] = position
@@ -611,7 +427,7 @@ class MemoryConsumer(Consumer):
             return out
         self._start = (self._start + 1) % len(tps)
         for tp in tps[self._start :] + tps[: self._start]:
-            entries = self._broker._partitions(tp.topic)[tp.partition]
+            entries = self._broker.partitions(tp.topic)[tp.partition]
             position = self._position(tp)
             while position < len(entries) and len(out) < limit:
                 entry = entries[position]
