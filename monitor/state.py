@@ -63,14 +63,10 @@ class Drift:
     def parse(cls, score: Mapping[str, Any]) -> Drift | None:
         """The drift figures of a ``scores`` object, or None when absent or malformed.
 
-        The contract's form is ``"drift": {"count": int, "last_ts": int}``; the flat
-        form ``"drifts": int, "drift_at": int`` (with ``"drift": bool``) is read too.
+        The contract's optional fields: ``"drifts"`` (how many so far) and ``"drift_at"``
+        (epoch ms of the last one), written once a drift has been found.
         """
-        value = score.get("drift")
-        if isinstance(value, Mapping):
-            count, last_ts = value.get("count"), value.get("last_ts")
-        else:
-            count, last_ts = score.get("drifts"), score.get("drift_at")
+        count, last_ts = score.get("drifts"), score.get("drift_at")
         if type(count) is not int or type(last_ts) is not int or count < 0:
             return None
         return cls(count, last_ts)

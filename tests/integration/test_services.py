@@ -61,6 +61,7 @@ def test_up_status_down(
         "STREAMSCORE_SCORER_GROUP": unique_name("scorer"),
         "STREAMSCORE_GATEWAY_BIND": f"127.0.0.1:{port}",
         "STREAMSCORE_GATEWAY_WORKERS": "2",
+        "STREAMSCORE_MONITOR_PORT": str(free_port()),
     }
     try:
         up = run_streamscore(env, "up")

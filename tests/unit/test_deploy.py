@@ -41,7 +41,7 @@ NGINX_CONF = ROOT / "deploy" / "nginx" / "nginx.conf"
 HEALTHCHECK = ROOT / "deploy" / "healthcheck.py"
 
 #: Where the code that reads the environment lives.
-CODE_DIRS = ("core", "bus", "streamscore", "producer", "trainer", "scorer", "gateway")
+CODE_DIRS = ("core", "bus", "streamscore", "producer", "trainer", "scorer", "gateway", "monitor")
 ENV_NAME = re.compile(r"(?:STREAMSCORE|KAFKA)_[A-Z0-9_]*[A-Z0-9]")
 #: ``${VAR}``, ``${VAR:-default}`` or ``${VAR-default}`` in the compose file.
 INTERPOLATION = re.compile(r"\$\{(\w+)(?::?-([^}]*))?\}")

@@ -43,11 +43,13 @@ def model(name: str, version: int, rmse: float | None = 1.0) -> ModelVersion:
     )
 
 
-def score(name: str, version: int, ts: int, rmse: float, drift: object = None) -> bytes:
-    obj = Score(name, version, 500, 500, 0.9, rmse, rmse / 2, ts).to_json()
-    if drift is not None:
-        obj["drift"] = drift
-    return json.dumps(obj).encode()
+def score(
+    name: str, version: int, ts: int, rmse: float, drift: tuple[int, int] | None = None
+) -> bytes:
+    """A ``scores`` value; ``drift`` is (how many drifts so far, when the last one was)."""
+    drifts, drift_at = drift or (0, None)
+    found = Score(name, version, 500, 500, 0.9, rmse, rmse / 2, ts, drifts > 0, drift_at, drifts)
+    return json.dumps(found.to_json()).encode()
 
 
 def rec(
@@ -66,7 +68,7 @@ def filled() -> Dashboard:
     recorder.apply(rec(TOPICS.scores, score("polynomial", 1, 10_000, 0.9)))
     recorder.apply(rec(TOPICS.scores, score("multivariate", 1, 10_000, 2.5)))
     recorder.apply(rec(TOPICS.scores, score("polynomial", 1, 20_000, 0.7)))
-    drift = {"count": 1, "last_ts": 25_000}
+    drift = (1, 25_000)
     recorder.apply(rec(TOPICS.scores, score("polynomial", 2, 30_000, 0.4, drift)))
     recorder.apply(rec(TOPICS.scores, score("polynomial", 2, 40_000, 0.3, drift)))
     prediction = Prediction("p-1", 1.5, "polynomial", 2, None, 41_000)
@@ -121,21 +123,22 @@ def test_scores_view_series_and_drifts() -> None:
 
 
 @pytest.mark.parametrize(
-    "drift", [None, "soon", {"count": "1", "last_ts": 5}, {"count": -1, "last_ts": 5}, {}]
+    "fields",
+    [{}, {"drifts": "1", "drift_at": 5}, {"drifts": -1, "drift_at": 5}, {"drifts": 1}],
 )
-def test_a_missing_or_malformed_drift_is_ignored(drift: object) -> None:
+def test_a_missing_or_malformed_drift_is_ignored(fields: dict[str, object]) -> None:
     board = Dashboard()
-    Recorder(TOPICS, board).apply(rec(TOPICS.scores, score("m", 1, 10, 0.5, drift)))
+    obj = json.loads(score("m", 1, 10, 0.5))
+    obj.update(fields)
+    Recorder(TOPICS, board).apply(rec(TOPICS.scores, json.dumps(obj).encode()))
     view = scores_view(board.snapshot())
     assert len(view["series"]) == 1
     assert view["drifts"] == [] and view["drift"] == {}
 
 
-def test_the_flat_drift_fields_are_read_too() -> None:
+def test_the_drift_fields_are_read() -> None:
     board = Dashboard()
-    obj = json.loads(score("m", 1, 10, 0.5))
-    obj.update({"drift": True, "drift_at": 7, "drifts": 2})
-    Recorder(TOPICS, board).apply(rec(TOPICS.scores, json.dumps(obj).encode()))
+    Recorder(TOPICS, board).apply(rec(TOPICS.scores, score("m", 1, 10, 0.5, (2, 7))))
     assert scores_view(board.snapshot())["drifts"] == [{"model": "m", "ts": 7, "count": 2}]
 
 
