@@ -155,9 +155,18 @@ class Setting:
 class SettingsTable(Generic[C]):
     """The settings of one frozen dataclass ``config``: its environment and its flags."""
 
-    def __init__(self, config: type[C], prefix: str, settings: Iterable[Setting]) -> None:
+    def __init__(
+        self,
+        config: type[C],
+        prefix: str,
+        settings: Iterable[Setting],
+        *,
+        in_code: tuple[str, ...] = (),
+    ) -> None:
+        """``in_code`` names the fields that are no setting (set by code and tests only)."""
         self.config = config
         self.prefix = prefix
+        self.in_code = in_code
         fields = {f.name: f for f in dataclasses.fields(config)}  # type: ignore[arg-type]
         self.settings: tuple[Setting, ...] = tuple(
             s if s.flag else dataclasses.replace(s, flag=self._flag_of(s.variable))
@@ -168,8 +177,12 @@ class SettingsTable(Generic[C]):
             if s.field not in fields:
                 raise ConfigError(f"{config.__name__} has no field {s.field!r} (setting {s.flag})")
             self.defaults[s.field] = _default_of(fields[s.field])
+        missing = sorted(set(fields) - set(self.defaults) - set(in_code))
+        if missing:
+            raise ConfigError(f"{config.__name__}: fields without a setting: {missing}")
         for what in ("field", "variable", "flag"):
             names = [getattr(s, what) for s in self.settings]
+            names += [a for s in self.settings for a in s.aliases] if what == "flag" else []
             twice = sorted({n for n in names if names.count(n) > 1})
             if twice:
                 raise ConfigError(f"{config.__name__}: {what} used by two settings: {twice}")

@@ -1,0 +1,137 @@
+"""Every service's settings table: each setting a variable and a flag, read alike."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections import Counter
+from typing import Any
+
+import pytest
+
+import gateway.__main__
+import producer.__main__
+from core.errors import ConfigError
+from core.settings import Setting, SettingsTable, integer, text
+from gateway.config import SETTINGS as GATEWAY
+from producer.config import SETTINGS as PRODUCER
+
+#: service -> (its table, its command line).
+SERVICES: dict[str, tuple[SettingsTable[Any], argparse.ArgumentParser]] = {
+    "producer": (PRODUCER, producer.__main__.build_parser()),
+    "gateway": (GATEWAY, gateway.__main__.build_parser()),
+}
+#: Variables two services read on purpose (and must be set the same for both).
+SHARED = {"STREAMSCORE_MODEL_HISTORY"}
+#: Texts tried on every setting: each must be taken, or refused, alike by both ways.
+CANDIDATES = ["", " ", "0", "1", "-1", "2.5", "1e400", "nan", "abc", "a#b", "true", "10000"]
+
+CASES = [
+    pytest.param(service, s, id=f"{service}:{s.field}")
+    for service, (table, _) in SERVICES.items()
+    for s in table
+]
+
+
+def _help(parser: argparse.ArgumentParser) -> str:
+    return " ".join(parser.format_help().split())  # lines joined as one
+
+
+@pytest.mark.parametrize(("service", "setting"), CASES)
+def test_every_setting_has_a_variable_and_a_flag_shown_in_help(
+    service: str, setting: Setting
+) -> None:
+    table, parser = SERVICES[service]
+    assert setting.variable.startswith("STREAMSCORE_")
+    assert setting.flag.startswith("--") and setting.flag == setting.flag.lower()
+    shown = _help(parser)
+    assert setting.flag in shown
+    default = table.shown_default(setting)
+    assert f"[{setting.variable}; default: {default}]" in shown
+    assert "``" not in shown, "help is plain text"
+
+
+@pytest.mark.parametrize(("service", "setting"), CASES)
+def test_a_flag_is_read_and_checked_like_its_variable(service: str, setting: Setting) -> None:
+    table, parser = SERVICES[service]
+    if isinstance(table.defaults[setting.field], bool):
+        on = table.parse_args(parser, [setting.flag], {})
+        off = table.parse_args(parser, ["--no-" + setting.flag[2:]], {})
+        assert getattr(on, setting.field) is True and getattr(off, setting.field) is False
+        assert table.load({setting.variable: "true"}) == on
+        with pytest.raises(ConfigError, match=f"{setting.flag} / {setting.variable}"):
+            table.load({setting.variable: "maybe"})
+        return
+    refused = 0
+    for raw in CANDIDATES:
+        if not raw.strip() and not setting.verbatim:
+            continue  # a blank variable is unset (the default); a blank flag is a value
+        try:
+            from_env = table.load({setting.variable: raw})
+        except ConfigError as exc:
+            refused += 1
+            with pytest.raises(ConfigError) as caught:
+                table.parse_args(parser, [f"{setting.flag}={raw}"], {})
+            assert str(caught.value) == str(exc)
+            assert f"{setting.flag} / {setting.variable} = " in str(exc)
+            continue
+        assert table.parse_args(parser, [f"{setting.flag}={raw}"], {}) == from_env, raw
+    if isinstance(table.defaults[setting.field], int | float):
+        assert refused, "a number refuses some texts"
+
+
+@pytest.mark.parametrize(("service", "setting"), CASES)
+def test_the_default_is_a_value_the_setting_accepts(service: str, setting: Setting) -> None:
+    table, _ = SERVICES[service]
+    config = table.config()
+    default = getattr(config, setting.field)
+    if default is not None:
+        again = table.load({setting.variable: setting.text_of(default)})
+        assert getattr(again, setting.field) == default
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_every_field_is_a_setting_or_declared_in_code(service: str) -> None:
+    table, _ = SERVICES[service]
+    fields = {f.name for f in dataclasses.fields(table.config)}
+    assert fields == {s.field for s in table} | set(table.in_code)
+    assert table.load({}) == table.config()
+
+
+def test_no_two_settings_share_a_variable_or_a_flag() -> None:
+    for table, _ in SERVICES.values():
+        assert len({s.variable for s in table}) == len(table.settings)
+        flags = [f for s in table for f in (s.flag, *s.aliases)]
+        assert len(set(flags)) == len(flags)
+    counts = Counter(s.variable for table, _ in SERVICES.values() for s in table)
+    assert {v for v, n in counts.items() if n > 1} <= SHARED
+
+
+@dataclasses.dataclass(frozen=True)
+class _Two:
+    size: int = 1
+    name: str = "a"
+
+
+def test_a_table_refuses_a_shared_variable_and_a_field_without_setting() -> None:
+    with pytest.raises(ConfigError, match="variable used by two settings"):
+        SettingsTable(
+            _Two,
+            "X_",
+            [Setting("size", "X_SIZE", integer(), "n"), Setting("name", "X_SIZE", text(), "t")],
+        )
+    with pytest.raises(ConfigError, match="fields without a setting: \\['name'\\]"):
+        SettingsTable(_Two, "X_", [Setting("size", "X_SIZE", integer(), "n")])
+
+
+def test_a_bad_value_says_what_is_allowed() -> None:
+    table = SettingsTable(
+        _Two, "X_", [Setting("size", "X_SIZE", integer(minimum=2), "n")], in_code=("name",)
+    )
+    with pytest.raises(ConfigError) as caught:
+        table.load({"X_SIZE": "1"})
+    assert str(caught.value) == "--size / X_SIZE = '1': expected an integer, at least 2"
+    with pytest.raises(ConfigError, match="--size / X_SIZE = 'big': expected an integer"):
+        table.parse_args(table.parser("x", None), ["--size", "big"], {})
+    assert table.parse_args(table.parser("x", None), ["--size", "3"], {"X_SIZE": "5"}).size == 3
+    assert table.loads(table.dumps(_Two(size=7))) == _Two(size=7)
