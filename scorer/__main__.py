@@ -6,38 +6,37 @@ import argparse
 import logging
 import os
 import sys
-from dataclasses import replace
 
 from bus.clients import driver_for
 from bus.settings import KafkaSettings
 from bus.signing import model_key_from_env
 from bus.topics import TopicLayout, Topics, ensure_topics
-from core.errors import StreamscoreError
+from core.errors import ConfigError, StreamscoreError
 from core.logs import configure_logging
 from core.shutdown import StopFlag
 from core.telemetry import TelemetryConfig, serve
-from scorer.config import DELIVERY_MODES, ScorerConfig
+from scorer.config import SETTINGS, ScorerConfig
 from scorer.service import Scorer
 
 log = logging.getLogger("scorer")
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: one flag per setting of `scorer.config.SETTINGS`."""
+    return SETTINGS.parser("streamscore scorer", __doc__)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the scorer until SIGTERM/SIGINT; exit 0 after a clean stop."""
-    parser = argparse.ArgumentParser(
-        prog="streamscore scorer",
-        description=__doc__,
-        epilog="Every option has an environment variable (STREAMSCORE_SCORER_*); see README.",
-    )
-    parser.add_argument("--delivery", choices=DELIVERY_MODES, help="delivery guarantee")
-    parser.add_argument("--policy", help="'best' or the name of the model that serves")
+    """Run the scorer until SIGTERM/SIGINT; exit 0 after a clean stop, 2 on bad settings."""
+    parser = build_parser()
     args = parser.parse_args(argv)
+    try:
+        config = ScorerConfig.from_env(None, SETTINGS.overrides(args))
+    except ConfigError as exc:
+        print(f"streamscore scorer: {exc}", file=sys.stderr)
+        return 2
     configure_logging("scorer")
     try:
-        config = ScorerConfig.from_env()
-        overrides = {k: v for k, v in vars(args).items() if v is not None}
-        if overrides:
-            config = replace(config, **overrides)
         settings = KafkaSettings.from_env()
         topics = Topics.from_env()
         ensure_topics(settings, topics, TopicLayout.from_env())

@@ -1,15 +1,25 @@
-"""The scorer's settings, read from the environment once."""
+"""The scorer's settings: a frozen dataclass read from ``STREAMSCORE_SCORER_*``."""
 
 from __future__ import annotations
 
-import os
+import re
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from core.env import env_choice, env_float, env_int, env_str
+from bus.messages import MAX_NAME_CHARS
+from core.settings import Setting, SettingsTable, choice, integer, number, text
+from scorer.policy import BEST
 
 DELIVERY_MODES = ("at-least-once", "exactly-once")
+
+#: A model name as the trainer writes it: what ``policy`` may name besides ``best``.
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def default_transactional_id() -> str:
+    """``streamscore-scorer-<hostname>``: one per scorer, stable across its restarts."""
+    return f"streamscore-scorer-{socket.gethostname()}"
 
 
 @dataclass(frozen=True)
@@ -19,8 +29,8 @@ class ScorerConfig:
     group_id: str = "streamscore-scorer"
     requests_group_id: str = "streamscore-scorer-requests"
     delivery: str = "at-least-once"
-    transactional_id: str = "streamscore-scorer"
-    policy: str = "best"
+    transactional_id: str = field(default_factory=default_transactional_id)
+    policy: str = BEST
     window: int = 1000
     scores_every: int = 1000
     scores_interval_s: float = 5.0
@@ -32,38 +42,66 @@ class ScorerConfig:
     model_history: int = 10
     request_max_age_s: float = 60.0
 
+    def __post_init__(self) -> None:
+        SETTINGS.check(self)
+
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> ScorerConfig:
-        """Read ``STREAMSCORE_SCORER_*``; see the README's settings table."""
-        env = os.environ if env is None else env
-        return cls(
-            group_id=env_str(env, "STREAMSCORE_SCORER_GROUP", cls.group_id),
-            requests_group_id=env_str(
-                env, "STREAMSCORE_SCORER_REQUESTS_GROUP", cls.requests_group_id
-            ),
-            delivery=env_choice(env, "STREAMSCORE_SCORER_DELIVERY", cls.delivery, DELIVERY_MODES),
-            transactional_id=env_str(
-                env,
-                "STREAMSCORE_SCORER_TRANSACTIONAL_ID",
-                f"streamscore-scorer-{socket.gethostname()}",
-            ),
-            policy=env_str(env, "STREAMSCORE_SCORER_POLICY", cls.policy),
-            window=env_int(env, "STREAMSCORE_SCORER_WINDOW", cls.window, minimum=1),
-            scores_every=env_int(
-                env, "STREAMSCORE_SCORER_SCORES_EVERY", cls.scores_every, minimum=1
-            ),
-            scores_interval_s=env_float(
-                env, "STREAMSCORE_SCORER_SCORES_INTERVAL_S", cls.scores_interval_s, minimum=0.01
-            ),
-            hysteresis=env_float(env, "STREAMSCORE_SCORER_HYSTERESIS", cls.hysteresis, minimum=0.0),
-            min_scored=env_int(env, "STREAMSCORE_SCORER_MIN_SCORED", cls.min_scored, minimum=1),
-            max_batch=env_int(env, "STREAMSCORE_SCORER_MAX_BATCH", cls.max_batch, minimum=1),
-            request_max_age_s=env_float(
-                env, "STREAMSCORE_SCORER_REQUEST_MAX_AGE_S", cls.request_max_age_s, minimum=1.0
-            ),
-        )
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, overrides: Mapping[str, str] | None = None
+    ) -> ScorerConfig:
+        """Read ``STREAMSCORE_SCORER_*`` (``overrides``: field -> text on top)."""
+        return SETTINGS.load(env, overrides)
 
     @property
     def exactly_once(self) -> bool:
         """True when predictions and offsets are written in one Kafka transaction."""
         return self.delivery == "exactly-once"
+
+
+def _policy(value: str) -> str:
+    if value == BEST or (_MODEL_NAME.match(value) and len(value) <= MAX_NAME_CHARS):
+        return value
+    raise ValueError(
+        f"expected {BEST} (the lowest rolling RMSE serves) or the name of a model: 1 to "
+        f"{MAX_NAME_CHARS} letters, digits, '.', '_' or '-', e.g. polynomial"
+    )
+
+
+_ID = text(nonempty=True)
+
+#: The settings, in the order ``--help`` and the README list them.
+SETTINGS = SettingsTable(
+    ScorerConfig,
+    "STREAMSCORE_SCORER_",
+    [
+        Setting("delivery", "STREAMSCORE_SCORER_DELIVERY", choice(*DELIVERY_MODES),
+                "delivery guarantee (exactly-once: Kafka transactions)", "MODE"),
+        Setting("policy", "STREAMSCORE_SCORER_POLICY", _policy, "which model serves: best "
+                "(lowest rolling RMSE, with hysteresis) or a model name", "NAME"),
+        Setting("window", "STREAMSCORE_SCORER_WINDOW", integer(minimum=1),
+                "rolling score window, in labelled points", "N"),
+        Setting("scores_every", "STREAMSCORE_SCORER_SCORES_EVERY", integer(minimum=1),
+                "publish scores every N labelled points (at most once a batch)", "N"),
+        Setting("scores_interval_s", "STREAMSCORE_SCORER_SCORES_INTERVAL_S",
+                number(minimum=0.01), "or every this many seconds", "SECONDS"),
+        Setting("hysteresis", "STREAMSCORE_SCORER_HYSTERESIS", number(minimum=0.0, maximum=1.0),
+                "a challenger must beat the champion's RMSE by this fraction", "SHARE"),
+        Setting("min_scored", "STREAMSCORE_SCORER_MIN_SCORED", integer(minimum=1),
+                "labelled points a model needs before the policy compares it", "N"),
+        Setting("max_batch", "STREAMSCORE_SCORER_MAX_BATCH", integer(minimum=1),
+                "records per batch", "N"),
+        Setting("model_history", "STREAMSCORE_MODEL_HISTORY", integer(minimum=1),
+                "versions of each model kept loaded (set it as the gateway's)", "N"),
+        Setting("group_id", "STREAMSCORE_SCORER_GROUP", _ID, "consumer group on points",
+                "GROUP"),
+        Setting("requests_group_id", "STREAMSCORE_SCORER_REQUESTS_GROUP", _ID,
+                "consumer group on requests", "GROUP"),
+        Setting("transactional_id", "STREAMSCORE_SCORER_TRANSACTIONAL_ID", _ID,
+                "exactly-once: one per scorer, stable across its restarts", "ID",
+                shown="streamscore-scorer-<hostname>"),
+        Setting("request_max_age_s", "STREAMSCORE_SCORER_REQUEST_MAX_AGE_S",
+                number(minimum=1.0), "gateway requests older than this are skipped (their "
+                "caller stopped waiting)", "SECONDS"),
+    ],
+    in_code=("poll_timeout_ms", "model_poll_interval_s"),
+)  # fmt: skip

@@ -8,18 +8,16 @@ import os
 import sys
 import threading
 import time
-from dataclasses import replace
-from typing import Any
 
 from bus.clients import driver_for
 from bus.settings import KafkaSettings
 from bus.signing import model_key_from_env
 from bus.topics import TopicLayout, Topics, ensure_topics
-from core.errors import StreamscoreError
+from core.errors import ConfigError, StreamscoreError
 from core.logs import configure_logging
 from core.shutdown import StopFlag
 from core.telemetry import TelemetryConfig, serve
-from trainer.config import TrainerConfig, parse_models
+from trainer.config import SETTINGS, TrainerConfig
 from trainer.trainer import Trainer
 
 log = logging.getLogger("trainer")
@@ -28,42 +26,26 @@ log = logging.getLogger("trainer")
 STOP_GRACE_S = 8.0
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="streamscore trainer",
-        description=__doc__,
-        epilog="Every option has an environment variable (STREAMSCORE_TRAINER_*); see README. "
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: one flag per setting of `trainer.config.SETTINGS`."""
+    return SETTINGS.parser(
+        "streamscore trainer",
+        __doc__,
         "Run one trainer per group at a time: a second one with the same transactional id "
         "takes over and the first stops.",
     )
-    parser.add_argument("--group", dest="group_id", help="consumer group and checkpoint key")
-    parser.add_argument("--transactional-id", help="the producer's transactional id")
-    parser.add_argument(
-        "--models", help="models to fit: [name=]kind[:degree],... e.g. multivariate,polynomial:3"
-    )
-    parser.add_argument("--publish-every", type=int, help="publish after this many new points")
-    parser.add_argument(
-        "--publish-interval", dest="publish_interval_s", type=float, help="...or after seconds"
-    )
-    parser.add_argument("--window", type=int, help="sliding window in points (0: cumulative)")
-    parser.add_argument("--n-features", type=int, help="the stream's dimension (0: learn it)")
-    parser.add_argument("--max-records", type=int, help="records per batch")
-    parser.add_argument("--workers", type=int, help="parsing processes (0: none)")
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the trainer until SIGTERM/SIGINT; exit 0 after a clean stop."""
-    args = _parser().parse_args(argv)
+    """Run the trainer until SIGTERM/SIGINT; exit 0 after a clean stop, 2 on bad settings."""
+    args = build_parser().parse_args(argv)
+    try:
+        config = TrainerConfig.from_env(None, SETTINGS.overrides(args))
+    except ConfigError as exc:
+        print(f"streamscore trainer: {exc}", file=sys.stderr)
+        return 2
     configure_logging("trainer")
     try:
-        config = TrainerConfig.from_env()
-        overrides: dict[str, Any] = {k: v for k, v in vars(args).items() if v is not None}
-        if "models" in overrides:
-            overrides["models"] = parse_models(overrides["models"], setting="--models")
-        if overrides:
-            config = replace(config, **overrides)
-            config.check()
         model_key = model_key_from_env()
         settings = KafkaSettings.from_env()
         topics = Topics.from_env()

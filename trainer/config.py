@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from bus.messages import MAX_FEATURES, MAX_NAME_CHARS, MODEL_KINDS
-from core.env import env_bool, env_float, env_int, env_str
 from core.errors import ConfigError
+from core.settings import Setting, SettingsTable, boolean, integer, number, text
 
 DEFAULT_MODELS = "multivariate,polynomial:3"
 
@@ -88,46 +87,57 @@ def parse_models(
     Each item is ``[name=]kind[:degree]``; the name defaults to the kind. ``degree``
     is for ``polynomial`` only (default 3). Names must be unique.
     """
+    try:
+        return _models(text)
+    except ValueError as exc:
+        raise ConfigError(f"{setting}: {exc}") from None
+
+
+def _models(text: str) -> tuple[ModelSpec, ...]:
+    """`parse_models`, raising ValueError (the settings table names the setting)."""
     specs: list[ModelSpec] = []
     for raw in text.split(","):
         item = raw.strip()
-        if not item:
-            continue
-        name, _, body = item.rpartition("=")
-        kind, _, degree_text = body.partition(":")
-        kind = kind.strip()
-        name = name.strip() or kind
-        if kind not in MODEL_KINDS:
-            raise ConfigError(
-                f"{setting}: {item!r}: unknown kind {kind!r}; expected one of "
-                f"{', '.join(MODEL_KINDS)}, e.g. 'multivariate,polynomial:3'"
-            )
-        degree: int | None = None
-        if kind == "polynomial":
-            try:
-                degree = int(degree_text) if degree_text.strip() else 3
-            except ValueError:
-                raise ConfigError(
-                    f"{setting}: {item!r}: degree {degree_text!r} is not an integer"
-                ) from None
-            if not 1 <= degree <= 10:
-                raise ConfigError(f"{setting}: {item!r}: degree must be 1 to 10, got {degree}")
-        elif degree_text:
-            raise ConfigError(f"{setting}: {item!r}: only 'polynomial' takes a degree")
-        if not _NAME.match(name) or len(name) > MAX_NAME_CHARS:
-            raise ConfigError(
-                f"{setting}: {item!r}: model name {name!r} must be 1 to {MAX_NAME_CHARS} "
-                "letters, digits, '.', '_' or '-'"
-            )
-        if any(spec.name == name for spec in specs):
-            raise ConfigError(
-                f"{setting}: model name {name!r} is used twice; name one of them, "
-                f"e.g. 'cubic=polynomial:3'"
-            )
-        specs.append(ModelSpec(name, kind, degree))
+        if item:
+            spec = _model(item)
+            if any(known.name == spec.name for known in specs):
+                raise ValueError(
+                    f"model name {spec.name!r} is used twice; name one of them, "
+                    "e.g. 'cubic=polynomial:3'"
+                )
+            specs.append(spec)
     if not specs:
-        raise ConfigError(f"{setting}: no model configured, e.g. {DEFAULT_MODELS!r}")
+        raise ValueError(f"no model configured, e.g. {DEFAULT_MODELS!r}")
     return tuple(specs)
+
+
+def _model(item: str) -> ModelSpec:
+    """One ``[name=]kind[:degree]`` item."""
+    name, _, body = item.rpartition("=")
+    kind, _, degree_text = body.partition(":")
+    kind = kind.strip()
+    name = name.strip() or kind
+    if kind not in MODEL_KINDS:
+        raise ValueError(
+            f"{item!r}: unknown kind {kind!r}; expected one of "
+            f"{', '.join(MODEL_KINDS)}, e.g. 'multivariate,polynomial:3'"
+        )
+    degree: int | None = None
+    if kind == "polynomial":
+        try:
+            degree = int(degree_text) if degree_text.strip() else 3
+        except ValueError:
+            raise ValueError(f"{item!r}: degree {degree_text!r} is not an integer") from None
+        if not 1 <= degree <= 10:
+            raise ValueError(f"{item!r}: degree must be 1 to 10, got {degree}")
+    elif degree_text:
+        raise ValueError(f"{item!r}: only 'polynomial' takes a degree")
+    if not _NAME.match(name) or len(name) > MAX_NAME_CHARS:
+        raise ValueError(
+            f"{item!r}: model name {name!r} must be 1 to {MAX_NAME_CHARS} "
+            "letters, digits, '.', '_' or '-'"
+        )
+    return ModelSpec(name, kind, degree)
 
 
 @dataclass(frozen=True)
@@ -157,57 +167,19 @@ class TrainerConfig:
     fast_fetch: bool = True
     max_pending_deadletters: int = 1000
 
+    def __post_init__(self) -> None:
+        SETTINGS.check(self)
+
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> TrainerConfig:
-        """Read ``STREAMSCORE_TRAINER_*``; see the README's settings table."""
-        env = os.environ if env is None else env
-        config = cls(
-            group_id=env_str(env, "STREAMSCORE_TRAINER_GROUP", cls.group_id),
-            transactional_id=env_str(
-                env, "STREAMSCORE_TRAINER_TRANSACTIONAL_ID", cls.transactional_id
-            ),
-            models=parse_models(env_str(env, "STREAMSCORE_TRAINER_MODELS", DEFAULT_MODELS)),
-            publish_every=env_int(
-                env, "STREAMSCORE_TRAINER_PUBLISH_EVERY", cls.publish_every, minimum=1
-            ),
-            publish_interval_s=env_float(
-                env,
-                "STREAMSCORE_TRAINER_PUBLISH_INTERVAL_S",
-                cls.publish_interval_s,
-                minimum=0.01,
-            ),
-            window=env_int(env, "STREAMSCORE_TRAINER_WINDOW", cls.window, minimum=0),
-            forget=env_float(env, "STREAMSCORE_TRAINER_FORGET", cls.forget, minimum=0.5),
-            drift=env_bool(env, "STREAMSCORE_TRAINER_DRIFT", cls.drift),
-            n_features=env_int(env, "STREAMSCORE_TRAINER_N_FEATURES", cls.n_features, minimum=0),
-            max_records=env_int(env, "STREAMSCORE_TRAINER_MAX_RECORDS", cls.max_records, minimum=1),
-            workers=env_int(env, "STREAMSCORE_TRAINER_WORKERS", cls.workers, minimum=0),
-            fast_fetch=env_bool(env, "STREAMSCORE_TRAINER_FAST_FETCH", cls.fast_fetch),
-        )
-        config.check()
-        return config
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, overrides: Mapping[str, str] | None = None
+    ) -> TrainerConfig:
+        """Read ``STREAMSCORE_TRAINER_*`` (``overrides``: field -> text on top)."""
+        return SETTINGS.load(env, overrides)
 
     def check(self) -> None:
-        """Raise ConfigError when a value cannot be used (also after CLI overrides)."""
-        if self.n_features > MAX_FEATURES:
-            raise ConfigError(
-                f"STREAMSCORE_TRAINER_N_FEATURES={self.n_features}: at most {MAX_FEATURES}"
-            )
-        for name, value in (
-            ("GROUP", self.group_id),
-            ("TRANSACTIONAL_ID", self.transactional_id),
-        ):
-            if not value or "#" in value:
-                raise ConfigError(
-                    f"STREAMSCORE_TRAINER_{name}={value!r}: must be non-empty, without '#'"
-                )
-        if not 0.5 <= self.forget <= 1.0:
-            raise ConfigError(
-                f"STREAMSCORE_TRAINER_FORGET={self.forget}: expected a factor from 0.5 to 1 "
-                "(1: no forgetting; 0.9995: a memory of 2000 points per partition)"
-            )
-        if self.publish_every < 1 or self.max_records < 1 or self.window < 0:
-            raise ConfigError("publish_every and max_records must be at least 1, window at least 0")
+        """Raise ConfigError when a value cannot be used (done at every construction)."""
+        SETTINGS.check(self)
 
     @property
     def window_or_none(self) -> int | None:
@@ -227,3 +199,47 @@ class TrainerConfig:
     def n_features_or_none(self) -> int | None:
         """The configured dimension of the stream, or None to learn it."""
         return self.n_features or None
+
+
+def _describe_models(specs: tuple[ModelSpec, ...]) -> str:
+    return ",".join(spec.describe() for spec in specs)
+
+
+_ID = text(nonempty=True, without="#")
+
+#: The settings, in the order ``--help`` and the README list them.
+SETTINGS = SettingsTable(
+    TrainerConfig,
+    "STREAMSCORE_TRAINER_",
+    [
+        Setting("models", "STREAMSCORE_TRAINER_MODELS", _models, "models to fit: "
+                "[name=]kind[:degree],... e.g. multivariate,polynomial:3", "SPECS",
+                format=_describe_models),
+        Setting("publish_every", "STREAMSCORE_TRAINER_PUBLISH_EVERY", integer(minimum=1),
+                "publish new versions after this many new labelled points", "N"),
+        Setting("publish_interval_s", "STREAMSCORE_TRAINER_PUBLISH_INTERVAL_S",
+                number(minimum=0.01), "or after this many seconds with new data", "SECONDS",
+                aliases=("--publish-interval",)),
+        Setting("window", "STREAMSCORE_TRAINER_WINDOW", integer(minimum=0),
+                "sliding window in points (0: forgetting, see --forget)", "N"),
+        Setting("forget", "STREAMSCORE_TRAINER_FORGET", number(minimum=0.5, maximum=1.0),
+                "forgetting factor per newer point of a partition (1: cumulative; 0.9995: a "
+                "memory of 2000 points)", "FACTOR"),
+        Setting("drift", "STREAMSCORE_TRAINER_DRIFT", boolean(),
+                "forget a partition's past at once when its residuals drift"),
+        Setting("n_features", "STREAMSCORE_TRAINER_N_FEATURES",
+                integer(minimum=0, maximum=MAX_FEATURES),
+                "the stream's dimension (0: learnt from the first labelled point)", "N"),
+        Setting("group_id", "STREAMSCORE_TRAINER_GROUP", _ID,
+                "consumer group, and the key of its checkpoints", "GROUP"),
+        Setting("transactional_id", "STREAMSCORE_TRAINER_TRANSACTIONAL_ID", _ID,
+                "transactional id (a new trainer fences an old one)", "ID"),
+        Setting("max_records", "STREAMSCORE_TRAINER_MAX_RECORDS", integer(minimum=1),
+                "records per batch", "N"),
+        Setting("workers", "STREAMSCORE_TRAINER_WORKERS", integer(minimum=0),
+                "processes that decode and validate batches (0: the loop's own thread)", "N"),
+        Setting("fast_fetch", "STREAMSCORE_TRAINER_FAST_FETCH", boolean(),
+                "accepted for compatibility, no effect"),
+    ],
+    in_code=("poll_timeout_ms", "max_pending_deadletters"),
+)  # fmt: skip

@@ -11,15 +11,21 @@ import pytest
 
 import gateway.__main__
 import producer.__main__
+import scorer.__main__
+import trainer.__main__
 from core.errors import ConfigError
 from core.settings import Setting, SettingsTable, integer, text
 from gateway.config import SETTINGS as GATEWAY
 from producer.config import SETTINGS as PRODUCER
+from scorer.config import SETTINGS as SCORER
+from trainer.config import SETTINGS as TRAINER
 
 #: service -> (its table, its command line).
 SERVICES: dict[str, tuple[SettingsTable[Any], argparse.ArgumentParser]] = {
     "producer": (PRODUCER, producer.__main__.build_parser()),
     "gateway": (GATEWAY, gateway.__main__.build_parser()),
+    "scorer": (SCORER, scorer.__main__.build_parser()),
+    "trainer": (TRAINER, trainer.__main__.build_parser()),
 }
 #: Variables two services read on purpose (and must be set the same for both).
 SHARED = {"STREAMSCORE_MODEL_HISTORY"}
@@ -34,7 +40,7 @@ CASES = [
 
 
 def _help(parser: argparse.ArgumentParser) -> str:
-    return " ".join(parser.format_help().split())  # lines joined as one
+    return "".join(parser.format_help().split())  # no spaces: lines wrap at spaces and dashes
 
 
 @pytest.mark.parametrize(("service", "setting"), CASES)
@@ -47,7 +53,7 @@ def test_every_setting_has_a_variable_and_a_flag_shown_in_help(
     shown = _help(parser)
     assert setting.flag in shown
     default = table.shown_default(setting)
-    assert f"[{setting.variable}; default: {default}]" in shown
+    assert "".join(f"[{setting.variable}; default: {default}]".split()) in shown
     assert "``" not in shown, "help is plain text"
 
 
@@ -135,3 +141,54 @@ def test_a_bad_value_says_what_is_allowed() -> None:
         table.parse_args(table.parser("x", None), ["--size", "big"], {})
     assert table.parse_args(table.parser("x", None), ["--size", "3"], {"X_SIZE": "5"}).size == 3
     assert table.loads(table.dumps(_Two(size=7))) == _Two(size=7)
+
+
+# --- the scorer ---------------------------------------------------------------------
+
+
+def test_the_scorer_has_one_transactional_id_default() -> None:
+    from scorer.config import ScorerConfig, default_transactional_id
+
+    assert ScorerConfig().transactional_id == default_transactional_id()
+    assert ScorerConfig.from_env({}) == ScorerConfig()
+    assert default_transactional_id().startswith("streamscore-scorer-")
+
+
+def test_the_scorer_reads_the_model_history_the_gateway_reads() -> None:
+    from gateway.config import GatewayConfig
+    from scorer.config import ScorerConfig
+
+    env = {"STREAMSCORE_MODEL_HISTORY": "3"}
+    assert (
+        ScorerConfig.from_env(env).model_history == 3 == GatewayConfig.from_env(env).model_history
+    )
+    with pytest.raises(ConfigError, match="--model-history / STREAMSCORE_MODEL_HISTORY = '0'"):
+        ScorerConfig.from_env({"STREAMSCORE_MODEL_HISTORY": "0"})
+
+
+@pytest.mark.parametrize("policy", ["best", "polynomial", "cubic.v2", "m_1-x"])
+def test_the_scorer_policy_is_best_or_a_model_name(policy: str) -> None:
+    parser = scorer.__main__.build_parser()
+    assert SCORER.parse_args(parser, ["--policy", policy], {}).policy == policy
+
+
+@pytest.mark.parametrize("policy", ["", "Best model", "poly/3", "-x", "x" * 129])
+def test_a_policy_that_names_no_model_is_refused(policy: str) -> None:
+    parser = scorer.__main__.build_parser()
+    with pytest.raises(
+        ConfigError, match=r"--policy / STREAMSCORE_SCORER_POLICY = .*expected best"
+    ):
+        SCORER.parse_args(parser, [f"--policy={policy}"], {})
+    if policy:
+        with pytest.raises(ConfigError, match="STREAMSCORE_SCORER_POLICY"):
+            SCORER.load({"STREAMSCORE_SCORER_POLICY": policy})
+
+
+def test_the_scorer_refuses_a_bad_flag_before_it_connects(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert scorer.__main__.main(["--window", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "--window / STREAMSCORE_SCORER_WINDOW = '0': expected an integer" in err
+    assert scorer.__main__.main(["--policy", "no such model!"]) == 2
+    assert "--policy / STREAMSCORE_SCORER_POLICY" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from typing import Any
 
@@ -60,7 +61,7 @@ def test_main_becomes_gunicorn_with_the_package_config(monkeypatch: pytest.Monke
     def fake_execve(path: str, argv: list[str], env: dict[str, str]) -> None:
         seen.update(path=path, argv=argv, env=env)
 
-    monkeypatch.setattr(entry.os, "execve", fake_execve)
+    monkeypatch.setattr(os, "execve", fake_execve)
     assert entry.main(["--workers", "3", "--bind", "127.0.0.1:9999"]) == 0
     assert seen["argv"][1:4] == ["-m", "gunicorn", "-c"]
     assert seen["argv"][4].endswith("gateway/gunicorn_conf.py")
@@ -74,7 +75,7 @@ def test_main_becomes_gunicorn_with_the_package_config(monkeypatch: pytest.Monke
 
 def test_main_hands_variables_and_flags_over_resolved(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: dict[str, Any] = {}
-    monkeypatch.setattr(entry.os, "execve", lambda path, argv, env: seen.update(env=env))
+    monkeypatch.setattr(os, "execve", lambda path, argv, env: seen.update(env=env))
     monkeypatch.setenv("STREAMSCORE_GATEWAY_THREADS", "5")
     monkeypatch.setenv("STREAMSCORE_MODEL_HISTORY", "4")
     monkeypatch.setenv(RESOLVED_VARIABLE, '{"threads": "99"}')  # a previous run's: replaced
@@ -100,7 +101,7 @@ def test_a_bad_handed_over_config_names_the_variable() -> None:
 def test_main_refuses_bad_settings(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(entry.os, "execve", lambda *a: pytest.fail("must not start"))
+    monkeypatch.setattr(os, "execve", lambda *a: pytest.fail("must not start"))
     assert entry.main(["--bind", "nowhere"]) == 2
     assert "--bind / STREAMSCORE_GATEWAY_BIND = 'nowhere'" in capsys.readouterr().err
     assert entry.main(["--workers", "0"]) == 2
