@@ -27,7 +27,7 @@ not match it leaves the consumer as it is and says why.
 
 from __future__ import annotations
 
-import sys
+import operator
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
@@ -41,16 +41,32 @@ from kafka.record.memory_records import MemoryRecords
 from kafka.structs import TopicPartition as KafkaTopicPartition
 
 from bus.clients.base import Columns, Record
+from bus.clients.kafka_python_decode import (
+    NO_LIMIT,
+    CorruptBatchError,
+    decode_columns,
+    decode_records,
+)
 
 SUPPORTED_VERSION = "3.0."  # the kafka-python releases whose internals this was written for
 
 _HEADER_SIZE = DefaultRecordBatch.HEADER_STRUCT.size
 _READ_COMMITTED = 1
-_NO_LIMIT = sys.maxsize
+# a batch's bytes: kafka-python has no public access to them (see the module doc)
+_batch_buffer = operator.attrgetter("_buffer")
 
-
-class CorruptBatchError(ValueError):
-    """A record batch whose records do not add up to its length."""
+__all__ = [
+    "SUPPORTED_VERSION",
+    "CorruptBatchError",
+    "RawBatch",
+    "RawBatches",
+    "RawRecords",
+    "decode_columns",
+    "decode_records",
+    "install_raw_records",
+    "raw_batch",
+    "self_test",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +179,7 @@ def _decompress(body: bytes, codec: int) -> bytes:
 
 def raw_batch(batch: DefaultRecordBatch, first_offset: int) -> RawBatch:
     """The undecoded records of a v2 batch at or after ``first_offset``."""
-    body = bytes(memoryview(batch._buffer)[_HEADER_SIZE:])  # private: see the module doc
+    body = bytes(memoryview(_batch_buffer(batch))[_HEADER_SIZE:])
     append_time = batch.max_timestamp if batch.timestamp_type == batch.LOG_APPEND_TIME else -1
     return RawBatch(
         body,
@@ -176,266 +192,6 @@ def raw_batch(batch: DefaultRecordBatch, first_offset: int) -> RawBatch:
         first_offset,
         batch.next_offset,
     )
-
-
-def decode_columns(
-    buf: bytes,
-    base_offset: int,
-    count: int,
-    first_offset: int = 0,
-    next_offset: int = _NO_LIMIT,
-    *,
-    contiguous: bool = False,
-) -> Columns:
-    """Offsets, keys and values of the records in ``buf`` (v2 format) within the offset range.
-
-    Record := length attributes ts_delta offset_delta key_len key value_len value
-    headers, every integer a zigzag varint. Headers and timestamps are skipped; so
-    are offset deltas when the batch is ``contiguous`` (its last offset delta is
-    ``count - 1``: deltas 0, 1, ... count - 1, as producers write them).
-    """
-    offsets: list[int] = []
-    keys: list[bytes | None] = []
-    values: list[bytes | None] = []
-    add_offset, add_key, add_value = offsets.append, keys.append, values.append
-    skip = 0
-    stop = count
-    if contiguous:
-        skip = max(0, min(count, first_offset - base_offset))
-        stop = max(skip, min(count, next_offset - base_offset))
-        offsets = list(range(base_offset + skip, base_offset + stop))
-    pos = 0
-    for index in range(count):
-        # length
-        b = buf[pos]
-        pos += 1
-        n = b & 0x7F
-        shift = 7
-        while b > 0x7F:
-            b = buf[pos]
-            pos += 1
-            n |= (b & 0x7F) << shift
-            shift += 7
-        record_end = pos + ((n >> 1) ^ -(n & 1))
-        if index < skip:
-            pos = record_end
-            continue
-        if index >= stop:
-            return offsets, keys, values
-        # attributes (one byte), then the timestamp delta: skipped
-        pos += 1
-        while buf[pos] > 0x7F:
-            pos += 1
-        pos += 1
-        # offset delta
-        if contiguous:
-            while buf[pos] > 0x7F:
-                pos += 1
-            pos += 1
-        else:
-            b = buf[pos]
-            pos += 1
-            n = b & 0x7F
-            shift = 7
-            while b > 0x7F:
-                b = buf[pos]
-                pos += 1
-                n |= (b & 0x7F) << shift
-                shift += 7
-            offset = base_offset + ((n >> 1) ^ -(n & 1))
-            if not first_offset <= offset < next_offset:
-                pos = record_end
-                continue
-            add_offset(offset)
-        # key
-        b = buf[pos]
-        pos += 1
-        if b == 1:  # zigzag(-1): null key
-            add_key(None)
-        else:
-            n = b & 0x7F
-            shift = 7
-            while b > 0x7F:
-                b = buf[pos]
-                pos += 1
-                n |= (b & 0x7F) << shift
-                shift += 7
-            n = (n >> 1) ^ -(n & 1)
-            add_key(buf[pos : pos + n])
-            pos += n
-        # value
-        b = buf[pos]
-        pos += 1
-        n = b & 0x7F
-        shift = 7
-        while b > 0x7F:
-            b = buf[pos]
-            pos += 1
-            n |= (b & 0x7F) << shift
-            shift += 7
-        if n & 1:  # negative: only -1 (null) is valid
-            if n != 1:
-                raise CorruptBatchError(f"record {index} has a negative value length")
-            add_value(None)
-        else:
-            n >>= 1
-            add_value(buf[pos : pos + n])
-            pos += n
-        if pos > record_end:
-            raise CorruptBatchError(f"record {index} overruns its length")
-        pos = record_end  # headers: skipped
-    if pos != len(buf):
-        raise CorruptBatchError(f"{len(buf) - pos} bytes left after {count} records")
-    return offsets, keys, values
-
-
-def decode_records(batch: RawBatch, buf: bytes, topic: str, partition: int) -> list[Record]:
-    """The records of ``batch`` (decompressed into ``buf``) in its offset range, as `Record`s."""
-    base_offset = batch.base_offset
-    count = batch.count
-    contiguous = batch.contiguous
-    first_offset = batch.first_offset
-    next_offset = batch.next_offset
-    base_timestamp = batch.base_timestamp
-    append_time = batch.append_time
-    skip = 0
-    stop = count
-    if contiguous:
-        skip = max(0, min(count, first_offset - base_offset))
-        stop = max(skip, min(count, next_offset - base_offset))
-    out: list[Record] = []
-    add = out.append
-    make = Record
-    pos = 0
-    for index in range(count):
-        # length
-        b = buf[pos]
-        pos += 1
-        n = b & 0x7F
-        shift = 7
-        while b > 0x7F:
-            b = buf[pos]
-            pos += 1
-            n |= (b & 0x7F) << shift
-            shift += 7
-        record_end = pos + ((n >> 1) ^ -(n & 1))
-        if index < skip:
-            pos = record_end
-            continue
-        if index >= stop:
-            return out
-        pos += 1  # attributes
-        # timestamp delta
-        b = buf[pos]
-        pos += 1
-        n = b & 0x7F
-        shift = 7
-        while b > 0x7F:
-            b = buf[pos]
-            pos += 1
-            n |= (b & 0x7F) << shift
-            shift += 7
-        timestamp = append_time if append_time >= 0 else base_timestamp + ((n >> 1) ^ -(n & 1))
-        # offset delta
-        if contiguous:
-            while buf[pos] > 0x7F:
-                pos += 1
-            pos += 1
-            offset = base_offset + index
-        else:
-            b = buf[pos]
-            pos += 1
-            n = b & 0x7F
-            shift = 7
-            while b > 0x7F:
-                b = buf[pos]
-                pos += 1
-                n |= (b & 0x7F) << shift
-                shift += 7
-            offset = base_offset + ((n >> 1) ^ -(n & 1))
-            if not first_offset <= offset < next_offset:
-                pos = record_end
-                continue
-        # key
-        b = buf[pos]
-        pos += 1
-        if b == 1:  # zigzag(-1): null key
-            key = None
-        else:
-            n = b & 0x7F
-            shift = 7
-            while b > 0x7F:
-                b = buf[pos]
-                pos += 1
-                n |= (b & 0x7F) << shift
-                shift += 7
-            n = (n >> 1) ^ -(n & 1)
-            key = buf[pos : pos + n]
-            pos += n
-        # value
-        b = buf[pos]
-        pos += 1
-        if b == 1:
-            value = None
-        else:
-            n = b & 0x7F
-            shift = 7
-            while b > 0x7F:
-                b = buf[pos]
-                pos += 1
-                n |= (b & 0x7F) << shift
-                shift += 7
-            if n & 1:
-                raise CorruptBatchError(f"record {index} has a negative value length")
-            n >>= 1
-            value = buf[pos : pos + n]
-            pos += n
-        # headers
-        if buf[pos] == 0:
-            pos += 1
-            headers: Any = ()
-        else:
-            pos, headers = _decode_headers(buf, pos)
-        if pos != record_end:
-            raise CorruptBatchError(f"record {index} does not match its length")
-        add(make(topic, partition, offset, key, value, timestamp, headers))
-    if pos != len(buf):
-        raise CorruptBatchError(f"{len(buf) - pos} bytes left after {count} records")
-    return out
-
-
-def _varint(buf: bytes, pos: int) -> tuple[int, int]:
-    """A zigzag varint at ``pos``: (value, position after it)."""
-    b = buf[pos]
-    pos += 1
-    n = b & 0x7F
-    shift = 7
-    while b > 0x7F:
-        b = buf[pos]
-        pos += 1
-        n |= (b & 0x7F) << shift
-        shift += 7
-    return (n >> 1) ^ -(n & 1), pos
-
-
-def _decode_headers(buf: bytes, pos: int) -> tuple[int, list[tuple[str, bytes | None]]]:
-    count, pos = _varint(buf, pos)
-    if count < 0:
-        raise CorruptBatchError(f"negative header count {count}")
-    headers: list[tuple[str, bytes | None]] = []
-    for _ in range(count):
-        n, pos = _varint(buf, pos)
-        if n < 0:
-            raise CorruptBatchError(f"negative header name length {n}")
-        name = buf[pos : pos + n].decode("utf-8")
-        pos += n
-        n, pos = _varint(buf, pos)
-        if n < 0:
-            headers.append((name, None))
-        else:
-            headers.append((name, buf[pos : pos + n]))
-            pos += n
-    return pos, headers
 
 
 class _Taken(list):  # type: ignore[type-arg]
@@ -537,7 +293,7 @@ class RawRecords(Fetcher.PartitionRecords):  # type: ignore[misc]
     def take(self, n: int | None = None) -> list[Any]:
         """At most ``n`` records of this partition: batches in chunk mode, else `Record`s."""
         self._maybe_raise_next_inline_exception()
-        budget = _NO_LIMIT if n is None else n
+        budget = NO_LIMIT if n is None else n
         chunk_mode = self.chunk_mode
         batches = _Taken()
         records: list[Record] = []

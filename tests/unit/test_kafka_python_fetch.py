@@ -256,12 +256,13 @@ def test_install_changes_only_the_consumer_it_is_given() -> None:
     class Fetcherish:
         PartitionRecords = Fetcher.PartitionRecords
 
+    fetcher = Fetcherish()
+
     class Consumerish:
         def __init__(self) -> None:
-            self._fetcher = Fetcherish()
+            self._fetcher = fetcher  # where kafka-python's consumer keeps it
 
-    consumer = Consumerish()
-    installed = install_raw_records(consumer)
+    installed = install_raw_records(Consumerish())
     assert isinstance(installed, type) and issubclass(installed, RawRecords)
-    assert consumer._fetcher.PartitionRecords is installed
+    assert fetcher.PartitionRecords is installed
     assert Fetcherish.PartitionRecords is Fetcher.PartitionRecords
