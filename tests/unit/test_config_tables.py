@@ -192,3 +192,31 @@ def test_the_scorer_refuses_a_bad_flag_before_it_connects(
     assert "--window / STREAMSCORE_SCORER_WINDOW = '0': expected an integer" in err
     assert scorer.__main__.main(["--policy", "no such model!"]) == 2
     assert "--policy / STREAMSCORE_SCORER_POLICY" in capsys.readouterr().err
+
+
+# --- the README ---------------------------------------------------------------------
+
+
+def _readme_rows() -> dict[str, tuple[str, str]]:
+    """README settings rows: variable -> (its flags cell, its default cell)."""
+    from pathlib import Path
+
+    rows: dict[str, tuple[str, str]] = {}
+    for line in (Path(__file__).parents[2] / "README.md").read_text().splitlines():
+        cells = [cell.strip() for cell in line.split("|")[1:-1]]
+        if len(cells) == 3 and cells[0].startswith("`STREAMSCORE_"):
+            variable, _, flags = cells[0].partition(" ")
+            rows[variable.strip("`")] = (flags, cells[1].replace("`", ""))
+    return rows
+
+
+@pytest.mark.parametrize(("service", "setting"), CASES)
+def test_the_readme_lists_each_setting_with_its_flag_and_default(
+    service: str, setting: Setting
+) -> None:
+    table, _ = SERVICES[service]
+    rows = _readme_rows()
+    assert setting.variable in rows, f"README: no row for {setting.variable}"
+    flags, default = rows[setting.variable]
+    assert flags.split(", ") == [f"`{f}`" for f in (setting.flag, *setting.aliases)]
+    assert default == table.shown_default(setting)
