@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -77,122 +76,105 @@ from bus.clients.base import (
     TopicPartition,
     TransientBusError,
 )
+from bus.clients.confluent_config import (
+    ACKS,
+    CONSUMER_DEFAULTS,
+    CONSUMER_OPTIONS,
+    DEFAULT_TRANSACTION_TIMEOUT_MS,
+    MAX_POLL_RECORDS,
+    OFFSET_RESETS,
+    PRODUCER_DEFAULTS,
+    PRODUCER_OPTIONS,
+    consumer_config,
+    producer_config,
+)
 from bus.settings import KafkaSettings
 from core.errors import BusError, ConfigError, StreamscoreError
+
+__all__ = [
+    "ACKS",
+    "BLOCK_S",
+    "CONSUMER_DEFAULTS",
+    "CONSUMER_OPTIONS",
+    "DEFAULT_TRANSACTION_TIMEOUT_MS",
+    "MAX_POLL_RECORDS",
+    "OFFSET_RESETS",
+    "PRODUCER_DEFAULTS",
+    "PRODUCER_OPTIONS",
+    "ConfluentDriver",
+    "ConfluentKafkaConsumer",
+    "ConfluentKafkaProducer",
+    "classify",
+    "consumer_config",
+    "producer_config",
+]
 
 log = logging.getLogger(__name__)
 librdkafka_log = logging.getLogger(__name__ + ".librdkafka")
 
-PRODUCER_DEFAULTS: dict[str, Any] = {
-    "enable.idempotence": True,
-    "acks": "all",
-    "linger.ms": 5,
-    "batch.size": 1024 * 1024,
-    "message.max.bytes": 1024 * 1024,  # the broker's default limit: larger fails at send()
-    "queue.buffering.max.messages": 500_000,
-    "delivery.report.only.error": True,
-    "partitioner": "murmur2_random",  # a key goes where Java clients and kafka-python put it
-    "reconnect.backoff.max.ms": 1000,  # back soon after a broker restart (default: 10 s)
-}
-
-CONSUMER_DEFAULTS: dict[str, Any] = {
-    "enable.auto.commit": False,
-    "enable.auto.offset.store": False,
-    "auto.offset.reset": "earliest",
-    "isolation.level": "read_committed",
-    "fetch.max.bytes": 64 * 1024 * 1024,
-    "max.partition.fetch.bytes": 8 * 1024 * 1024,
-    "fetch.wait.max.ms": 100,
-    "session.timeout.ms": 6_000,  # the broker's minimum: a dead member's partitions move soon
-    "heartbeat.interval.ms": 1_500,
-    "topic.metadata.refresh.interval.ms": 30_000,
-    "enable.partition.eof": True,
-    "reconnect.backoff.max.ms": 1000,
-}
-MAX_POLL_RECORDS = 5000
-
-# neutral option -> librdkafka property
-PRODUCER_OPTIONS = {
-    "transactional_id": "transactional.id",
-    "linger_ms": "linger.ms",
-    "batch_size": "batch.size",
-    "acks": "acks",
-    "max_request_size": "message.max.bytes",
-    "transaction_timeout_ms": "transaction.timeout.ms",
-}
-CONSUMER_OPTIONS = {
-    "group_id": "group.id",
-    "group_instance_id": "group.instance.id",
-    "max_poll_records": None,  # the driver's own batch limit
-    "fetch_max_wait_ms": "fetch.wait.max.ms",
-    "read_committed": "isolation.level",
-    "auto_offset_reset": "auto.offset.reset",
-    "session_timeout_ms": "session.timeout.ms",
-    "heartbeat_interval_ms": "heartbeat.interval.ms",
-}
-ACKS = {"all": "all", "-1": "all", -1: "all", "1": 1, 1: 1, "0": 0, 0: 0}
-OFFSET_RESETS = ("earliest", "latest")
-DEFAULT_TRANSACTION_TIMEOUT_MS = 60_000  # librdkafka's default
 BLOCK_S = 60.0  # the longest a transactional call waits for the broker
 
-_FENCED_CODES = (KafkaError._FENCED, KafkaError.PRODUCER_FENCED)
+
+def _codes(*names: str) -> tuple[int, ...]:
+    """librdkafka's error codes by name (those of this release); local ones start with ``_``."""
+    return tuple(getattr(KafkaError, name) for name in names if hasattr(KafkaError, name))
+
+
+_FENCED_CODES = _codes("_FENCED", "PRODUCER_FENCED")
 _TOO_LARGE_CODES = (KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE)
-_CONFIG_CODES = (KafkaError._INVALID_ARG, KafkaError.INVALID_CONFIG)
-_TRANSIENT_CODES = tuple(
-    getattr(KafkaError, name)
-    for name in (
-        "_TRANSPORT",
-        "_ALL_BROKERS_DOWN",
-        "_TIMED_OUT",
-        "_MSG_TIMED_OUT",
-        "_TIMED_OUT_QUEUE",
-        "_WAIT_COORD",
-        "_PURGE_QUEUE",
-        "_PURGE_INFLIGHT",
-        "_PREV_IN_PROGRESS",
-        "_NO_OFFSET",
-        "_ASSIGNMENT_LOST",
-        "_MAX_POLL_EXCEEDED",
-        "_UNKNOWN_PARTITION",
-        "_OUTDATED",  # a seek overtaken by the client resetting positions (broker restart)
-        "REQUEST_TIMED_OUT",
-        "NETWORK_EXCEPTION",
-        "NOT_COORDINATOR",
-        "COORDINATOR_NOT_AVAILABLE",
-        "COORDINATOR_LOAD_IN_PROGRESS",
-        "NOT_LEADER_FOR_PARTITION",
-        "LEADER_NOT_AVAILABLE",
-        "REBALANCE_IN_PROGRESS",
-        "ILLEGAL_GENERATION",
-        "UNKNOWN_MEMBER_ID",
-        "CONCURRENT_TRANSACTIONS",
-        "INVALID_PRODUCER_EPOCH",
-        "UNKNOWN_PRODUCER_ID",
-        "OUT_OF_ORDER_SEQUENCE_NUMBER",
-        "TRANSACTION_ABORTABLE",
-        "NOT_ENOUGH_REPLICAS",
-        "NOT_ENOUGH_REPLICAS_AFTER_APPEND",
-        "KAFKA_STORAGE_ERROR",
-        "FENCED_LEADER_EPOCH",
-        "UNKNOWN_LEADER_EPOCH",
-        "STALE_MEMBER_EPOCH",
-        "FENCED_MEMBER_EPOCH",
-        "UNSTABLE_OFFSET_COMMIT",
-    )
-    if hasattr(KafkaError, name)
+_CONFIG_CODES = _codes("_INVALID_ARG", "INVALID_CONFIG")
+_TRANSIENT_CODES = _codes(
+    "_TRANSPORT",
+    "_ALL_BROKERS_DOWN",
+    "_TIMED_OUT",
+    "_MSG_TIMED_OUT",
+    "_TIMED_OUT_QUEUE",
+    "_WAIT_COORD",
+    "_PURGE_QUEUE",
+    "_PURGE_INFLIGHT",
+    "_PREV_IN_PROGRESS",
+    "_NO_OFFSET",
+    "_ASSIGNMENT_LOST",
+    "_MAX_POLL_EXCEEDED",
+    "_UNKNOWN_PARTITION",
+    "_OUTDATED",  # a seek overtaken by the client resetting positions (broker restart)
+    "REQUEST_TIMED_OUT",
+    "NETWORK_EXCEPTION",
+    "NOT_COORDINATOR",
+    "COORDINATOR_NOT_AVAILABLE",
+    "COORDINATOR_LOAD_IN_PROGRESS",
+    "NOT_LEADER_FOR_PARTITION",
+    "LEADER_NOT_AVAILABLE",
+    "REBALANCE_IN_PROGRESS",
+    "ILLEGAL_GENERATION",
+    "UNKNOWN_MEMBER_ID",
+    "CONCURRENT_TRANSACTIONS",
+    "INVALID_PRODUCER_EPOCH",
+    "UNKNOWN_PRODUCER_ID",
+    "OUT_OF_ORDER_SEQUENCE_NUMBER",
+    "TRANSACTION_ABORTABLE",
+    "NOT_ENOUGH_REPLICAS",
+    "NOT_ENOUGH_REPLICAS_AFTER_APPEND",
+    "KAFKA_STORAGE_ERROR",
+    "FENCED_LEADER_EPOCH",
+    "UNKNOWN_LEADER_EPOCH",
+    "STALE_MEMBER_EPOCH",
+    "FENCED_MEMBER_EPOCH",
+    "UNSTABLE_OFFSET_COMMIT",
 )
 # Errors a consumer reports as messages that mean "nothing to read here yet": logged, skipped.
-_INFORMATIONAL_CODES = (
-    KafkaError._TRANSPORT,
-    KafkaError._ALL_BROKERS_DOWN,
-    KafkaError.UNKNOWN_TOPIC_OR_PART,
-    KafkaError._UNKNOWN_PARTITION,
-    KafkaError._UNKNOWN_TOPIC,
-    KafkaError.LEADER_NOT_AVAILABLE,
-    KafkaError.NOT_LEADER_FOR_PARTITION,
-    KafkaError._MAX_POLL_EXCEEDED,
+_INFORMATIONAL_CODES = _codes(
+    "_TRANSPORT",
+    "_ALL_BROKERS_DOWN",
+    "UNKNOWN_TOPIC_OR_PART",
+    "_UNKNOWN_PARTITION",
+    "_UNKNOWN_TOPIC",
+    "LEADER_NOT_AVAILABLE",
+    "NOT_LEADER_FOR_PARTITION",
+    "_MAX_POLL_EXCEEDED",
 )
-_EOF = KafkaError._PARTITION_EOF
+(_EOF,) = _codes("_PARTITION_EOF")
+(_STATE,) = _codes("_STATE")  # an operation the client's state does not allow yet
 
 
 def _library_error(exc: BaseException | KafkaError) -> KafkaError | None:
@@ -255,14 +237,6 @@ def classify(exc: BaseException | KafkaError, doing: str, *, txn_age_s: float | 
     return BusError(f"{doing} failed ({what}); check the broker, the topic and the settings")
 
 
-def _unknown(options: Mapping[str, Any], known: Mapping[str, Any], what: str) -> None:
-    unknown = sorted(set(options) - set(known))
-    if unknown:
-        raise ConfigError(
-            f"unknown {what} option(s) {', '.join(unknown)}: expected some of {', '.join(known)}"
-        )
-
-
 def _client_callbacks(config: dict[str, Any]) -> dict[str, Any]:
     """Route librdkafka's logs and global errors through Python logging (redacted there)."""
     config["logger"] = librdkafka_log
@@ -275,58 +249,6 @@ def _log_client_error(error: KafkaError) -> None:
         log.error("Kafka client fatal error: %s", error.str())
     else:
         log.debug("Kafka client error (retried by the client): %s", error.str())
-
-
-def producer_config(settings: KafkaSettings, options: Mapping[str, Any]) -> dict[str, Any]:
-    """librdkafka producer properties for the neutral ``options`` (without callbacks)."""
-    _unknown(options, PRODUCER_OPTIONS, "producer")
-    config = {
-        **settings.librdkafka_config(),
-        "request.timeout.ms": settings.request_timeout_ms,
-        **PRODUCER_DEFAULTS,
-    }
-    for name, value in options.items():
-        if value is not None:
-            config[PRODUCER_OPTIONS[name]] = value
-    if "acks" in options:
-        if options["acks"] not in ACKS:
-            raise ConfigError(f"producer option acks={options['acks']!r}: expected all, 1 or 0")
-        config["acks"] = ACKS[options["acks"]]
-        if config["acks"] != "all":
-            if options.get("transactional_id"):
-                raise ConfigError("a transactional producer needs acks=all")
-            config["enable.idempotence"] = False  # idempotence needs acks=all
-    if "transactional.id" in config:  # librdkafka: socket timeout <= transaction timeout + 100
-        timeout = config.get("transaction.timeout.ms", DEFAULT_TRANSACTION_TIMEOUT_MS)
-        config["socket.timeout.ms"] = min(config["socket.timeout.ms"], timeout + 100)
-    return config
-
-
-def consumer_config(settings: KafkaSettings, options: Mapping[str, Any]) -> dict[str, Any]:
-    """librdkafka consumer properties for the neutral ``options`` (without callbacks).
-
-    librdkafka needs a group id even for a consumer that only assigns partitions:
-    one of its own is made up then (nothing is ever committed to it).
-    """
-    _unknown(options, CONSUMER_OPTIONS, "consumer")
-    config = {**settings.librdkafka_config(), **CONSUMER_DEFAULTS}
-    for name, value in options.items():
-        prop = CONSUMER_OPTIONS[name]
-        if value is None or prop is None:
-            continue
-        if name == "read_committed":
-            config[prop] = "read_committed" if value else "read_uncommitted"
-        elif name == "auto_offset_reset" and value not in OFFSET_RESETS:
-            raise ConfigError(
-                f"consumer option auto_offset_reset={value!r}: expected earliest or latest"
-            )
-        else:
-            config[prop] = value
-    if "group.id" not in config:
-        if "group.instance.id" in config:
-            raise ConfigError("consumer option group_instance_id needs a group_id")
-        config["group.id"] = f"{settings.client_id}-unjoined-{uuid.uuid4().hex[:12]}"
-    return config
 
 
 class ConfluentDriver(Driver):
@@ -728,7 +650,7 @@ class ConfluentKafkaConsumer(Consumer):
                 break
             except KafkaException as exc:
                 error = _library_error(exc)
-                if error is None or error.code() != KafkaError._STATE:
+                if error is None or error.code() != _STATE:
                     raise classify(exc, f"seeking {topic}[{partition}] to {offset}") from exc
                 # the partition does not fetch yet (just assigned)
                 if not self._joined:  # a manual assignment: start it there instead
