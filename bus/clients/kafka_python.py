@@ -86,6 +86,17 @@ from core.errors import BusError, ConfigError, StreamscoreError
 
 log = logging.getLogger(__name__)
 
+
+def _internal(obj: Any, name: str) -> Any:
+    """One of kafka-python's internals (``name`` starts with ``_``; see the module doc)."""
+    return getattr(obj, name)
+
+
+def _set_internal(obj: Any, name: str, value: Any) -> None:
+    """Replace one of kafka-python's internals on ``obj`` only."""
+    setattr(obj, name, value)
+
+
 PRODUCER_DEFAULTS: dict[str, Any] = {
     "acks": "all",
     "linger_ms": 5,
@@ -331,7 +342,7 @@ class KafkaPythonProducer(Producer):
             # kafka-python recovers a transactional producer whose epoch went stale by
             # bumping it (KIP-360), falling back to a fresh producer id: that fences the
             # instance which took over. A stale epoch stays fatal here (see the module doc).
-            manager._supports_epoch_bump = lambda: False
+            _set_internal(manager, "_supports_epoch_bump", lambda: False)
 
     def _error(self, exc: BaseException, doing: str) -> StreamscoreError:
         if not self._transactional_id:
@@ -422,7 +433,7 @@ class KafkaPythonProducer(Producer):
                 self._client.send_offsets_to_transaction(_offsets(offsets), group)
                 return
             result = manager.send_offsets_to_transaction(_offsets(offsets), group)
-            self._client._sender.wakeup()
+            _internal(self._client, "_sender").wakeup()
             if not result.wait(timeout_ms=self._block_ms):
                 raise kafka_errors.KafkaTimeoutError(
                     f"offsets not added to the transaction within {self._block_ms} ms"
@@ -565,7 +576,7 @@ class KafkaPythonConsumer(Consumer):
         on_revoke: RebalanceCallback | None = None,
     ) -> None:
         """Join the consumer group for ``topics``; callbacks run inside `poll`."""
-        self._listener = _Listener(on_assign, on_revoke, self._client._net)
+        self._listener = _Listener(on_assign, on_revoke, _internal(self._client, "_net"))
         try:
             self._client.subscribe(list(topics), listener=self._listener)
             # Fresh metadata before the first join: a group joined before a new topic's
