@@ -433,6 +433,7 @@ class Regressor(ABC):
             state["r"] = [stats.r[i, i:].tolist() for i in range(stats.m)]
         elif isinstance(stats, ForgettingQR):
             state["streams"] = stats.state()
+            state["watch"] = stats.watch_state()
         elif isinstance(stats, WindowQR):
             x, y = stats._rows(stats.start, stats.n_seen)
             state["x"] = x.tolist()
@@ -452,7 +453,7 @@ class Regressor(ABC):
         detect = state.get("detect", False)
         data_keys: tuple[str, ...] = ("r",) if window is None else ("x", "y")
         if forget is not None:
-            data_keys = ("forget", "detect", "streams")
+            data_keys = ("forget", "detect", "streams", "watch")
         check_keys(
             state,
             ("format", "kind", *target.HYPER_KEYS, "window", "n_features", "n_seen", *data_keys),
@@ -484,7 +485,7 @@ class Regressor(ABC):
                 stats.r[i, i:] = numbers(row, where, f"'r'[{i}]", m - i, detail)
             stats.n_seen = n_seen
         elif isinstance(stats, ForgettingQR):
-            stats.load(get_key(state, "streams", where), n_seen, where)
+            stats.load(get_key(state, "streams", where), state.get("watch"), n_seen, where)
         elif isinstance(stats, WindowQR):
             count = min(n_seen, stats.window)
             ys = get_numbers(state, "y", where, expected=count, detail="targets in 'y'")

@@ -10,12 +10,17 @@ depend on how streams interleave: a trainer restarted on several partitions ends
 where an uninterrupted one does. The model is the least-squares fit over every
 stream's R together. ``1 / (1 - lam)`` is the effective memory, in points per stream.
 
-With ``detect`` each stream also watches its prequential residuals: every `refresh`
-points it solves its own R (reference coefficients and residual scale, both from
-points before the block), and feeds ``|residual| / scale`` of the next block to a
-`regressors.drift.PageHinkley`. On a drift the stream forgets every row so far,
-so the next fit is on the new regime only. All of it
-is a function of the stream's own rows: exact on restart.
+With ``detect`` the residuals of the *combined* model are watched: every `refresh`
+rows (over all streams) the model is solved (reference coefficients and residual
+scale, both from rows before the next ones), and ``|residual| / scale`` of each new
+row is fed to one `regressors.drift.PageHinkley`. On a drift every stream forgets
+every row so far, so the next fit is on the new regime only. Watching the combined
+model, not each stream on its own, matters when partitions are not used at once:
+a producer that fills one partition at a time (Kafka's sticky partitioner) gives
+streams that each hold one regime only, so no stream ever changes on its own, yet
+the model mixes the old partitions with the new. Without a drift the fit is a
+function of each stream's own rows (exact on restart); the row at which a drift is
+found depends on how the streams interleave.
 """
 
 from __future__ import annotations
@@ -59,18 +64,30 @@ def check_forget(forget: object) -> float | None:
 
 
 class _Stream:
-    """One stream's forgetting R factor, its current block and its drift detector."""
+    """One stream's forgetting R factor."""
 
-    def __init__(self, m: int, n_features: int, refresh: int) -> None:
+    def __init__(self, m: int) -> None:
         self.r = np.zeros((m, m))
         self.weight = 0.0  # sum of the row weights in r
         self.n_seen = 0
-        self.block_x = np.zeros((refresh, n_features))  # rows since the block started
-        self.block_y = np.zeros(refresh)
-        self.in_block = 0
+
+
+class _Watch:
+    """The drift watch of the combined model: its reference and its detector."""
+
+    def __init__(self) -> None:
         self.theta: FloatArray | None = None  # reference coefficients for residuals
         self.scale = 0.0
+        self.since = 0  # rows added since the reference was solved
         self.detector = PageHinkley()
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "theta": None if self.theta is None else self.theta.tolist(),
+            "scale": self.scale,
+            "since": self.since,
+            "detector": self.detector.state_dict(),
+        }
 
 
 class ForgettingQR:
@@ -86,13 +103,19 @@ class ForgettingQR:
         self.detect = detect
         self.refresh = max(MIN_REFRESH, 4 * self.m)
         self.streams: dict[int, _Stream] = {}
+        self.watch = _Watch()
         self.n_seen = 0
         self._r: FloatArray | None = None
 
     @property
     def drifts(self) -> int:
-        """Drifts detected over every stream since the start."""
-        return sum(s.detector.drifts for s in self.streams.values())
+        """Drifts detected since the start."""
+        return self.watch.detector.drifts
+
+    @property
+    def weight(self) -> float:
+        """The sum of the row weights over every stream."""
+        return sum(s.weight for s in self.streams.values())
 
     def _design(self, x: FloatArray, y: FloatArray) -> FloatArray:
         a = np.empty((x.shape[0], self.m), order="F")
@@ -104,30 +127,32 @@ class ForgettingQR:
         """Fold the rows ``x`` with targets ``y`` of ``stream`` in, in order."""
         s = self.streams.get(stream)
         if s is None:
-            s = self.streams[stream] = _Stream(self.m, self.n_features, self.refresh)
+            s = self.streams[stream] = _Stream(self.m)
+        watch = self.watch
         start = 0
         while start < x.shape[0]:
-            take = min(x.shape[0] - start, self.refresh - s.in_block)
+            take = min(x.shape[0] - start, max(self.refresh - watch.since, 1))
             xs, ys = x[start : start + take], y[start : start + take]
-            if self.detect and s.theta is not None:
-                used = self._watch(s, xs, ys)
-                if s.detector.drift_detected:  # forget all, this row included
+            if self.detect and watch.theta is not None:
+                used = self._watch(xs, ys)
+                if watch.detector.drift_detected:  # forget all, this row included
+                    self._restart()
                     s.n_seen += used
-                    self._restart(s)
                     start += used
                     continue
             self._fold(s, xs, ys)
             start += take
-            if s.in_block == self.refresh:
-                self._end_block(s)
+            if watch.since >= self.refresh:
+                self._reference()
         self.n_seen += x.shape[0]
-        self._r = None
 
-    def _watch(self, s: _Stream, x: FloatArray, y: FloatArray) -> int:
-        assert s.theta is not None
+    def _watch(self, x: FloatArray, y: FloatArray) -> int:
+        """Feed the scaled residuals of the reference to the detector; rows taken."""
+        watch = self.watch
+        assert watch.theta is not None
         a = self._design(x, y)
-        residual = np.abs(a[:, : self.m - 1] @ s.theta - y) / s.scale
-        return s.detector.update_many(np.minimum(residual, CLIP))
+        residual = np.abs(a[:, : self.m - 1] @ watch.theta - y) / watch.scale
+        return watch.detector.update_many(np.minimum(residual, CLIP))
 
     def _fold(self, s: _Stream, x: FloatArray, y: FloatArray) -> None:
         k = x.shape[0]
@@ -143,34 +168,41 @@ class ForgettingQR:
             raise ModelError("training statistics overflowed; scale the features down")
         s.r = r
         s.weight = s.weight * lam**k + float(np.sum(lam ** np.arange(k, dtype=np.float64)))
-        s.block_x[s.in_block : s.in_block + k] = x
-        s.block_y[s.in_block : s.in_block + k] = y
-        s.in_block += k
         s.n_seen += k
+        self.watch.since += k
+        self._r = None
 
-    def _end_block(self, s: _Stream) -> None:
-        """A block is complete: new reference coefficients and scale for the next one."""
-        s.in_block = 0
+    def _reference(self) -> None:
+        """New reference coefficients and residual scale of the combined model."""
+        watch = self.watch
+        watch.since = 0
+        weight = self.weight
         p = self.m - 1
-        if not self.detect or s.weight < 2 * self.m:
-            s.theta = None
+        if not self.detect or weight < 2 * self.m:
+            watch.theta = None
             return
-        s.theta = solve_r(s.r)
-        sse = float(s.r[p, p] ** 2)
-        y_ms = float(np.sum(s.r[:, p] ** 2)) / s.weight
+        r = self.r_factor()
+        watch.theta = solve_r(r)
+        sse = float(r[p, p] ** 2)
+        y_ms = float(np.sum(r[:, p] ** 2)) / weight
         floor = 1e-8 * math.sqrt(y_ms) + 1e-300
-        s.scale = max(math.sqrt(sse / max(s.weight - p, 1.0)), floor)
+        watch.scale = max(math.sqrt(sse / max(weight - p, 1.0)), floor)
 
-    def _restart(self, s: _Stream) -> None:
-        """After a drift: the stream forgets every row so far and learns anew.
+    def _restart(self) -> None:
+        """After a drift: every stream forgets every row so far and learns anew.
 
         Rows between the change and its detection are lost too (a few dozen): the
         change point is only known a few rows either way, and one row of the old
-        regime weighs like many of the new (its residual is large).
+        regime weighs like many of the new (its residual is large). Keeping none
+        makes the result independent of how the rows were cut into batches.
         """
-        s.r = np.zeros((self.m, self.m))
-        s.weight, s.in_block, s.theta = 0.0, 0, None
-        s.detector.reset()
+        for s in self.streams.values():
+            s.r = np.zeros((self.m, self.m))
+            s.weight = 0.0
+        watch = self.watch
+        watch.theta, watch.since = None, 0
+        watch.detector.reset()
+        self._r = None
 
     def r_factor(self) -> FloatArray:
         """Return the R factor of ``[Z | y]`` over every stream, rows weighted."""
@@ -183,25 +215,22 @@ class ForgettingQR:
 
     def state(self) -> list[dict[str, Any]]:
         """Every stream's state as plain numbers (see `load`)."""
-        out = []
-        for key, s in sorted(self.streams.items()):
-            out.append(
-                {
-                    "stream": key,
-                    "n_seen": s.n_seen,
-                    "weight": s.weight,
-                    "r": [s.r[i, i:].tolist() for i in range(self.m)],
-                    "block_x": s.block_x[: s.in_block].tolist(),
-                    "block_y": s.block_y[: s.in_block].tolist(),
-                    "theta": None if s.theta is None else s.theta.tolist(),
-                    "scale": s.scale,
-                    "detector": s.detector.state_dict(),
-                }
-            )
-        return out
+        return [
+            {
+                "stream": key,
+                "n_seen": s.n_seen,
+                "weight": s.weight,
+                "r": [s.r[i, i:].tolist() for i in range(self.m)],
+            }
+            for key, s in sorted(self.streams.items())
+        ]
 
-    def load(self, streams: object, n_seen: int, where: str) -> None:
-        """Restore `state` output; raise `ModelError` if anything is off."""
+    def watch_state(self) -> dict[str, Any]:
+        """The drift watch's state as plain numbers (see `load`)."""
+        return self.watch.state()
+
+    def load(self, streams: object, watch: object, n_seen: int, where: str) -> None:
+        """Restore `state` and `watch_state` output; raise `ModelError` if anything is off."""
         if not isinstance(streams, list):
             raise ModelError(f"{where}: 'streams' must be a list, got {type_name(streams)}")
         self.streams = {}
@@ -210,12 +239,13 @@ class ForgettingQR:
                 raise ModelError(f"{where}: 'streams'[{i}] must be an object")
             key = get_int(item, "stream", where, minimum=0)
             self.streams[key] = self._load_stream(item, f"{where}: stream {key}")
+        self.watch = self._load_watch(watch, f"{where}: watch")
         self.n_seen = n_seen
         self._r = None
 
     def _load_stream(self, item: Mapping[str, Any], where: str) -> _Stream:
-        m, d = self.m, self.n_features
-        s = _Stream(m, d, self.refresh)
+        m = self.m
+        s = _Stream(m)
         s.n_seen = get_int(item, "n_seen", where, minimum=0)
         s.weight = numbers([get_key(item, "weight", where)], where, "'weight'", 1, "weight")[0]
         rows = get_key(item, "r", where)
@@ -223,25 +253,23 @@ class ForgettingQR:
             raise ModelError(f"{where}: 'r' must be a list of {m} rows")
         for i, row in enumerate(rows):
             s.r[i, i:] = numbers(row, where, f"'r'[{i}]", m - i, "numbers (upper triangle)")
-        block_y = get_key(item, "block_y", where)
-        count = len(block_y) if isinstance(block_y, list) else -1
-        if not 0 <= count < self.refresh:
-            raise ModelError(f"{where}: 'block_y' must be a list of fewer than {self.refresh}")
-        s.block_y[:count] = numbers(block_y, where, "'block_y'", count, "targets")
-        block_x = get_key(item, "block_x", where)
-        if not isinstance(block_x, list) or len(block_x) != count:
-            raise ModelError(f"{where}: 'block_x' must be a list of {count} rows")
-        for i, row in enumerate(block_x):
-            s.block_x[i] = numbers(row, where, f"'block_x'[{i}]", d, "features")
-        s.in_block = count
+        return s
+
+    def _load_watch(self, item: object, where: str) -> _Watch:
+        watch = _Watch()
+        if item is None:  # a state saved before the watch was kept: it starts over
+            return watch
+        if not isinstance(item, Mapping):
+            raise ModelError(f"{where}: must be an object, got {type_name(item)}")
+        watch.since = get_int(item, "since", where, minimum=0)
         theta = get_key(item, "theta", where)
         if theta is not None:
-            s.theta = np.array(numbers(theta, where, "'theta'", m - 1, "coefficients"))
-            s.scale = numbers([get_key(item, "scale", where)], where, "'scale'", 1, "scale")[0]
-            if not s.scale > 0.0:
-                raise ModelError(f"{where}: 'scale' must be positive, got {s.scale}")
+            watch.theta = np.array(numbers(theta, where, "'theta'", self.m - 1, "coefficients"))
+            watch.scale = numbers([get_key(item, "scale", where)], where, "'scale'", 1, "scale")[0]
+            if not watch.scale > 0.0:
+                raise ModelError(f"{where}: 'scale' must be positive, got {watch.scale}")
         detector = get_key(item, "detector", where)
         if not isinstance(detector, Mapping):
             raise ModelError(f"{where}: 'detector' must be an object")
-        s.detector.load(detector, where)
-        return s
+        watch.detector.load(detector, where)
+        return watch

@@ -149,6 +149,21 @@ def test_an_abrupt_drift_is_found_within_100_points_and_the_model_follows(seed: 
     assert rmse < 0.05
 
 
+def test_a_drift_between_streams_is_found_and_the_old_streams_are_forgotten() -> None:
+    """Streams filled one at a time (a sticky partitioner): none changes on its own."""
+    x, y = _regimes(6000, seed=8, drift_at=3000, noise=0.1)
+    model = PolynomialRegressor(3, forget=0.9995, detect=True)
+    found = []
+    for i in range(0, 6000, 20):
+        before = model.drifts
+        model.partial_fit(x[i : i + 20], y[i : i + 20], stream=i // 1000)
+        if model.drifts > before:
+            found.append(i + 20)
+    assert found and 3000 < found[0] <= 3100, found
+    xt, yt = _regimes(2000, seed=108, drift_at=0, noise=0.0)
+    assert float(np.sqrt(np.mean((model.predict(xt) - yt) ** 2))) < 0.05
+
+
 def test_a_cumulative_model_does_not_follow_the_same_drift() -> None:
     """What the defaults fix: without forgetting the old regime outweighs the new one."""
     x, y = _regimes(8000, seed=3, drift_at=5000, noise=0.1)
