@@ -223,7 +223,23 @@ def parse_infer(body: Json) -> Rows:
     ``data`` is row-major, flat (``[1, 2, 3, 4]``) or nested (``[[1, 2], [3, 4]]``).
     """
     request_id = _optional_text(body, "id", MAX_ID_CHARS)
-    inputs = body.get("inputs")
+    tensor = _the_tensor(body.get("inputs"))
+    datatype = tensor["datatype"]
+    if not isinstance(datatype, str) or datatype not in NUMERIC_DATATYPES:
+        raise bad_field(
+            "inputs[0].datatype",
+            f"expected a numeric type (FP64, FP32, INT64, ...), got {_describe(datatype)}",
+        )
+    shape = _tensor_shape(tensor["shape"])
+    data = tensor["data"]
+    if not isinstance(data, list):
+        raise bad_field("inputs[0].data", f"expected an array of numbers, got {_describe(data)}")
+    rows = _tensor_rows(data, shape, integer=datatype.startswith(("INT", "UINT")))
+    return Rows(rows, id=request_id, outputs=parse_outputs(body.get("outputs")))
+
+
+def _the_tensor(inputs: Any) -> dict[str, Any]:
+    """The one input tensor of a request, with its name, shape, datatype and data."""
     if not isinstance(inputs, list) or not inputs:
         raise bad_field(
             "inputs",
@@ -242,13 +258,11 @@ def parse_infer(body: Json) -> Rows:
             )
     if not isinstance(tensor["name"], str):
         raise bad_field("inputs[0].name", f"expected a string, got {_describe(tensor['name'])}")
-    datatype = tensor["datatype"]
-    if not isinstance(datatype, str) or datatype not in NUMERIC_DATATYPES:
-        raise bad_field(
-            "inputs[0].datatype",
-            f"expected a numeric type (FP64, FP32, INT64, ...), got {_describe(datatype)}",
-        )
-    shape = tensor["shape"]
+    return tensor
+
+
+def _tensor_shape(shape: Any) -> list[int]:
+    """A tensor's ``[rows, features]``, within the limits."""
     if (
         not isinstance(shape, list)
         or len(shape) != 2
@@ -266,10 +280,12 @@ def parse_infer(body: Json) -> Rows:
         )
     if d > MAX_FEATURES:
         raise bad_field("inputs[0].shape", f"at most {MAX_FEATURES} features, got {_describe(d)}")
-    data = tensor["data"]
-    if not isinstance(data, list):
-        raise bad_field("inputs[0].data", f"expected an array of numbers, got {_describe(data)}")
-    integer = datatype.startswith(("INT", "UINT"))
+    return shape
+
+
+def _tensor_rows(data: list[Any], shape: list[int], *, integer: bool) -> list[list[float]]:
+    """A tensor's ``data`` (nested or flat, row-major) as rows of ``shape``."""
+    n, d = shape
     if data and isinstance(data[0], list):
         if len(data) != n:
             raise bad_field("inputs[0].data", f"shape {shape} needs {n} rows, got {len(data)}")
@@ -281,15 +297,14 @@ def parse_infer(body: Json) -> Rows:
                     path, f"shape {shape} needs rows of {d} numbers, got {_describe(row)}"
                 )
             rows.append([_number(v, f"{path}[{j}]", integer) for j, v in enumerate(row)])
-    else:
-        if len(data) != n * d:
-            raise bad_field(
-                "inputs[0].data",
-                f"shape {shape} needs {n * d} numbers (row-major), got {len(data)}",
-            )
-        flat = [_number(v, f"inputs[0].data[{i}]", integer) for i, v in enumerate(data)]
-        rows = [flat[i * d : (i + 1) * d] for i in range(n)]
-    return Rows(rows, id=request_id, outputs=parse_outputs(body.get("outputs")))
+        return rows
+    if len(data) != n * d:
+        raise bad_field(
+            "inputs[0].data",
+            f"shape {shape} needs {n * d} numbers (row-major), got {len(data)}",
+        )
+    flat = [_number(v, f"inputs[0].data[{i}]", integer) for i, v in enumerate(data)]
+    return [flat[i * d : (i + 1) * d] for i in range(n)]
 
 
 def parse_outputs(value: Any) -> tuple[str, ...] | None:
