@@ -38,7 +38,11 @@ which partitions are read (least squares over the same set of points; only
 rounding differs, ~1e-15). In window mode the window is the last W labelled points
 *in the order read*; across partitions that order is Kafka's interleaving, which
 a restart may change, so windows are reproducible for a single-partition topic
-(or an unchanged interleaving) only.
+(or an unchanged interleaving) only. With forgetting, each point is down-weighted
+by the newer points of its own partition, so the fit does not depend on the
+interleaving either; the drift watch does (it follows the model over every
+partition, `regressors.forgetting`): a restart between a drift and its detection
+may find it a few points apart, and retrain from there slightly differently.
 """
 
 from __future__ import annotations
@@ -453,7 +457,11 @@ class TrainingStep(ChunkStep):
             ) from exc
         found = sum(slot.regressor.drifts for slot in self._slots) - drifts
         if found:
-            log.info("drift detected (%d partition resets): publishing soon", found)
+            log.info(
+                "drift detected (%d of %d models forget their past): publishing soon",
+                found,
+                len(self._slots),
+            )
             self._policy.drift()
 
     def _publish(self, outcome: Outcome, now: float) -> None:
