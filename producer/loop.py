@@ -15,8 +15,6 @@ bounds what waits for the broker and surfaces failed deliveries, and at the end.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import logging
 import math
 import time
@@ -28,6 +26,7 @@ from typing import Any, Protocol
 
 from bus.clients.base import Producer
 from bus.messages import MAX_ABS_INPUT, MAX_FEATURES, MAX_ID_CHARS, Point, dump_object
+from core import runtime
 from core.errors import BusError, MessageError
 from producer.sources import KeyedPoint
 
@@ -366,7 +365,7 @@ def publish(
     """
     if count is not None and count < 0:
         raise ValueError(f"count: expected a number >= 0 or None, got {count}")
-    with _gc_threshold(gc_threshold):
+    with runtime.gc_threshold(gc_threshold):
         return _publish(
             points,
             producer,
@@ -383,20 +382,6 @@ def publish(
             chunk=chunk,
             flush_timeout=FLUSH_TIMEOUT_S if flush_timeout is None else flush_timeout,
         )
-
-
-@contextlib.contextmanager
-def _gc_threshold(threshold: int | None) -> Iterator[None]:
-    """Collect the youngest generation after ``threshold`` allocations for a while."""
-    if threshold is None:
-        yield
-        return
-    before = gc.get_threshold()
-    gc.set_threshold(threshold, *before[1:])
-    try:
-        yield
-    finally:
-        gc.set_threshold(*before)
 
 
 class _Acks:
@@ -417,6 +402,12 @@ class _Acks:
     def due(self) -> bool:
         """True when enough points or time went by since the last flush."""
         return self.unflushed >= FLUSH_EVERY or self._clock() - self.last >= FLUSH_INTERVAL_S
+
+    def last_flush(self, sent: int, labelled: int, timeout_s: float) -> str | None:
+        """The flush at the end (none after a failed one: nothing more is acknowledged)."""
+        if self.failed:
+            return None
+        return self.flush(sent, labelled, timeout_s)
 
     def flush(self, sent: int, labelled: int, timeout_s: float) -> str | None:
         """Flush; on success the points sent so far are acknowledged. The error, if any."""
@@ -451,36 +442,104 @@ def _publish(
 ) -> PublishSummary:
     """The loop of ``publish``."""
     partitions = _Partitions(producer, topic, clock)  # may wait for metadata: before the pacer
+    sender = _Sender(producer, topic, partitions, keys=keys, stamp=stamp, now_ms=now_ms)
     acks = _Acks(producer, clock)
-    send = producer.send
     source: Iterator[Point] = iter(points)
-    sent = labelled = 0
-    in_chunk = chunk  # records sent to the current sticky partition; full: pick the next
-    sticky = -1
     stopped = exhausted = False
     error: str | None = None
     pacer = Pacer(rate, clock=clock) if rate else None
     start = clock()
     try:
-        while count is None or sent < count:
+        while count is None or sender.sent < count:
             if stop is not None and stop.is_set():
                 stopped = True
                 break
-            want = chunk if count is None else min(chunk, count - sent)
-            if pacer is not None:
-                want = pacer.grant(want)
-                if not want:
-                    wait = pacer.delay()
-                    if stop is not None:
-                        stop.wait(wait)
-                    else:
-                        sleep(wait)
-                    continue
+            want = chunk if count is None else min(chunk, count - sender.sent)
+            want = _granted(pacer, want, stop, sleep)
+            if not want:
+                continue
             batch = list(islice(source, want))
-            if in_chunk >= chunk:
-                partitions.refresh()
-                sticky = partitions.next_sticky()
-                in_chunk = 0
+            sender.send(batch, chunk)
+            acks.unflushed += len(batch)
+            if progress is not None:
+                progress(sender.sent, clock() - start)
+            if len(batch) < want:
+                exhausted = True
+                break
+            if acks.due():
+                error = acks.flush(sender.sent, sender.labelled, flush_timeout)
+                if error is not None:
+                    break
+    except BusError as exc:
+        error = f"sending to {topic!r} failed: {exc}"
+    flushed = acks.last_flush(sender.sent, sender.labelled, flush_timeout)
+    error = error or flushed
+    return PublishSummary(
+        sent=acks.sent,
+        labelled=acks.labelled,
+        failed=sender.sent - acks.sent,
+        elapsed=clock() - start,
+        stopped=stopped,
+        exhausted=exhausted,
+        error=error,
+    )
+
+
+def _granted(
+    pacer: Pacer | None, want: int, stop: StopLike | None, sleep: Callable[[float], Any]
+) -> int:
+    """How many of ``want`` points the pacer (if any) lets go now; none: it waited a while."""
+    if pacer is None:
+        return want
+    want = pacer.grant(want)
+    if not want:
+        wait = pacer.delay()
+        if stop is not None:
+            stop.wait(wait)
+        else:
+            sleep(wait)
+    return want
+
+
+class _Sender:
+    """Sends points: keyed ones to their key's partition, the others to one partition a chunk."""
+
+    def __init__(
+        self,
+        producer: Producer,
+        topic: str,
+        partitions: _Partitions,
+        *,
+        keys: KeyFn | None,
+        stamp: bool,
+        now_ms: Callable[[], int],
+    ) -> None:
+        self._send = producer.send
+        self._topic = topic
+        self._partitions = partitions
+        self._keys = keys
+        self._stamp = stamp
+        self._now_ms = now_ms
+        self._in_chunk: int | None = None  # sent to the sticky partition; None: pick one
+        self._sticky = -1
+        self.sent = self.labelled = 0
+
+    def send(self, batch: list[Point], chunk: int) -> None:
+        """Send ``batch``; a new sticky partition first when ``chunk`` points went to the last."""
+        partitions = self._partitions
+        if self._in_chunk is None or self._in_chunk >= chunk:
+            partitions.refresh()
+            self._sticky = partitions.next_sticky()
+            self._in_chunk = 0
+        send, topic, keys, stamp, now_ms = (
+            self._send,
+            self._topic,
+            self._keys,
+            self._stamp,
+            self._now_ms,
+        )
+        sticky, sent, labelled = self._sticky, self.sent, self.labelled
+        try:  # the counts stay right when a send raises
             for point in batch:
                 value = encode_point(point, now_ms() if stamp else point.ts)
                 key = keys(sent, point) if keys is not None else None
@@ -492,29 +551,6 @@ def _publish(
                 sent += 1
                 if point.y is not None:
                     labelled += 1
-            in_chunk += len(batch)
-            acks.unflushed += len(batch)
-            if progress is not None:
-                progress(sent, clock() - start)
-            if len(batch) < want:
-                exhausted = True
-                break
-            if acks.due():
-                error = acks.flush(sent, labelled, flush_timeout)
-                if error is not None:
-                    break
-    except BusError as exc:
-        error = f"sending to {topic!r} failed: {exc}"
-    if not acks.failed:
-        flushed = acks.flush(sent, labelled, flush_timeout)
-        error = error or flushed
-    elapsed = clock() - start
-    return PublishSummary(
-        sent=acks.sent,
-        labelled=acks.labelled,
-        failed=sent - acks.sent,
-        elapsed=elapsed,
-        stopped=stopped,
-        exhausted=exhausted,
-        error=error,
-    )
+        finally:
+            self.sent, self.labelled = sent, labelled
+        self._in_chunk += len(batch)
