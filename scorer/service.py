@@ -112,49 +112,33 @@ class Scorer:
             model_poll_interval_s=config.model_poll_interval_s,
             clock=clock,
         )
-        self.requests = RequestStep(
-            replies_topic=topics.replies,
-            reply_partitions=self._reply_partitions,
-            registry=self.registry,
-            serving=self.serving,
-            max_age_s=config.request_max_age_s,
-            clock=clock,
-        )
+        self.requests = self._request_step(clock)
         self.observed = ObservedStep(self.step, topics.scores)
         self._points_runner = StreamRunner(
             driver,
-            StreamConfig(
-                topics=(topics.points,),
-                group_id=config.group_id,
-                service="scorer",
-                delivery=config.delivery,
-                transactional_id=config.transactional_id if config.exactly_once else None,
-                max_batch=config.max_batch,
-                poll_timeout_s=config.poll_timeout_ms / 1000,
-                retry_s=retry,
-                deadletter_topic=topics.deadletter,
-            ),
+            _points_stream(topics, config, retry),
             self.observed,
             stop=self._stop,
             clock=monotonic,
         )
         self._requests_runner = StreamRunner(
             driver,
-            StreamConfig(
-                topics=(topics.requests,),
-                group_id=config.requests_group_id,
-                service="scorer-requests",
-                max_batch=500,
-                poll_timeout_s=0.1,
-                retry_s=retry,
-                deadletter_topic=topics.deadletter,
-                producer_options={"linger_ms": 0},
-                consumer_options={"fetch_max_wait_ms": 10},
-            ),
+            _requests_stream(topics, config, retry),
             self.requests,
             stop=self._requests_stop,
         )
         self._requests_failed: BaseException | None = None
+
+    def _request_step(self, clock: Callable[[], float]) -> RequestStep:
+        """The step answering inference requests with the model serving now."""
+        return RequestStep(
+            replies_topic=self._topics.replies,
+            reply_partitions=self._reply_partitions,
+            registry=self.registry,
+            serving=self.serving,
+            max_age_s=self._config.request_max_age_s,
+            clock=clock,
+        )
 
     def serving(self) -> LiveModel | None:
         """The model answering right now (None while holding)."""
@@ -431,3 +415,33 @@ class ScorerMetrics(Collector):
         for (name, version), score in sorted(scores.items()):
             count.add_metric([name, str(version)], float(score.count))
         yield count
+
+
+def _points_stream(topics: Topics, config: ScorerConfig, retry_s: float) -> StreamConfig:
+    """How the scorer reads the points topic (and writes predictions and scores)."""
+    return StreamConfig(
+        topics=(topics.points,),
+        group_id=config.group_id,
+        service="scorer",
+        delivery=config.delivery,
+        transactional_id=config.transactional_id if config.exactly_once else None,
+        max_batch=config.max_batch,
+        poll_timeout_s=config.poll_timeout_ms / 1000,
+        retry_s=retry_s,
+        deadletter_topic=topics.deadletter,
+    )
+
+
+def _requests_stream(topics: Topics, config: ScorerConfig, retry_s: float) -> StreamConfig:
+    """How the scorer answers inference requests: small batches, no lingering."""
+    return StreamConfig(
+        topics=(topics.requests,),
+        group_id=config.requests_group_id,
+        service="scorer-requests",
+        max_batch=500,
+        poll_timeout_s=0.1,
+        retry_s=retry_s,
+        deadletter_topic=topics.deadletter,
+        producer_options={"linger_ms": 0},
+        consumer_options={"fetch_max_wait_ms": 10},
+    )
