@@ -26,7 +26,14 @@ from bus.settings import CLIENTS
 from chaos.counts import RunResult
 from chaos.harness import Load
 from chaos.processes import shielded
-from chaos.report import render_failures, render_table, section, summarise, update_document
+from chaos.report import (
+    Row,
+    render_failures,
+    render_table,
+    section,
+    summarise,
+    update_document,
+)
 from chaos.scenarios import SCENARIOS, BrokerPool, Context, run_scenario
 from core.errors import StreamscoreError
 from core.logs import configure_logging
@@ -100,6 +107,17 @@ def load_text() -> str:
     return f"load {one:.1f} (1 min), {five:.1f} (5 min) on {os.cpu_count()} CPUs"
 
 
+def _print_results(results: list[RunResult], rows: list[Row], elapsed: float) -> str:
+    """Print the table, the failures and the totals; return the failures' details."""
+    if rows:
+        print("\n" + render_table(rows), flush=True)
+    details = render_failures(results)
+    if details:
+        print("\n" + details, flush=True)
+    print(f"\n{len(results)} run(s) in {elapsed / 60:.1f} min; {load_text()}", flush=True)
+    return details
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the scenarios; 0 when all passed, 1 when one failed, 2 when the suite cannot run."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
@@ -142,12 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = (datetime.now(UTC) - started).total_seconds()
     rows = summarise(results)
     failed = [r for r in results if not r.passed]
-    if rows:
-        print("\n" + render_table(rows), flush=True)
-    details = render_failures(results)
-    if details:
-        print("\n" + details, flush=True)
-    print(f"\n{len(results)} run(s) in {elapsed / 60:.1f} min; {load_text()}", flush=True)
+    details = _print_results(results, rows, elapsed)
     write = args.write if args.write is not None else not args.scenarios
     if write and results and not interrupted:
         when = f"{started:%Y-%m-%d %H:%M} UTC, {elapsed / 60:.1f} min"
