@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -109,8 +110,10 @@ def test_main_refuses_bad_settings(
 
 
 def test_gunicorn_config_runs_the_gateway_worker_with_the_settings(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    # given a metrics directory, so the one gunicorn_conf would make does not outlive the test
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     monkeypatch.setenv("STREAMSCORE_GATEWAY_BIND", "127.0.0.1:9911")
     monkeypatch.setenv("STREAMSCORE_GATEWAY_THREADS", "3")
     monkeypatch.delitem(sys.modules, "gateway.gunicorn_conf", raising=False)
@@ -120,7 +123,10 @@ def test_gunicorn_config_runs_the_gateway_worker_with_the_settings(
     assert conf.preload_app is False
 
 
-def test_gunicorn_config_reads_the_handed_over_config(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_gunicorn_config_reads_the_handed_over_config(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     monkeypatch.setenv("STREAMSCORE_GATEWAY_THREADS", "3")
     handed = GatewayConfig(bind="127.0.0.1:9912", threads=2, workers=5, access_log=True)
     monkeypatch.setenv(RESOLVED_VARIABLE, handed.dumps())
