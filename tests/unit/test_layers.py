@@ -45,7 +45,7 @@ ADMIN_MODULES = ("kafka.admin", "kafka.errors")
 
 DRIVERS = (
     Allowed(
-        ("bus/clients/kafka_python*.py", "bus/clients/confluent.py"),
+        ("bus/clients/kafka_python*.py", "bus/clients/confluent*.py"),
         LIBRARIES,
         "the client drivers: the only data paths on a client library",
     ),
