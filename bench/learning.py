@@ -101,6 +101,8 @@ def run_pipeline(
 
 def _publish(slots: list[ModelSlot], registry: ModelRegistry, board: Scoreboard) -> None:
     for slot in slots:
+        if not slot.ready:  # as the trainer: no version on too few points for its size
+            continue
         regressor = slot.regressor
         current = registry.get(slot.spec.name)
         score = slot.take_score()
@@ -111,6 +113,7 @@ def _publish(slots: list[ModelSlot], registry: ModelRegistry, board: Scoreboard)
             n_features=int(regressor.n_features or 0),
             train_rmse=score["rmse"],
             regressor=regressor_from_dict(regressor.to_dict()),
+            trained_count=regressor.n_seen,
         )
         registry.add(model)
     board.retire(registry.latest().values())

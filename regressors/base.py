@@ -39,6 +39,7 @@ __all__ = [
     "MAX_ABS_COEF",
     "MAX_ABS_VALUE",
     "MAX_PARAMETERS",
+    "MIN_POINTS_PER_PARAM",
     "FloatArray",
     "Regressor",
     "as_rows",
@@ -58,6 +59,11 @@ MAX_PARAMETERS = 2000
 #: |prediction| <= 2e138 whatever the model (see `core.limits`).
 MAX_ABS_COEF = MAX_ABS_PARAM
 _COEF_LIMIT = f"{MAX_ABS_COEF:.0e}".replace("e+", "e")  # 1e15
+
+#: Points per coefficient a fit must rest on before it is worth serving: with fewer
+#: the least-squares fit (nearly) interpolates its points and its errors on new
+#: ones are unbounded (a cubic of 6 features, 84 coefficients, on 40 points).
+MIN_POINTS_PER_PARAM = 2
 
 #: Format number of `Regressor.state_dict`.
 STATE_FORMAT = 1
@@ -238,6 +244,27 @@ class Regressor(ABC):
         if self._window is None:
             return self.n_seen
         return min(self.n_seen, self._window)
+
+    @property
+    def effective_points(self) -> float:
+        """How many points the current coefficients rest on (0 before any).
+
+        Cumulative: every point seen; window: the points in it; forgetting: the sum
+        of the row weights since the last drift (at most ``1 / (1 - forget)`` per
+        stream). A fit on fewer points than coefficients interpolates: see
+        `MIN_POINTS_PER_PARAM`.
+        """
+        if isinstance(self._stats, ForgettingQR):
+            return self._stats.weight
+        return float(self.n_in_window)
+
+    @property
+    def is_supported(self) -> bool:
+        """True once the fit rests on `MIN_POINTS_PER_PARAM` points per coefficient."""
+        n_params = self.n_params
+        if n_params is None or not self._trainable:
+            return self._theta is not None
+        return self.effective_points >= MIN_POINTS_PER_PARAM * n_params
 
     @property
     def intercept(self) -> float:

@@ -23,7 +23,9 @@ class ServingPolicy:
     measured on the same last labelled points (`scorer.quality.Scoreboard.standing`;
     a new name is scored on them as it arrives), so identical models never switch
     and a clearly better new model serves at once. Before any model
-    is scored, the lowest training RMSE wins. Any other policy is a model name:
+    is scored, the lowest training RMSE wins among the models trained on at least
+    2 points per coefficient (`LiveModel.supported`; an over-fitted model's training
+    RMSE says nothing), the others only when none is. Any other policy is a model name:
     while that model does not exist, nothing serves and the scorer holds.
     """
 
@@ -70,6 +72,7 @@ class ServingPolicy:
             self.champion = best[1]
 
 
-def _by_train_rmse(model: LiveModel) -> tuple[float, str]:
+def _by_train_rmse(model: LiveModel) -> tuple[bool, float, str]:
     rmse = model.train_rmse
-    return (rmse if rmse is not None and math.isfinite(rmse) else math.inf, model.name)
+    known = rmse if rmse is not None and math.isfinite(rmse) else math.inf
+    return (not model.supported, known, model.name)

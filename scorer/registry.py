@@ -16,6 +16,7 @@ from bus.messages import ModelVersion
 from bus.signing import ModelKey, model_key_from_env, verify
 from core.errors import ModelError
 from regressors import Regressor, regressor_from_dict
+from regressors.base import MIN_POINTS_PER_PARAM
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -30,6 +31,16 @@ class LiveModel:
     n_features: int
     train_rmse: float | None
     regressor: Regressor
+    trained_count: int | None = None  # ``trained_on.count``: points it was trained on
+
+    @property
+    def supported(self) -> bool:
+        """False when it was trained on fewer than 2 points per coefficient (over-fitted).
+
+        Unknown counts pass: the scores tell then.
+        """
+        count, n_params = self.trained_count, self.regressor.n_params
+        return count is None or n_params is None or count >= MIN_POINTS_PER_PARAM * n_params
 
     @property
     def key(self) -> tuple[str, int]:
@@ -78,7 +89,13 @@ def load_model(
         n_features=message.n_features,
         train_rmse=message.train_score.get("rmse"),
         regressor=regressor,
+        trained_count=_count(message.trained_on.get("count")),
     )
+
+
+def _count(value: object) -> int | None:
+    """``trained_on.count`` when it is a count (the contract leaves it open)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 class ModelRegistry:

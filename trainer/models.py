@@ -103,6 +103,16 @@ class ModelSlot:
         """The largest |feature| this model's expansion takes (as regressors define it)."""
         return float(MAX_ABS_VALUE ** (1.0 / (self.spec.degree or 1)))
 
+    @property
+    def ready(self) -> bool:
+        """True when a version is worth publishing: fitted on enough points for its size.
+
+        A fit must rest on ``MIN_POINTS_PER_PARAM`` points per coefficient
+        (`regressors.base`): fewer, and least squares (nearly) interpolates them.
+        After a drift the count starts over with the points since.
+        """
+        return self.regressor.is_fitted and self.regressor.is_supported
+
     def train(self, x: FloatArray, y: FloatArray, stream: int = 0) -> None:
         """Score the batch with the current model (if any), then fit it.
 

@@ -64,7 +64,7 @@ from bus.stream import ChunkStep, Outcome
 from bus.topics import Topics
 from core.errors import BusError, MessageError
 from core.shutdown import StopFlag
-from regressors.base import MAX_ABS_VALUE
+from regressors.base import MAX_ABS_VALUE, MIN_POINTS_PER_PARAM
 from trainer.batch import FloatArray
 from trainer.config import TrainerConfig
 from trainer.models import ModelSlot, PrequentialScore
@@ -187,6 +187,7 @@ class TrainingStep(ChunkStep):
         self._state_partition = 0
         self._publishing: _Saved | None = None  # the publication in flight
         self._refused: set[str] = set()  # models whose versions the contract refuses
+        self._held: set[str] = set()  # models too small a fit holds back (said once)
         # the training state, as of the last chunk trained
         self._n_features = config.n_features_or_none
         self._count = 0
@@ -473,8 +474,10 @@ class TrainingStep(ChunkStep):
         values: list[bytes | None] = []
         if self._policy.new_points:
             for slot in self._slots:
-                if not slot.regressor.is_fitted:
+                if not slot.ready:
+                    self._hold(slot)
                     continue
+                self._held.discard(slot.spec.name)
                 name = slot.spec.name
                 version = self._versions.get(name, 0) + 1
                 value = self._version_bytes(slot, version, offsets, created_at)
@@ -520,6 +523,21 @@ class TrainingStep(ChunkStep):
         self._publishing = saved
         self._policy.published()
         log.debug("publishing checkpoint %d with %d versions", self._seq, len(values))
+
+    def _hold(self, slot: ModelSlot) -> None:
+        """Say once why a model gets no version yet (too few points for its size)."""
+        regressor = slot.regressor
+        if slot.spec.name in self._held or not regressor.is_fitted:
+            return
+        self._held.add(slot.spec.name)
+        log.info(
+            "model %r: no version until its fit rests on %d points (%d per coefficient; "
+            "%.0f so far)",
+            slot.spec.name,
+            MIN_POINTS_PER_PARAM * (regressor.n_params or 0),
+            MIN_POINTS_PER_PARAM,
+            regressor.effective_points,
+        )
 
     def _version_bytes(
         self, slot: ModelSlot, version: int, offsets: dict[str, int], created_at: int

@@ -14,7 +14,7 @@ from bus.messages import ModelVersion, Point, Prediction, Score
 from bus.topics import Topics
 from core.errors import MessageError
 from core.shutdown import StopFlag
-from regressors import MultivariateRegressor
+from regressors import MultivariateRegressor, PolynomialRegressor
 from scorer.config import ScorerConfig
 from scorer.policy import ServingPolicy
 from scorer.quality import Scoreboard
@@ -203,3 +203,25 @@ def test_a_score_with_a_drift_field_of_the_wrong_type_is_refused() -> None:
         b'"rmse":null,"mae":null,"ts":0,"future":1}'
     )
     assert (old.drift, old.drift_at, old.drifts) == (False, None, 0)
+
+
+def test_the_first_champion_is_not_an_over_fitted_model_with_a_lower_training_rmse() -> None:
+    """A cubic of 6 features (84 coefficients) on 40 points vs a line on the same points."""
+    rng = np.random.default_rng(3)
+    x = rng.uniform(-1, 1, (40, 6))
+    y = x @ np.arange(1.0, 7.0) + rng.normal(scale=0.5, size=40)
+    cubic = PolynomialRegressor(3).fit(x, y)
+    line = MultivariateRegressor().fit(x, y)
+    over = LiveModel("cubic", 1, "polynomial", 6, 0.01, cubic, trained_count=40)
+    fair = LiveModel("line", 1, "multivariate", 6, 0.5, line, trained_count=40)
+    assert not over.supported and fair.supported
+    assert ServingPolicy().serving({"cubic": over, "line": fair}) is fair
+    # alone, it serves (better than holding every point); with enough points it competes
+    assert ServingPolicy().serving({"cubic": over}) is over
+    enough = LiveModel("cubic", 2, "polynomial", 6, 0.01, cubic, trained_count=168)
+    assert ServingPolicy().serving({"cubic": enough, "line": fair}) is enough
+
+
+def test_a_loaded_version_knows_how_many_points_it_was_trained_on() -> None:
+    model = load_model(version("lin", 1, [0.5, 2.0, -1.0]), key=None)
+    assert model.trained_count == 100 and model.supported

@@ -39,38 +39,53 @@ def drifting(n: int, seed: int, drift_at: int, noise: float) -> tuple[np.ndarray
     return x, y
 
 
-def run(sticky: int, chunk: int = 40) -> tuple[TrainingStep, list[ModelVersion], list[int]]:
-    """Feed the drifting stream in time order; the versions and the point each came after."""
+def make_step(cfg: TrainerConfig) -> TrainingStep:
     broker = MemoryBroker()
     broker.create_topic(TOPICS.points, PARTITIONS)
     for topic in (TOPICS.models, TOPICS.trainer_state, TOPICS.deadletter):
         broker.create_topic(topic, 1)
-    cfg = replace(TrainerConfig(), group_id="g", transactional_id="tx", workers=0)
     step = TrainingStep(broker.driver(), TOPICS, cfg, clock=lambda: 0.0)
     step.start([TopicPartition(TOPICS.points, p) for p in range(PARTITIONS)])
-    x, y = drifting(N, seed=5, drift_at=DRIFT_AT, noise=0.5)
-    values = [Point(f"p{i}", x[i].tolist(), float(y[i])).to_bytes() for i in range(N)]
-    partition = [(i // sticky if sticky else i) % PARTITIONS for i in range(N)]
+    return step
+
+
+def feed(
+    step: TrainingStep, values: list[bytes], partition: list[int], chunk: int
+) -> tuple[list[ModelVersion], list[int]]:
+    """``values`` in time order, ``chunk`` at a time; the versions and the point each came after."""
+    n = len(values)
     offsets = [0] * PARTITIONS
     found: list[ModelVersion] = []
     after: list[int] = []
-    for lo in range(0, N, chunk):
+    for lo in range(0, n, chunk):
         groups: dict[int, list[bytes | None]] = {}
-        for i in range(lo, min(N, lo + chunk)):
+        for i in range(lo, min(n, lo + chunk)):
             groups.setdefault(partition[i], []).append(values[i])
         chunks = []
         for p, vals in groups.items():
             start, offsets[p] = offsets[p], offsets[p] + len(vals)
             keys: list[bytes | None] = [None] * len(vals)
-            columns = (list(range(start, offsets[p])), keys, vals)
-            chunks.append(Chunk(TOPICS.points, p, offsets[p], columns))
+            chunks.append(
+                Chunk(TOPICS.points, p, offsets[p], (list(range(start, offsets[p])), keys, vals))
+            )
         outcome = step.process_chunks(chunks)
         for output in outcome.outputs:
             if output.topic == TOPICS.models:
                 found += [ModelVersion.from_bytes(v) for v in output.values if v is not None]
-                after += [min(N, lo + chunk)] * len(output.values)
+                after += [min(n, lo + chunk)] * len(output.values)
         if outcome.commit:
             step.committed(outcome)
+    return found, after
+
+
+def run(sticky: int, chunk: int = 40) -> tuple[TrainingStep, list[ModelVersion], list[int]]:
+    """Feed the drifting stream in time order over `PARTITIONS` partitions."""
+    cfg = replace(TrainerConfig(), group_id="g", transactional_id="tx", workers=0)
+    step = make_step(cfg)
+    x, y = drifting(N, seed=5, drift_at=DRIFT_AT, noise=0.5)
+    values = [Point(f"p{i}", x[i].tolist(), float(y[i])).to_bytes() for i in range(N)]
+    partition = [(i // sticky if sticky else i) % PARTITIONS for i in range(N)]
+    found, after = feed(step, values, partition, chunk)
     return step, found, after
 
 
@@ -90,3 +105,27 @@ def test_a_drift_is_found_versions_come_quickly_and_the_models_follow(
     model = regressor_from_dict(cubic[-1][0].params)
     assert float(np.sqrt(np.mean((model.predict(xt) - yt) ** 2))) < 0.1
     assert step.count == N
+
+
+def test_no_version_rests_on_fewer_than_two_points_per_coefficient(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A cubic of 6 features has 84 coefficients: its first version waits for 168 points."""
+    caplog.set_level(logging.INFO, logger="trainer.step")
+    cfg = replace(TrainerConfig(), group_id="g", transactional_id="tx", workers=0, publish_every=50)
+    step = make_step(cfg)
+    rng = np.random.default_rng(4)
+    x = rng.uniform(-1, 1, (400, 6))
+    y = x @ np.arange(1.0, 7.0) + rng.normal(scale=0.5, size=400)
+    values = [Point(f"p{i}", x[i].tolist(), float(y[i])).to_bytes() for i in range(400)]
+    found, after = feed(step, values, [0] * 400, chunk=10)
+    first: dict[str, tuple[ModelVersion, int]] = {}
+    for v, at in zip(found, after, strict=True):
+        first.setdefault(v.name, (v, at))
+    assert first["multivariate"][1] == 50  # 7 coefficients: 14 points are enough
+    cubic, at = first["polynomial"]
+    assert 168 <= at <= 200 and cubic.trained_on["count"] >= 168
+    assert cubic.version == 1
+    assert any(
+        "no version until its fit rests on 168 points" in r.getMessage() for r in caplog.records
+    )
