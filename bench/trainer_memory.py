@@ -5,7 +5,8 @@ budget, so this process feeds the trainer's own ingest steps with chunks of
 pre-encoded ``points`` values, as ``streamscore trainer`` does for each chunk it
 reads: validate the chunk (``trainer.batch.parse_points``), then score and fit
 every configured model (``trainer.models.ModelSlot.train``, default settings:
-multivariate and cubic polynomial, cumulative). It reads its own resident memory
+multivariate and cubic polynomial, forgetting 0.9995 with drift detection, as one
+partition). It reads its own resident memory
 as it goes. A pool of distinct values is cycled so that the input takes
 constant memory.
 
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     from trainer.models import ModelSlot
 
     config = TrainerConfig()
-    slots = [ModelSlot.fresh(spec, config.window_or_none) for spec in config.models]
+    slots = [ModelSlot.fresh(spec, config.training) for spec in config.models]
     max_abs_x = min(slot.max_abs_input for slot in slots)
     n_features = config.n_features_or_none
     labelled = 0
@@ -72,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         json.dumps(
             {
                 "points": fed,
+                "training": config.training.describe(),
                 "labelled": labelled,
                 "seconds": seconds,
                 "rate": fed / seconds,
