@@ -15,7 +15,7 @@ import pytest
 from bus.clients.base import Headers, Producer, TopicPartition, TransientBusError
 from bus.messages import Point
 from core.errors import ConfigError, MessageError
-from producer import loop
+from producer import loop, partitioning
 from producer.__main__ import format_summary, parse_config
 from producer.config import ProducerConfig
 from producer.loop import (
@@ -357,7 +357,7 @@ def test_murmur2_is_kafkas(key: bytes, java: int) -> None:
 def test_new_partitions_are_used_after_a_refresh(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = FakeClock()
     producer = FakeProducer(clock=clock, partitions=2)
-    monkeypatch.setattr(loop, "PARTITIONS_REFRESH_S", 5.0)
+    monkeypatch.setattr(partitioning, "PARTITIONS_REFRESH_S", 5.0)
 
     class Grows(FakeProducer):
         def partition_count(self, topic: str) -> int:
