@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bus.clients.base import Chunk
+from core.errors import BusError
 from trainer.batch import FloatArray, parse_points
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,44 @@ def parse_chunk(
         records=len(values),
         unlabelled=parsed.unlabelled,
         rejected=[(offsets[i], keys[i], values[i], reason) for i, reason in parsed.rejected],
+    )
+
+
+def parse_alone(
+    chunk: Chunk, n_features: int | None, max_abs_x: float, max_abs_y: float
+) -> ParsedChunk:
+    """``chunk`` parsed value by value: a value the parser fails on is rejected."""
+    try:
+        offsets, keys, values = chunk.columns()
+    except Exception as exc:
+        raise BusError(
+            f"cannot decode the records of {chunk.topic}[{chunk.partition}] before "
+            f"offset {chunk.next_offset} ({type(exc).__name__}: {exc}); the trainer stops"
+        ) from exc
+    rows: list[FloatArray] = []
+    labels: list[FloatArray] = []
+    rejected: list[Rejected] = []
+    unlabelled = 0
+    for offset, key, value in zip(offsets, keys, values, strict=True):
+        single = Chunk(chunk.topic, chunk.partition, offset + 1, ([offset], [key], [value]))
+        try:
+            part = parse_chunk(single, n_features, max_abs_x, max_abs_y)
+        except Exception as exc:
+            rejected.append((offset, key, value, f"{type(exc).__name__}: {exc}"))
+            continue
+        n_features = part.n_features
+        rows.append(part.x)
+        labels.append(part.y)
+        unlabelled += part.unlabelled
+        rejected += part.rejected
+    d = n_features or 0
+    return ParsedChunk(
+        x=np.concatenate(rows).reshape(-1, d) if rows else np.empty((0, d)),
+        y=np.concatenate(labels) if labels else np.empty(0),
+        n_features=n_features,
+        records=len(values),
+        unlabelled=unlabelled,
+        rejected=rejected,
     )
 
 

@@ -49,98 +49,33 @@ from __future__ import annotations
 
 import copy
 import logging
-import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Literal, TypeVar, cast
-
-import numpy as np
+from typing import cast
 
 from bus.clients.base import Chunk, Driver, Record, TopicPartition
-from bus.messages import ModelVersion
-from bus.signing import ModelKey, sign
+from bus.signing import ModelKey
 from bus.stream import ChunkStep, Outcome
 from bus.topics import Topics
-from core.errors import BusError, MessageError
+from core.errors import BusError
 from core.shutdown import StopFlag
-from regressors.base import MAX_ABS_VALUE, MIN_POINTS_PER_PARAM
-from trainer.batch import FloatArray
+from regressors.base import MAX_ABS_VALUE
 from trainer.config import TrainerConfig
-from trainer.models import ModelSlot, PrequentialScore
-from trainer.pool import ParsedChunk, ParsePool, Rejected, parse_chunk
+from trainer.models import ModelSlot
+from trainer.pool import ParsedChunk, ParsePool, parse_alone
 from trainer.publish import PublishPolicy
 from trainer.recovery import read_start
 from trainer.state import Checkpoint, StateError, encode_checkpoint
+from trainer.versions import VersionWriter
+from trainer.work import Rows, Saved, TrainerStats, Work, until_stopped
+
+__all__ = ["STATS_EVERY_S", "TRAIN_ROWS", "TrainerStats", "TrainingStep"]
 
 log = logging.getLogger(__name__)
 
 STATS_EVERY_S = 10.0
 #: Labelled rows of consecutive chunks fitted together (fewer, larger fits cost less).
 TRAIN_ROWS = 4096
-
-_T = TypeVar("_T")
-
-
-@dataclass
-class TrainerStats:
-    """What the trainer has had committed since it started (work redone counts once)."""
-
-    records: int = 0
-    labelled: int = 0
-    unlabelled: int = 0
-    deadletters: int = 0
-    versions: int = 0
-    transactions: int = 0
-
-
-@dataclass
-class _Saved:
-    """The state of a publication: what a rewind restores once it is committed."""
-
-    checkpoint: Checkpoint
-    scores: dict[str, PrequentialScore]
-    parts: int
-
-
-@dataclass
-class _Work:
-    """What one outcome covers, counted once it is committed."""
-
-    records: int = 0
-    labelled: int = 0
-    unlabelled: int = 0
-    deadletters: int = 0
-    versions: int = 0
-    saved: _Saved | None = None  # set on the outcome that publishes
-
-
-class _Rows:
-    """Labelled rows of consecutive chunks waiting to be fitted, by partition.
-
-    With ``by_partition`` the rows of each partition stay in their order, one group
-    per partition (forgetting weighs a row by the newer rows of its partition);
-    without, every row is in one group in the order read (a window's order).
-    """
-
-    def __init__(self, by_partition: bool) -> None:
-        self.by_partition = by_partition
-        self.parts: dict[int, tuple[list[FloatArray], list[FloatArray]]] = {}
-        self.count = 0
-
-    def add(self, partition: int, parsed: ParsedChunk) -> None:
-        if parsed.labelled:
-            xs, ys = self.parts.setdefault(partition if self.by_partition else 0, ([], []))
-            xs.append(parsed.x)
-            ys.append(parsed.y)
-            self.count += parsed.labelled
-
-    def take(self) -> list[tuple[int, FloatArray, FloatArray]]:
-        parts, self.parts, self.count = self.parts, {}, 0
-        return [
-            (p, x[0], y[0]) if len(x) == 1 else (p, np.concatenate(x), np.concatenate(y))
-            for p, (x, y) in parts.items()
-        ]
 
 
 class TrainingStep(ChunkStep):
@@ -165,7 +100,6 @@ class TrainingStep(ChunkStep):
         model_key: ModelKey | None = None,
     ) -> None:
         self._driver = driver
-        self._key = model_key
         self._topics = topics
         self._config = config
         self._clock = clock
@@ -183,11 +117,10 @@ class TrainingStep(ChunkStep):
         self._started: set[int] = set()  # partitions the kernel was told where to start
         fresh = Checkpoint(group=config.group_id, points_topic=topics.points)
         fresh.n_features = config.n_features_or_none
-        self._saved = _Saved(fresh, {}, 0)
+        self._saved = Saved(fresh, {}, 0)
         self._state_partition = 0
-        self._publishing: _Saved | None = None  # the publication in flight
-        self._refused: set[str] = set()  # models whose versions the contract refuses
-        self._held: set[str] = set()  # models too small a fit holds back (said once)
+        self._publishing: Saved | None = None  # the publication in flight
+        self._writer = VersionWriter(model_key, self._window)
         # the training state, as of the last chunk trained
         self._n_features = config.n_features_or_none
         self._count = 0
@@ -243,7 +176,7 @@ class TrainingStep(ChunkStep):
         """Read the checkpoint and versions back and restore them; False if stopped."""
         config, topics = self._config, self._topics
         names = [spec.name for spec in config.models]
-        start = _until_stopped(
+        start = until_stopped(
             lambda: read_start(
                 self._driver,
                 topics,
@@ -279,7 +212,7 @@ class TrainingStep(ChunkStep):
                 topics.points,
             )
         base = checkpoint if checkpoint is not None else self._saved.checkpoint
-        saved = _Saved(copy.deepcopy(base), {}, found.parts)
+        saved = Saved(copy.deepcopy(base), {}, found.parts)
         for name, version in versions.items():
             if version > saved.checkpoint.versions.get(name, 0):
                 log.info("model %r: version %d found on %s", name, version, topics.models)
@@ -333,7 +266,7 @@ class TrainingStep(ChunkStep):
                 "checks its own fast path at start and falls back by itself"
             )
 
-    def _restore(self, saved: _Saved) -> None:
+    def _restore(self, saved: Saved) -> None:
         """Put the training state back to ``saved`` (a committed publication)."""
         checkpoint = saved.checkpoint
         self._n_features = checkpoint.n_features or self._config.n_features_or_none
@@ -361,8 +294,8 @@ class TrainingStep(ChunkStep):
     def process_chunks(self, chunks: list[Chunk]) -> Outcome:
         """Train on the chunks in order; dead letters; a publication when one is due."""
         outcome = Outcome(commit=False)
-        work = _Work()
-        rows = _Rows(by_partition=self._window is None)
+        work = Work()
+        rows = Rows(by_partition=self._window is None)
         for chunk, parsed in zip(chunks, self._pool.parse(chunks, self._n_features), strict=True):
             if isinstance(parsed, ParsedChunk):
                 result = parsed
@@ -374,7 +307,7 @@ class TrainingStep(ChunkStep):
                     type(parsed).__name__,
                     parsed,
                 )
-                result = self._parse_alone(chunk, self._n_features)
+                result = parse_alone(chunk, self._n_features, self._max_abs_x, MAX_ABS_VALUE)
             self._take(chunk, result, work, outcome)
             rows.add(chunk.partition, result)
             if rows.count >= TRAIN_ROWS:
@@ -389,42 +322,7 @@ class TrainingStep(ChunkStep):
             self._publish(outcome, now)
         return outcome
 
-    def _parse_alone(self, chunk: Chunk, n_features: int | None) -> ParsedChunk:
-        """``chunk`` parsed value by value: a value the parser fails on is rejected."""
-        try:
-            offsets, keys, values = chunk.columns()
-        except Exception as exc:
-            raise BusError(
-                f"cannot decode the records of {chunk.topic}[{chunk.partition}] before "
-                f"offset {chunk.next_offset} ({type(exc).__name__}: {exc}); the trainer stops"
-            ) from exc
-        rows: list[FloatArray] = []
-        labels: list[FloatArray] = []
-        rejected: list[Rejected] = []
-        unlabelled = 0
-        for offset, key, value in zip(offsets, keys, values, strict=True):
-            single = Chunk(chunk.topic, chunk.partition, offset + 1, ([offset], [key], [value]))
-            try:
-                part = parse_chunk(single, n_features, self._max_abs_x, MAX_ABS_VALUE)
-            except Exception as exc:
-                rejected.append((offset, key, value, f"{type(exc).__name__}: {exc}"))
-                continue
-            n_features = part.n_features
-            rows.append(part.x)
-            labels.append(part.y)
-            unlabelled += part.unlabelled
-            rejected += part.rejected
-        d = n_features or 0
-        return ParsedChunk(
-            x=np.concatenate(rows).reshape(-1, d) if rows else np.empty((0, d)),
-            y=np.concatenate(labels) if labels else np.empty(0),
-            n_features=n_features,
-            records=len(values),
-            unlabelled=unlabelled,
-            rejected=rejected,
-        )
-
-    def _take(self, chunk: Chunk, parsed: ParsedChunk, work: _Work, outcome: Outcome) -> None:
+    def _take(self, chunk: Chunk, parsed: ParsedChunk, work: Work, outcome: Outcome) -> None:
         """Account for a parsed chunk: its offsets, its dead letters, its counts."""
         if self._n_features is None and parsed.n_features is not None:
             self._n_features = parsed.n_features
@@ -441,7 +339,7 @@ class TrainingStep(ChunkStep):
         work.deadletters += len(parsed.rejected)
         self._deadletter_total += len(parsed.rejected)
 
-    def _fit(self, rows: _Rows) -> None:
+    def _fit(self, rows: Rows) -> None:
         """Score and fit every model on the rows gathered (in the order read); empty them."""
         if not rows.count:
             return
@@ -474,13 +372,13 @@ class TrainingStep(ChunkStep):
         values: list[bytes | None] = []
         if self._policy.new_points:
             for slot in self._slots:
-                if not slot.ready:
-                    self._hold(slot)
+                if not self._writer.ready(slot):
                     continue
-                self._held.discard(slot.spec.name)
                 name = slot.spec.name
                 version = self._versions.get(name, 0) + 1
-                value = self._version_bytes(slot, version, offsets, created_at)
+                value = self._writer.encode(
+                    slot, version, offsets, created_at, self._policy.new_points
+                )
                 if value is None:
                     continue
                 self._versions[name] = version
@@ -514,79 +412,21 @@ class TrainingStep(ChunkStep):
             [self._state_partition] * len(records),
             [headers for _, _, headers in records],
         )
-        saved = _Saved(
+        saved = Saved(
             checkpoint, {s.spec.name: copy.copy(s.score) for s in self._slots}, self._parts
         )
-        work = cast(_Work, outcome.context)
+        work = cast(Work, outcome.context)
         work.saved, work.versions = saved, len(values)
         outcome.commit = True
         self._publishing = saved
         self._policy.published()
         log.debug("publishing checkpoint %d with %d versions", self._seq, len(values))
 
-    def _hold(self, slot: ModelSlot) -> None:
-        """Say once why a model gets no version yet (too few points for its size)."""
-        regressor = slot.regressor
-        if slot.spec.name in self._held or not regressor.is_fitted:
-            return
-        self._held.add(slot.spec.name)
-        log.info(
-            "model %r: no version until its fit rests on %d points (%d per coefficient; "
-            "%.0f so far)",
-            slot.spec.name,
-            MIN_POINTS_PER_PARAM * (regressor.n_params or 0),
-            MIN_POINTS_PER_PARAM,
-            regressor.effective_points,
-        )
-
-    def _version_bytes(
-        self, slot: ModelSlot, version: int, offsets: dict[str, int], created_at: int
-    ) -> bytes | None:
-        """The ``models`` value of a new version, or None when the contract refuses it."""
-        regressor = slot.regressor
-        name = slot.spec.name
-        new_points = self._policy.new_points
-        message = ModelVersion(
-            name=name,
-            version=version,
-            kind=cast(Literal["multivariate", "polynomial"], regressor.kind),
-            n_features=int(regressor.n_features or 0),
-            params=regressor.to_dict(),
-            trained_on={
-                "count": regressor.n_seen,
-                "offsets": offsets,
-                "window": self._window,
-                "forget": regressor.forget,
-                "drifts": regressor.drifts,
-                "new": new_points,
-            },
-            train_score=slot.take_score(),
-            created_at=created_at,
-        )
-        try:
-            if self._key is not None:
-                message = sign(message, self._key)  # checks it as a reader would
-            value = message.to_bytes()
-            ModelVersion.from_bytes(value)  # what every scorer will check
-        except (MessageError, ValueError) as exc:
-            if name not in self._refused:
-                log.error(
-                    "model %r: version %d not published, the contract refuses it: %s; "
-                    "scale the features or the labels",
-                    name,
-                    version,
-                    exc,
-                )
-            self._refused.add(name)
-            return None
-        self._refused.discard(name)
-        return value
-
     def committed(self, outcome: Outcome) -> None:
         """Count the committed work; a committed publication becomes the rewind point."""
         work = outcome.context
         stats = self.stats
-        if not isinstance(work, _Work):
+        if not isinstance(work, Work):
             return
         stats.records += work.records
         stats.labelled += work.labelled
@@ -613,7 +453,7 @@ class TrainingStep(ChunkStep):
         now = self._clock()
         if self._publishing is not None or not self._policy.due(now):
             return None
-        outcome = Outcome(context=_Work())
+        outcome = Outcome(context=Work())
         self._publish(outcome, now)
         return outcome
 
@@ -631,7 +471,7 @@ class TrainingStep(ChunkStep):
         """Stopping: publish what is pending."""
         if self._publishing is not None or not self._policy.pending:
             return None
-        outcome = Outcome(context=_Work())
+        outcome = Outcome(context=Work())
         self._publish(outcome, self._clock())
         return outcome
 
@@ -648,30 +488,3 @@ class TrainingStep(ChunkStep):
             stats.versions,
             self._versions,
         )
-
-
-def _until_stopped(call: Callable[[], _T], stop: StopFlag) -> _T | None:
-    """What ``call`` returns, run on a helper thread; None if the stop flag is set first.
-
-    Reading back at start may wait on a broker that is away: a stop does not wait
-    for it (the call goes on alone, and its result is dropped).
-    """
-    done = threading.Event()
-    box: list[_T] = []
-    failed: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            box.append(call())
-        except BaseException as exc:
-            failed.append(exc)
-        finally:
-            done.set()
-
-    threading.Thread(target=run, name="trainer-start", daemon=True).start()
-    while not done.wait(0.05):
-        if stop.is_set():
-            return None
-    if failed:
-        raise failed[0]
-    return box[0]

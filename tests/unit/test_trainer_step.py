@@ -395,7 +395,6 @@ def test_a_chunk_the_parser_fails_on_is_parsed_value_by_value(
         return parse_chunk(chunk, *args)
 
     monkeypatch.setattr("trainer.pool.parse_chunk", fragile)
-    monkeypatch.setattr("trainer.step.parse_chunk", fragile)
     values = points(300, seed=20)
     values[120] = b'{"id":"boom","x":[1,2],"y":1}'
     produce(broker, values)
