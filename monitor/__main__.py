@@ -1,4 +1,8 @@
-"""``streamscore monitor``: serve the live dashboard with gunicorn (default port 5555)."""
+"""streamscore monitor: serve the live dashboard with gunicorn (default port 5555).
+
+The settings are read once here (variables, then flags) and handed to gunicorn
+and its worker whole, in STREAMSCORE_MONITOR_CONFIG.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ import sys
 from pathlib import Path
 
 from core.errors import ConfigError
-from monitor.config import MonitorConfig
+from monitor.config import RESOLVED_VARIABLE, SETTINGS, MonitorConfig
 
 CONF = Path(__file__).with_name("gunicorn_conf.py")
 APP = "monitor.app:get_app()"
@@ -19,26 +23,21 @@ def gunicorn_command() -> list[str]:
     return [sys.executable, "-m", "gunicorn", "-c", str(CONF), APP]
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: one flag per setting of `monitor.config.SETTINGS`."""
+    return SETTINGS.parser("streamscore monitor", __doc__)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Check the settings, then become gunicorn (it never returns on success)."""
-    parser = argparse.ArgumentParser(
-        prog="streamscore monitor",
-        description=__doc__,
-        epilog="Every option has an environment variable (STREAMSCORE_MONITOR_*); see README.",
-    )
-    parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, help="port to listen on (default 5555)")
-    parser.add_argument("--refresh-ms", type=int, help="how often the page refreshes (2000)")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    env = dict(os.environ)
-    for name, value in vars(args).items():
-        if value is not None:
-            env[f"STREAMSCORE_MONITOR_{name.upper()}"] = str(value)
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    env = {k: v for k, v in os.environ.items() if k != RESOLVED_VARIABLE}
     try:
-        config = MonitorConfig.from_env(env)
+        config = MonitorConfig.from_env(env, SETTINGS.overrides(args))
     except ConfigError as exc:
         print(f"streamscore monitor: {exc}", file=sys.stderr)
         return 2
+    env[RESOLVED_VARIABLE] = config.dumps()
     print(f"streamscore monitor: http://{config.bind}/", file=sys.stderr, flush=True)
     command = gunicorn_command()
     try:

@@ -1,4 +1,8 @@
-"""gunicorn settings for ``monitor.app:get_app()``, from ``STREAMSCORE_MONITOR_*``.
+"""gunicorn settings for ``monitor.app:get_app()``, from the monitor's config.
+
+``streamscore monitor`` hands its resolved config (variables and flags) over in
+``STREAMSCORE_MONITOR_CONFIG``; without it (gunicorn started by hand) the
+``STREAMSCORE_MONITOR_*`` variables are read. The worker reads it the same way.
 
 One worker: the dashboard is in-memory state, fed by the worker's own threads;
 a few threads answer the page and its API. The app is built after the fork.

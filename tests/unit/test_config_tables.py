@@ -10,12 +10,14 @@ from typing import Any
 import pytest
 
 import gateway.__main__
+import monitor.__main__
 import producer.__main__
 import scorer.__main__
 import trainer.__main__
 from core.errors import ConfigError
 from core.settings import Setting, SettingsTable, integer, text
 from gateway.config import SETTINGS as GATEWAY
+from monitor.config import SETTINGS as MONITOR
 from producer.config import SETTINGS as PRODUCER
 from scorer.config import SETTINGS as SCORER
 from trainer.config import SETTINGS as TRAINER
@@ -26,6 +28,7 @@ SERVICES: dict[str, tuple[SettingsTable[Any], argparse.ArgumentParser]] = {
     "gateway": (GATEWAY, gateway.__main__.build_parser()),
     "scorer": (SCORER, scorer.__main__.build_parser()),
     "trainer": (TRAINER, trainer.__main__.build_parser()),
+    "monitor": (MONITOR, monitor.__main__.build_parser()),
 }
 #: Variables two services read on purpose (and must be set the same for both).
 SHARED = {"STREAMSCORE_MODEL_HISTORY"}
