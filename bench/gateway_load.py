@@ -19,6 +19,7 @@ import logging
 import subprocess
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from bench.baseline import write_models
@@ -212,6 +213,33 @@ def run(ctx: BenchContext, config: BenchConfig) -> BenchResult:
     models = default_models()
     publish(ctx.settings, topics.models, models)
     group = f"bench-{ctx.run_id}-gateway"
+    body = predict_bodies(1)[0]
+    _over_the_bus(ctx, config, result, topics, group=group, body=body)
+    missing = wrk_missing()
+    if missing:
+        print(f"gateway bench: wrk runs skipped: {missing}")
+    else:
+        for kafka_client in KAFKA_CLIENTS:
+            _wrk_over_the_bus(
+                ctx, config, result, topics, group=f"{group}-{kafka_client}",
+                kafka_client=kafka_client,
+            )  # fmt: skip
+    path = write_models(ctx.home / "baseline-models.jsonl", models)
+    _baseline(ctx, config, result, path, body)
+    celery_peer(ctx, config, path, result)
+    for clients in CLIENTS:
+        gateway = result.data[f"gateway, {clients} clients"]["rate"]
+        local = result.data[f"in-process baseline, {clients} clients"]["rate"]
+        result.add(f"{clients} clients", "gateway / baseline", ratio(gateway, local), "x",
+                   note="requests/s over the bus as a share of in-process")  # fmt: skip
+    return result
+
+
+def _over_the_bus(
+    ctx: BenchContext, config: BenchConfig, result: BenchResult, topics: Topics, *,
+    group: str, body: bytes,
+) -> None:  # fmt: skip
+    """The gateway and its scorer, loaded without and then with a flood of points."""
     port = free_port()
     services = ctx.supervisor(
         "gateway",
@@ -225,7 +253,6 @@ def run(ctx: BenchContext, config: BenchConfig) -> BenchResult:
     )
     services.start("scorer", ["scorer"])
     services.start("gateway", ["gateway"])
-    body = predict_bodies(1)[0]
     statuses = wait_ready(port, body, 60)
     result.data["readiness"] = dict(statuses)
     if not statuses[200]:
@@ -234,58 +261,70 @@ def run(ctx: BenchContext, config: BenchConfig) -> BenchResult:
         result.add("gateway", "ready after 60 s", statuses[200] / 12, "x", note=(
             f"statuses of 12 requests: {dict(statuses)} (0: no answer in 5 s); "
             f"see {services.log_dir}"))  # fmt: skip
-    for flood in (False, True):
-        if flood:
-            before = sum(end_offsets(ctx.settings, topics.points).values())
-            flood_started = time.monotonic()
-            services.start("producer", ["producer"], STREAMSCORE_PRODUCER_FEATURES="3")
-            time.sleep(3)  # the flood is on
-        for clients in CLIENTS:
-            case = f"gateway, {clients} clients" + (", points flood" if flood else "")
-            since = {t: end_offsets(ctx.settings, t) for t in (topics.requests, topics.replies)}
-            _rows(result, case, _load(port, clients, config))
-            share = scorer_share(ctx.settings, topics, since)
-            result.add(case, "p99 request -> reply appended", share.p99, "ms",
-                       note=f"p50 {share.p50:.0f} ms (the scorer's share)")  # fmt: skip
-            result.data[case]["scorer_share_ms"] = share
-        if flood:
-            services.stop("producer")
-            flooded = sum(end_offsets(ctx.settings, topics.points).values()) - before
-            rate = ratio(flooded, time.monotonic() - flood_started)
-            result.add("points flood", "points/s", rate, "pts/s", note="offered by the producer")
+    _load_rows(ctx, config, result, topics, port=port, suffix="")
+    before = sum(end_offsets(ctx.settings, topics.points).values())
+    flood_started = time.monotonic()
+    services.start("producer", ["producer"], STREAMSCORE_PRODUCER_FEATURES="3")
+    time.sleep(3)  # the flood is on
+    _load_rows(ctx, config, result, topics, port=port, suffix=", points flood")
+    services.stop("producer")
+    flooded = sum(end_offsets(ctx.settings, topics.points).values()) - before
+    rate = ratio(flooded, time.monotonic() - flood_started)
+    result.add("points flood", "points/s", rate, "pts/s", note="offered by the producer")
     services.stop_all(["gateway", "scorer"])
-    missing = wrk_missing()
-    if missing:
-        print(f"gateway bench: wrk runs skipped: {missing}")
-    else:
-        for kafka_client in KAFKA_CLIENTS:
-            port = free_port()
-            both = ctx.supervisor(
-                f"gateway-{kafka_client}",
-                topics,
-                STREAMSCORE_KAFKA_CLIENT=kafka_client,
-                STREAMSCORE_SCORER_GROUP=f"{group}-{kafka_client}",
-                STREAMSCORE_SCORER_REQUESTS_GROUP=f"{group}-{kafka_client}-requests",
-                STREAMSCORE_GATEWAY_BIND=f"127.0.0.1:{port}",
-                STREAMSCORE_GATEWAY_WORKERS=str(WORKERS),
-                STREAMSCORE_GATEWAY_THREADS=str(THREADS),
-                STREAMSCORE_LOG_LEVEL="WARNING",
-            )
-            both.start("scorer", ["scorer"])
-            both.start("gateway", ["gateway"])
-            if wait_ready(port, WRK_BODY, 60)[200] == 12:
-                for clients in CLIENTS:
-                    case = f"gateway ({kafka_client}), {clients} clients"
-                    _wrk_rows(result, case, port, clients, config.gateway_seconds)
-            both.stop_all(["gateway", "scorer"])
 
-    path = write_models(ctx.home / "baseline-models.jsonl", models)
+
+def _load_rows(
+    ctx: BenchContext, config: BenchConfig, result: BenchResult, topics: Topics, *,
+    port: int, suffix: str,
+) -> None:  # fmt: skip
+    """One load run per number of clients, with the scorer's share of each round trip."""
+    for clients in CLIENTS:
+        case = f"gateway, {clients} clients{suffix}"
+        since = {t: end_offsets(ctx.settings, t) for t in (topics.requests, topics.replies)}
+        _rows(result, case, _load(port, clients, config))
+        share = scorer_share(ctx.settings, topics, since)
+        result.add(case, "p99 request -> reply appended", share.p99, "ms",
+                   note=f"p50 {share.p50:.0f} ms (the scorer's share)")  # fmt: skip
+        result.data[case]["scorer_share_ms"] = share
+
+
+def _wrk_over_the_bus(
+    ctx: BenchContext, config: BenchConfig, result: BenchResult, topics: Topics, *,
+    group: str, kafka_client: str,
+) -> None:  # fmt: skip
+    """The gateway and its scorer on one Kafka client library, loaded by wrk."""
+    port = free_port()
+    both = ctx.supervisor(
+        f"gateway-{kafka_client}",
+        topics,
+        STREAMSCORE_KAFKA_CLIENT=kafka_client,
+        STREAMSCORE_SCORER_GROUP=group,
+        STREAMSCORE_SCORER_REQUESTS_GROUP=f"{group}-requests",
+        STREAMSCORE_GATEWAY_BIND=f"127.0.0.1:{port}",
+        STREAMSCORE_GATEWAY_WORKERS=str(WORKERS),
+        STREAMSCORE_GATEWAY_THREADS=str(THREADS),
+        STREAMSCORE_LOG_LEVEL="WARNING",
+    )
+    both.start("scorer", ["scorer"])
+    both.start("gateway", ["gateway"])
+    if wait_ready(port, WRK_BODY, 60)[200] == 12:
+        for clients in CLIENTS:
+            case = f"gateway ({kafka_client}), {clients} clients"
+            _wrk_rows(result, case, port, clients, config.gateway_seconds)
+    both.stop_all(["gateway", "scorer"])
+
+
+def _baseline(
+    ctx: BenchContext, config: BenchConfig, result: BenchResult, models_path: Path, body: bytes
+) -> None:
+    """The same requests to the in-process baseline (the model called in the web process)."""
     port = free_port()
     baseline = ctx.spawn(
         "baseline",
         ["-m", "gunicorn", "-w", str(WORKERS), "-k", "gthread", "--threads", str(THREADS),
          "--keep-alive", "5", "-b", f"127.0.0.1:{port}", "bench.baseline:get_app()"],
-        {**ctx.env, "BENCH_BASELINE_MODELS": str(path)},
+        {**ctx.env, "BENCH_BASELINE_MODELS": str(models_path)},
     )  # fmt: skip
     try:
         if wait_ready(port, body, 60)[200] < 12:
@@ -294,10 +333,3 @@ def run(ctx: BenchContext, config: BenchConfig) -> BenchResult:
             _rows(result, f"in-process baseline, {clients} clients", _load(port, clients, config))
     finally:
         stop_process(baseline)
-    celery_peer(ctx, config, path, result)
-    for clients in CLIENTS:
-        gateway = result.data[f"gateway, {clients} clients"]["rate"]
-        local = result.data[f"in-process baseline, {clients} clients"]["rate"]
-        result.add(f"{clients} clients", "gateway / baseline", ratio(gateway, local), "x",
-                   note="requests/s over the bus as a share of in-process")  # fmt: skip
-    return result

@@ -27,8 +27,9 @@ from bench.report import BenchResult, Latency, steady_rate
 from bus.clients import make_producer
 from bus.messages import Point, Prediction
 from bus.settings import KafkaSettings
-from bus.topics import HOUR_MS, TopicLayout
+from bus.topics import HOUR_MS, TopicLayout, Topics
 from core.errors import StreamscoreError
+from streamscore.processes import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,14 @@ def run_client(ctx: BenchContext, config: BenchConfig, client: str, result: Benc
         STREAMSCORE_SCORER_REQUESTS_GROUP=group + "-requests",
     )
     services.start("scorer", ["scorer"])
-    # warm up: the scorer has joined its group and predicts before the clock starts
+    _warm_up(ctx, config, topics)
+    for rate in RATES:
+        _at_rate(ctx, config, services, topics, client=client, rate=rate, result=result)
+    services.stop_all(["scorer"])
+
+
+def _warm_up(ctx: BenchContext, config: BenchConfig, topics: Topics) -> None:
+    """Wait until the scorer has joined its group and predicts, before the clock starts."""
     producer = make_producer(ctx.settings)
     for value in point_values(WARM_UP, seed=7):
         producer.send(topics.points, value=value.replace(b'"p-', b'"warm-'))
@@ -117,49 +125,51 @@ def run_client(ctx: BenchContext, config: BenchConfig, client: str, result: Benc
         timeout_s=config.timeout_s,
         decode=_prediction,
     )
-    for rate in RATES:
-        count = int(rate * config.latency_seconds)
-        prefix = f"r{rate}-"
-        services.start(
-            f"producer-{rate}",
-            ["producer"],
-            STREAMSCORE_PRODUCER_RATE=str(rate),
-            STREAMSCORE_PRODUCER_COUNT=str(count),
-            STREAMSCORE_PRODUCER_ID_PREFIX=prefix,
-            STREAMSCORE_PRODUCER_FEATURES="3",
-            STREAMSCORE_PRODUCER_PROGRESS_INTERVAL="3600",
-        )
-        finished = wait_until(
-            lambda: services.pid(f"producer-{rate}") is None,  # noqa: B023 (used at once)
-            config.latency_seconds * 3 + 30,
-        )
-        if not finished:
-            raise StreamscoreError(f"the producer at {rate}/s on {client} did not finish")
-        predictions = read_stamps(
-            ctx.settings, topics.predictions, prefix, count, timeout_s=60, decode=_prediction
-        )
-        points = read_stamps(
-            ctx.settings, topics.points, prefix, count, timeout_s=60, decode=_point
-        )
-        total = Latency.of([float(done - ts) for ts, done in predictions.values()])
-        producer = Latency.of([float(appended - ts) for ts, appended in points.values()])
-        scorer = Latency.of([float(done - points[i][1]) for i, (_, done) in predictions.items()])
-        offered = steady_rate([float(ts) for ts, _ in predictions.values()])
-        case = f"{client}, {rate:,} pts/s offered"
-        target = "<= 50" if rate == 1_000 else ""
-        note = f"{total.count:,} points, {offered:,.0f} pts/s achieved"
-        result.add(case, "p50", total.p50, "ms")
-        result.add(case, "p99", total.p99, "ms", target=target, note=note)
-        result.add(case, "max", total.max, "ms")
-        result.add(case, "p99 producer -> broker", producer.p99, "ms",
-                   note=f"p50 {producer.p50:.0f} ms (the producer's linger and send)")  # fmt: skip
-        result.add(case, "p99 broker -> prediction", scorer.p99, "ms",
-                   note=f"p50 {scorer.p50:.0f} ms (the scorer's share)")  # fmt: skip
-        result.data[f"{client}, {rate}"] = {
-            "latency_ms": total,
-            "producer_to_broker_ms": producer,
-            "broker_to_prediction_ms": scorer,
-            "offered": offered,
-            "count": count,
-        }
-    services.stop_all(["scorer"])
+
+
+def _at_rate(
+    ctx: BenchContext, config: BenchConfig, services: Supervisor, topics: Topics, *,
+    client: str, rate: int, result: BenchResult,
+) -> None:  # fmt: skip
+    """A producer run at ``rate`` points/s, and the latencies of its points."""
+    count = int(rate * config.latency_seconds)
+    prefix = f"r{rate}-"
+    services.start(
+        f"producer-{rate}",
+        ["producer"],
+        STREAMSCORE_PRODUCER_RATE=str(rate),
+        STREAMSCORE_PRODUCER_COUNT=str(count),
+        STREAMSCORE_PRODUCER_ID_PREFIX=prefix,
+        STREAMSCORE_PRODUCER_FEATURES="3",
+        STREAMSCORE_PRODUCER_PROGRESS_INTERVAL="3600",
+    )
+    finished = wait_until(
+        lambda: services.pid(f"producer-{rate}") is None, config.latency_seconds * 3 + 30
+    )
+    if not finished:
+        raise StreamscoreError(f"the producer at {rate}/s on {client} did not finish")
+    predictions = read_stamps(
+        ctx.settings, topics.predictions, prefix, count, timeout_s=60, decode=_prediction
+    )
+    points = read_stamps(ctx.settings, topics.points, prefix, count, timeout_s=60, decode=_point)
+    total = Latency.of([float(done - ts) for ts, done in predictions.values()])
+    producer = Latency.of([float(appended - ts) for ts, appended in points.values()])
+    scorer = Latency.of([float(done - points[i][1]) for i, (_, done) in predictions.items()])
+    offered = steady_rate([float(ts) for ts, _ in predictions.values()])
+    case = f"{client}, {rate:,} pts/s offered"
+    target = "<= 50" if rate == 1_000 else ""
+    note = f"{total.count:,} points, {offered:,.0f} pts/s achieved"
+    result.add(case, "p50", total.p50, "ms")
+    result.add(case, "p99", total.p99, "ms", target=target, note=note)
+    result.add(case, "max", total.max, "ms")
+    result.add(case, "p99 producer -> broker", producer.p99, "ms",
+               note=f"p50 {producer.p50:.0f} ms (the producer's linger and send)")  # fmt: skip
+    result.add(case, "p99 broker -> prediction", scorer.p99, "ms",
+               note=f"p50 {scorer.p50:.0f} ms (the scorer's share)")  # fmt: skip
+    result.data[f"{client}, {rate}"] = {
+        "latency_ms": total,
+        "producer_to_broker_ms": producer,
+        "broker_to_prediction_ms": scorer,
+        "offered": offered,
+        "count": count,
+    }
