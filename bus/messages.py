@@ -49,8 +49,18 @@ MAX_INSTANCES = 10_000
 #: Largest version (2**53 - 1): beyond it a JSON reader using doubles loses digits.
 MAX_VERSION = 2**53 - 1
 MODEL_KINDS = ("multivariate", "polynomial")
+#: What a model name may be, as said in errors (the trainer's names, the scorer's policy).
+MODEL_NAME_RULE = (
+    f"1 to {MAX_NAME_CHARS} letters, digits, '.', '_' or '-', the first a letter or digit"
+)
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 Json = dict[str, Any]
+
+
+def is_model_name(value: str) -> bool:
+    """True when ``value`` is a model name: `MODEL_NAME_RULE` (the whole text, no newline)."""
+    return len(value) <= MAX_NAME_CHARS and _MODEL_NAME.fullmatch(value) is not None
 
 
 # --- decoding helpers -------------------------------------------------------------

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from bus.messages import MAX_NAME_CHARS
+from bus.messages import MODEL_NAME_RULE, is_model_name
 from core.settings import Setting, SettingsTable, choice, integer, number, text
 from scorer.policy import BEST
 
 DELIVERY_MODES = ("at-least-once", "exactly-once")
-
-#: A model name as the trainer writes it: what ``policy`` may name besides ``best``.
-_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 def default_transactional_id() -> str:
@@ -59,11 +55,11 @@ class ScorerConfig:
 
 
 def _policy(value: str) -> str:
-    if value == BEST or (_MODEL_NAME.match(value) and len(value) <= MAX_NAME_CHARS):
+    if value == BEST or is_model_name(value):
         return value
     raise ValueError(
-        f"expected {BEST} (the lowest rolling RMSE serves) or the name of a model: 1 to "
-        f"{MAX_NAME_CHARS} letters, digits, '.', '_' or '-', e.g. polynomial"
+        f"expected {BEST} (the lowest rolling RMSE serves) or the name of a model: "
+        f"{MODEL_NAME_RULE}, e.g. polynomial"
     )
 
 

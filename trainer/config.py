@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bus.messages import MAX_FEATURES, MAX_NAME_CHARS, MODEL_KINDS
+from bus.messages import MAX_FEATURES, MODEL_KINDS, MODEL_NAME_RULE, is_model_name
 from core.errors import ConfigError
 from core.settings import Setting, SettingsTable, boolean, integer, number, text
 
@@ -48,9 +47,6 @@ class Training:
             return "cumulative"
         memory = f"forgetting {self.forget:g} (memory {1.0 / (1.0 - self.forget):.0f} points)"
         return f"{memory}, drift detection" if self.detect else memory
-
-
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 @dataclass(frozen=True)
@@ -132,11 +128,8 @@ def _model(item: str) -> ModelSpec:
             raise ValueError(f"{item!r}: degree must be 1 to 10, got {degree}")
     elif degree_text:
         raise ValueError(f"{item!r}: only 'polynomial' takes a degree")
-    if not _NAME.match(name) or len(name) > MAX_NAME_CHARS:
-        raise ValueError(
-            f"{item!r}: model name {name!r} must be 1 to {MAX_NAME_CHARS} "
-            "letters, digits, '.', '_' or '-'"
-        )
+    if not is_model_name(name):
+        raise ValueError(f"{item!r}: model name {name!r} must be {MODEL_NAME_RULE}")
     return ModelSpec(name, kind, degree)
 
 

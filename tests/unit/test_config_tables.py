@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 from collections import Counter
 from typing import Any
 
@@ -223,3 +224,29 @@ def test_the_readme_lists_each_setting_with_its_flag_and_default(
     flags, default = rows[setting.variable]
     assert flags.split(", ") == [f"`{f}`" for f in (setting.flag, *setting.aliases)]
     assert default == table.shown_default(setting)
+
+
+# --- model names: one rule for the trainer's names and the scorer's policy ----------
+
+
+@pytest.mark.parametrize("name", ["m", "polynomial", "cubic.v2", "m_1-x", "7", "x" * 128])
+def test_a_model_name_is_taken_by_the_rule_the_trainer_and_the_scorer_share(name: str) -> None:
+    from bus.messages import is_model_name
+    from trainer.config import parse_models
+
+    assert is_model_name(name)
+    assert parse_models(f"{name}=multivariate")[0].name == name
+    assert SCORER.load({"STREAMSCORE_SCORER_POLICY": name}).policy == name
+
+
+@pytest.mark.parametrize("name", ["", "-x", ".x", "a b", "poly/3", "é", "x" * 129, "poly\n"])
+def test_a_model_name_outside_the_rule_is_refused_by_both(name: str) -> None:
+    from bus.messages import MODEL_NAME_RULE, is_model_name
+    from trainer.config import parse_models
+
+    assert not is_model_name(name)
+    if name.strip() == name and name:  # settings strip their text: a newline never gets here
+        with pytest.raises(ConfigError, match=re.escape(MODEL_NAME_RULE)):
+            parse_models(f"{name}=multivariate")
+        with pytest.raises(ConfigError, match=re.escape(MODEL_NAME_RULE)):
+            SCORER.load({"STREAMSCORE_SCORER_POLICY": name})
