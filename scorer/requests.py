@@ -17,6 +17,9 @@ from scorer.registry import LiveModel, ModelRegistry
 
 log = logging.getLogger(__name__)
 
+#: How often the request runner commits its offsets (and so waits for its replies' acks).
+COMMIT_EVERY_S = 0.5
+
 
 def answer(
     request: InferRequest, registry: ModelRegistry, serving: Callable[[], LiveModel | None]
@@ -88,6 +91,12 @@ class RequestStep(Step):
     waiting). A request whose reply address is missing, malformed, or not a
     partition of the configured ``replies`` topic cannot be answered: it goes to
     the dead-letter topic with the reason, and nothing is written anywhere else.
+
+    Replies leave as each batch is processed, but the batch commits (the kernel
+    then waits for every reply to be acknowledged) at most every
+    ``commit_every_s``, and when a poll comes back empty: a synchronous flush per
+    batch would hold the next poll for a broker round trip. A crash answers the
+    uncommitted requests again (harmless, see above).
     """
 
     def __init__(
@@ -99,6 +108,8 @@ class RequestStep(Step):
         serving: Callable[[], LiveModel | None],
         max_age_s: float = 60.0,
         clock: Callable[[], float] = time.time,
+        commit_every_s: float = COMMIT_EVERY_S,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._replies_topic = replies_topic
         self._reply_partitions = reply_partitions
@@ -106,6 +117,9 @@ class RequestStep(Step):
         self._serving = serving
         self._max_age_ms = max_age_s * 1000
         self._clock = clock
+        self._commit_every_s = commit_every_s
+        self._monotonic = monotonic
+        self._committed_at = monotonic()
         self.answered = 0
         self.skipped = 0
 
@@ -139,10 +153,17 @@ class RequestStep(Step):
         if values:
             outcome.add(self._replies_topic, values, keys, partitions, headers)
         outcome.context = (len(values), skipped)
+        outcome.commit = self._monotonic() - self._committed_at >= self._commit_every_s
         return outcome
 
+    def idle(self) -> Outcome | None:
+        """Nothing came: commit what was answered since the last commit."""
+        return Outcome()
+
     def committed(self, outcome: Outcome) -> None:
-        """Count what was answered and skipped."""
+        """Count what was answered and skipped; note when the last commit was."""
+        if outcome.commit:
+            self._committed_at = self._monotonic()
         if isinstance(outcome.context, tuple):
             answered, skipped = outcome.context
             self.answered += answered
