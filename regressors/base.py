@@ -83,8 +83,8 @@ class Regressor(ABC):
         a ring buffer plus a queue of R factors of blocks of them (see `WindowQR`), so
         the fit is exactly the fit on the last W points; with ``forget=lam`` each row
         weighs ``lam`` less per newer row of its stream (``partial_fit(..., stream=p)``),
-        and with ``detect`` a stream whose residuals drift forgets its past (see
-        `regressors.forgetting`). ``fit`` equals ``partial_fit``
+        and with ``detect`` a drift in the residuals of the model makes every stream
+        forget its past (see `regressors.forgetting`). ``fit`` equals ``partial_fit``
         on the same rows in any chunking, up to rounding. Batches are processed with
         vectorized numpy (no per-row Python loop).
 
