@@ -16,11 +16,14 @@ from bus.messages import ModelVersion, Prediction, Score
 from bus.settings import KafkaSettings
 from bus.table import Table
 from bus.topics import TopicLayout, Topics, ensure_topics
-from core.env import env_str
 from core.errors import BusError, MessageError, StreamscoreError
 from core.logs import configure_logging
+from gateway.config import GatewayConfig
+from monitor.config import MonitorConfig
+from scorer.config import ScorerConfig
 from streamscore.broker import BrokerConfig, LocalBroker
 from streamscore.processes import Supervisor
+from trainer.config import TrainerConfig
 
 SERVICES = ("trainer", "scorer", "gateway", "monitor")
 STOP_ORDER = ["producer", "monitor", "gateway", "scorer", "trainer"]
@@ -50,6 +53,8 @@ def with_bootstrap(env: Mapping[str, str]) -> dict[str, str]:
 def up(env: Mapping[str, str]) -> int:
     """Start the broker (if local), create topics, start trainer, scorer, gateway, monitor."""
     broker_config = BrokerConfig.from_env(env)
+    # The services' own settings, checked before anything starts (ConfigError says what is wrong).
+    gateway_bind, monitor_bind = GatewayConfig.from_env(env).bind, MonitorConfig.from_env(env).bind
     if uses_local_broker(env):
         print(LocalBroker(broker_config).up().describe())
     env = with_bootstrap(env)
@@ -61,10 +66,8 @@ def up(env: Mapping[str, str]) -> int:
     for name in SERVICES:
         pid = services.start(name, [name])
         print(f"{name}: running (pid {pid}), log: {services.log_file(name)}")
-    bind = env_str(env, "STREAMSCORE_GATEWAY_BIND", "127.0.0.1:8000")
-    print(f"gateway: http://{bind}/ping — publish points with `streamscore producer`")
-    host = env_str(env, "STREAMSCORE_MONITOR_HOST", "127.0.0.1")
-    print(f"monitor: http://{host}:{env_str(env, 'STREAMSCORE_MONITOR_PORT', '5555')}/")
+    print(f"gateway: http://{gateway_bind}/ping — publish points with `streamscore producer`")
+    print(f"monitor: http://{monitor_bind}/")
     return 0
 
 
@@ -248,10 +251,7 @@ def _serving(driver: Driver, topic: str) -> tuple[str, int] | None:
 
 def group_lags(driver: Driver, topics: Topics, env: Mapping[str, str]) -> list[GroupLag]:
     """Lag of the trainer's and the scorer's groups on ``points``."""
-    groups = [
-        env_str(env, "STREAMSCORE_TRAINER_GROUP", "streamscore-trainer"),
-        env_str(env, "STREAMSCORE_SCORER_GROUP", "streamscore-scorer"),
-    ]
+    groups = [TrainerConfig.from_env(env).group_id, ScorerConfig.from_env(env).group_id]
     reader = driver.consumer(group_id=None)
     try:
         tps = [TopicPartition(topics.points, p) for p in reader.partitions_for(topics.points)]
