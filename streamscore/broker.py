@@ -264,7 +264,7 @@ class LocalBroker:
             raise BrokerError(current.describe())
         if self.config.brokers > 1:
             single = replace(self.config, brokers=1)
-            pid = LocalBroker(single)._live_pid(single.nodes[0])
+            pid = self._live_pid(single.nodes[0])  # the node a single-node broker would use
             if pid is not None:
                 raise BrokerError(
                     f"the single-node broker of {self.config.home} runs (pid {pid}); stop it "
