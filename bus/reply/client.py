@@ -17,8 +17,8 @@ a client talks to the broker. Requests sent at the same time go out in the
 producer's batches, replies come back in the consumer's fetches. The reply thread
 rides through transient bus faults (a broker restart) and makes a new consumer
 after any other failure, resuming where it stopped reading; a flusher thread
-collects the producer's delivery results, so a failed delivery is logged (its
-caller gets no reply in time: a timeout).
+collects the producer's delivery results every `FLUSH_EVERY_S` at most, so a
+failed delivery is logged (its caller gets no reply in time: a timeout).
 """
 
 from __future__ import annotations
@@ -59,6 +59,9 @@ MAX_BACKOFF_S = 5.0
 
 #: How long the flusher waits for the requests sent to be acknowledged.
 FLUSH_TIMEOUT_S = 30.0
+
+#: How often at most the flusher collects the deliveries (requests leave after ``linger_ms``).
+FLUSH_EVERY_S = 0.05
 
 
 class ReplyTimeoutError(BusError):
@@ -105,6 +108,9 @@ class ReplyClient:
     reuses its parent's clients); the reply thread makes its own consumer.
     ``slot`` picks the reply partition (None: the process id); ``clock_ms`` (wall
     clock, for send times) and ``new_id`` are parameters so tests can fix them.
+    Requests leave after ``linger_ms``; the flusher collects their deliveries at
+    most every ``flush_every_s`` (a flush per request would wake it, and force a
+    produce request, for every one).
     """
 
     def __init__(
@@ -119,6 +125,7 @@ class ReplyClient:
         new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
         probe_interval_s: float = 2.0,
         linger_ms: int = 1,
+        flush_every_s: float = FLUSH_EVERY_S,
     ) -> None:
         self.driver = driver
         self.requests_topic = requests_topic
@@ -129,6 +136,7 @@ class ReplyClient:
         self._new_id = new_id
         self._probe_interval_s = probe_interval_s
         self._linger_ms = linger_ms
+        self._flush_every_s = flush_every_s
         self._start_lock = threading.Lock()
         self._lock = threading.Lock()
         self._pending: dict[str, _Waiter] = {}
@@ -498,7 +506,7 @@ class ReplyClient:
         assert producer is not None
         while True:
             unflushed.wait()
-            if stop.is_set():
+            if stop.wait(self._flush_every_s):
                 return
             unflushed.clear()
             try:
