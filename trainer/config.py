@@ -23,7 +23,7 @@ class Training:
 
     ``window`` W keeps exactly the last W points; otherwise ``forget`` (a factor in
     (0, 1), None for cumulative) down-weights each point by the newer points of its
-    partition, and ``detect`` resets a partition's memory when its residuals drift
+    partition, and ``detect`` makes every partition forget its past when the model's residuals drift
     (`regressors.forgetting`).
     """
 
