@@ -52,6 +52,9 @@ log = logging.getLogger(__name__)
 
 PARTITIONS_EVERY_S = 30.0
 
+#: How long the broker may hold the request runner's fetch while no request comes.
+REQUESTS_FETCH_WAIT_MS = 100
+
 
 @dataclass
 class ScorerStats:
@@ -123,7 +126,7 @@ class Scorer:
         )
         self._requests_runner = StreamRunner(
             driver,
-            _requests_stream(topics, config, retry),
+            requests_stream(topics, config, retry),
             self.requests,
             stop=self._requests_stop,
         )
@@ -432,8 +435,13 @@ def _points_stream(topics: Topics, config: ScorerConfig, retry_s: float) -> Stre
     )
 
 
-def _requests_stream(topics: Topics, config: ScorerConfig, retry_s: float) -> StreamConfig:
-    """How the scorer answers inference requests: small batches, no lingering."""
+def requests_stream(topics: Topics, config: ScorerConfig, retry_s: float) -> StreamConfig:
+    """How the scorer answers inference requests: small batches, no lingering.
+
+    Replies leave at once (``linger_ms`` 0). The broker answers a fetch as soon as a
+    request is appended, so a long fetch wait costs no latency; a short one only
+    makes an idle runner fetch (and wake) every few milliseconds.
+    """
     return StreamConfig(
         topics=(topics.requests,),
         group_id=config.requests_group_id,
@@ -443,5 +451,5 @@ def _requests_stream(topics: Topics, config: ScorerConfig, retry_s: float) -> St
         retry_s=retry_s,
         deadletter_topic=topics.deadletter,
         producer_options={"linger_ms": 0},
-        consumer_options={"fetch_max_wait_ms": 10},
+        consumer_options={"fetch_max_wait_ms": REQUESTS_FETCH_WAIT_MS},
     )
