@@ -370,7 +370,9 @@ def test_nginx_t_accepts_the_config(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
 
 
-def test_nginx_and_the_gateway_agree_on_address_body_size_and_timeouts() -> None:
+def test_nginx_and_the_gateway_agree_on_address_body_size_and_timeouts(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     gateway = environment(compose()["services"]["gateway"])
     host, port = UPSTREAM_SERVER.removeprefix("server ").rstrip(";").split(":")
     assert host == "gateway" and gateway["STREAMSCORE_GATEWAY_BIND"] == f"0.0.0.0:{port}"
@@ -381,6 +383,9 @@ def test_nginx_and_the_gateway_agree_on_address_body_size_and_timeouts() -> None
     (read_timeout,) = nginx_directive("proxy_read_timeout")
     assert nginx_seconds(read_timeout) > int(gateway["STREAMSCORE_GATEWAY_TIMEOUT_MS"]) / 1000
     # nginx drops an idle upstream connection before gunicorn does.
+    # gunicorn_conf points prometheus_client at a metrics directory when imported: the
+    # variable is put back afterwards, so other tests' gateways keep their own metrics.
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     gunicorn = importlib.import_module("gateway.gunicorn_conf")
     upstream_idle = [nginx_seconds(v) for v in nginx_directive("keepalive_timeout")]
     assert min(upstream_idle) < gunicorn.keepalive

@@ -195,7 +195,7 @@ def test_only_the_drivers_import_a_kafka_client_library(
     assert project_imports, "the scan found no import at all: is ROOT the project?"
     bad = violations(project_imports, ALLOWED)
     assert not bad, (
-        "only bus/clients/kafka_python*.py and bus/clients/confluent.py may import a Kafka "
+        "only bus/clients/kafka_python*.py and bus/clients/confluent*.py may import a Kafka "
         "client library (admin: kafka.admin / kafka.errors in the modules listed here); use "
         "the driver interface (bus.clients.driver_for, bus.clients.base) instead:\n  "
         + "\n  ".join(bad)
