@@ -509,6 +509,8 @@ class ReplyClient:
             if stop.wait(self._flush_every_s):
                 return
             unflushed.clear()
+            if stop.is_set():  # `close` sets stop, then unflushed: a clear after it sees stop
+                return
             try:
                 producer.flush(FLUSH_TIMEOUT_S)
             except BusError as exc:
