@@ -19,6 +19,10 @@ rides through transient bus faults (a broker restart) and makes a new consumer
 after any other failure, resuming where it stopped reading; a flusher thread
 collects the producer's delivery results every `FLUSH_EVERY_S` at most, so a
 failed delivery is logged (its caller gets no reply in time: a timeout).
+
+The pieces: `bus.reply.reader` (the reply thread), `bus.reply.publisher` (the
+producer and its flusher), `bus.reply.pending` (the waiting requests) and
+`bus.reply.errors`; this module puts them together.
 """
 
 from __future__ import annotations
@@ -32,48 +36,36 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bus.clients.base import (
-    Consumer,
-    Driver,
-    Producer,
-    Record,
-    RecordTooLargeError,
-    TopicPartition,
-    TransientBusError,
+from bus.clients.base import Driver, Producer, Record
+from bus.messages import InferReply, InferRequest
+from bus.reply.address import ReplyAddress
+from bus.reply.errors import ReplyTimeoutError, RequestTooLargeError, TooManyPendingError
+from bus.reply.pending import PendingReplies, parse_reply
+from bus.reply.publisher import (
+    FLUSH_EVERY_S,
+    FLUSH_TIMEOUT_S,
+    RequestPublisher,
+    encode_request,
 )
-from bus.messages import MAX_MESSAGE_BYTES, InferReply, InferRequest
-from bus.partitions import wait_for_partitions
-from bus.reply.address import CORRELATION_ID, ReplyAddress, header
-from bus.reply.tickets import ASYNC_PREFIX, AsyncTicket, close_quietly, find_reply
-from core.errors import BusError, MessageError
+from bus.reply.reader import BACKOFF_S, MAX_BACKOFF_S, POLL_S, ReplyReader
+from bus.reply.tickets import ASYNC_PREFIX, AsyncTicket, find_reply
+from core.errors import BusError
 from core.shutdown import StopFlag
 
+__all__ = [
+    "BACKOFF_S",
+    "FLUSH_EVERY_S",
+    "FLUSH_TIMEOUT_S",
+    "MAX_BACKOFF_S",
+    "POLL_S",
+    "ReplyClient",
+    "ReplyStats",
+    "ReplyTimeoutError",
+    "RequestTooLargeError",
+    "TooManyPendingError",
+]
+
 log = logging.getLogger(__name__)
-
-#: How long the reply thread's poll waits for records (a long poll, not a sleep).
-POLL_S = 0.1
-
-#: Backoff of the reply thread after a bus fault: first and longest wait.
-BACKOFF_S = 0.1
-MAX_BACKOFF_S = 5.0
-
-#: How long the flusher waits for the requests sent to be acknowledged.
-FLUSH_TIMEOUT_S = 30.0
-
-#: How often at most the flusher collects the deliveries (requests leave after ``linger_ms``).
-FLUSH_EVERY_S = 0.05
-
-
-class ReplyTimeoutError(BusError):
-    """No reply came within the timeout (the scorer is down, slow or overloaded)."""
-
-
-class TooManyPendingError(BusError):
-    """This process already waits for as many replies as it may."""
-
-
-class RequestTooLargeError(BusError):
-    """A request that encodes to more than a ``requests`` message may hold."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,17 +79,6 @@ class ReplyStats:
     late_replies: int
     rejected: int
     partitions: int
-
-
-class _Waiter:
-    """One synchronous request waiting for its reply."""
-
-    __slots__ = ("error", "event", "reply")
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-        self.reply: InferReply | None = None
-        self.error: BusError | None = None
 
 
 class ReplyClient:
@@ -135,21 +116,25 @@ class ReplyClient:
         self._clock_ms = clock_ms
         self._new_id = new_id
         self._probe_interval_s = probe_interval_s
-        self._linger_ms = linger_ms
-        self._flush_every_s = flush_every_s
         self._start_lock = threading.Lock()
-        self._lock = threading.Lock()
-        self._pending: dict[str, _Waiter] = {}
-        self._partition: int | None = None  # set once the consumer is positioned
-        self._positioned = threading.Event()
-        self._next_offset: int | None = None
-        self._sent = self._replies = self._timeouts = self._late = self._rejected = 0
-        self._reachable_at = float("-inf")
-        self._pid: int | None = None
+        self._pending = PendingReplies(max_pending)
+        self._publisher = RequestPublisher(
+            driver, requests_topic, linger_ms=linger_ms, flush_every_s=flush_every_s
+        )
         self._stop = StopFlag()
-        self._unflushed = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self._producer: Producer | None = None
+        self._reader = self._new_reader()
+        self._thread: threading.Thread | None = None
+        self._pid: int | None = None
+
+    def _new_reader(self) -> ReplyReader:
+        return ReplyReader(
+            self.driver,
+            self.replies_topic,
+            self._pending.deliver,
+            self._stop,
+            slot=self.slot,
+            probe_interval_s=self._probe_interval_s,
+        )
 
     # --- life cycle ------------------------------------------------------------------
 
@@ -160,25 +145,15 @@ class ReplyClient:
         with self._start_lock:
             if self._pid == os.getpid():
                 return self
-            producer = self.driver.producer(linger_ms=self._linger_ms)
-            with self._lock:
-                self._pending.clear()
-                self._partition = self._next_offset = None
-                self._reachable_at = float("-inf")
-            self._positioned = threading.Event()
-            self._stop = StopFlag()
-            self._unflushed = threading.Event()
-            self._producer = producer
-            self._threads = [
-                threading.Thread(
-                    target=self._run, name=f"replies-{self.replies_topic}", daemon=True
-                ),
-                threading.Thread(
-                    target=self._flush_loop, name=f"requests-{self.requests_topic}", daemon=True
-                ),
-            ]
-            for thread in self._threads:
-                thread.start()
+            stop = StopFlag()
+            self._publisher.start(stop)
+            self._pending.clear()
+            self._stop = stop
+            self._reader = self._new_reader()
+            self._thread = threading.Thread(
+                target=self._reader.run, name=f"replies-{self.replies_topic}", daemon=True
+            )
+            self._thread.start()
             self._pid = os.getpid()
         return self
 
@@ -186,7 +161,7 @@ class ReplyClient:
         """Wait until requests can be answered (the reply partition is read); True if so."""
         self._started()
         deadline = time.monotonic() + timeout_s
-        if not self._positioned.wait(timeout_s):
+        if not self._reader.positioned.wait(timeout_s):
             return False
         while not self.reachable() and time.monotonic() < deadline:
             self._stop.wait(0.01)
@@ -197,15 +172,9 @@ class ReplyClient:
         if self._pid != os.getpid():
             return
         self._stop.set()
-        self._unflushed.set()
-        for thread in self._threads:
-            thread.join(timeout=10)
-        producer, self._producer = self._producer, None
-        if producer is not None:
-            try:
-                producer.close(3.0)
-            except BusError as exc:  # closing is best effort
-                log.debug("closing the requests producer: %s", exc)
+        self._publisher.close()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
         self._pid = None
 
     # --- what callers use --------------------------------------------------------------
@@ -221,34 +190,23 @@ class ReplyClient:
         """
         producer = self._started()
         deadline = time.monotonic() + timeout_s
-        value = self._encode(request)
-        partition = self._partition
+        value = encode_request(request)
+        partition = self._reader.partition
         if partition is None or not self.reachable():
             raise BusError(
                 f"this gateway worker does not read {self.replies_topic!r} yet, or Kafka "
                 f"did not answer it for {3 * self._probe_interval_s:g} s; retry later"
             )
         correlation_id = self._new_id()
-        waiter = _Waiter()
-        with self._lock:
-            if len(self._pending) >= self.max_pending:
-                self._rejected += 1
-                raise TooManyPendingError(
-                    f"this gateway worker already waits for {self.max_pending} replies; "
-                    "retry later or add gateway workers"
-                )
-            self._pending[correlation_id] = waiter
+        waiter = self._pending.add(correlation_id)
         address = ReplyAddress(correlation_id, self.replies_topic, partition, request_id)
         try:
-            self._send(producer, address, value, None)
+            self._publisher.send(producer, address, value, None)
         except BusError:
-            self._forget(correlation_id)
+            self._pending.forget(correlation_id)
             raise
         if not waiter.event.wait(max(0.0, deadline - time.monotonic())):
-            with self._lock:
-                timed_out = self._pending.pop(correlation_id, None) is not None
-                self._timeouts += timed_out
-            if timed_out:
+            if self._pending.expire(correlation_id):
                 raise ReplyTimeoutError(
                     f"no reply within {timeout_s:g} s: the scorer may be down or overloaded; "
                     "retry later"
@@ -264,21 +222,16 @@ class ReplyClient:
     ) -> AsyncTicket:
         """Publish ``request`` for a later `fetch`; return once Kafka has it."""
         producer = self._started()
-        value = self._encode(request)
+        value = encode_request(request)
         correlation_id = ASYNC_PREFIX + self._new_id()
-        replies = self._partition_count(producer, self.replies_topic)
-        requests = self._partition_count(producer, self.requests_topic)
+        replies = self._publisher.partition_count(producer, self.replies_topic)
+        requests = self._publisher.partition_count(producer, self.requests_topic)
         ticket = AsyncTicket(
             random.randrange(replies), random.randrange(requests), self._clock_ms(), correlation_id
         )
         address = ReplyAddress(correlation_id, self.replies_topic, ticket.partition, request_id)
-        self._send(producer, address, value, ticket.request_partition)
-        try:
-            producer.flush(timeout_s)
-        except BusError as exc:
-            raise BusError(
-                f"cannot publish to {self.requests_topic!r}: {exc}; retry later"
-            ) from exc
+        self._publisher.send(producer, address, value, ticket.request_partition)
+        self._publisher.flush(producer, timeout_s)
         return ticket
 
     def fetch(self, ticket: AsyncTicket, timeout_s: float) -> InferReply | None:
@@ -288,235 +241,42 @@ class ReplyClient:
         `UnknownTicketError` for a ticket that names no request sent here.
         """
         record = find_reply(self.driver, ticket, self.replies_topic, self.requests_topic, timeout_s)
-        return None if record is None else self._parse(record)
+        return None if record is None else parse_reply(record)
+
+    def deliver(self, record: Record) -> None:
+        """Hand one ``replies`` record to the request waiting for it, or drop it."""
+        self._pending.deliver(record)
 
     def reachable(self) -> bool:
         """True when the reply thread reached Kafka within the last few probe intervals."""
-        return time.monotonic() - self._reachable_at < 3 * self._probe_interval_s
+        return self._reader.reachable()
 
     def ready(self) -> bool:
         """True when a request sent now gets its reply read: positioned and reachable."""
-        return self._partition is not None and self.reachable()
+        return self._reader.partition is not None and self._reader.reachable()
 
     def owned_partitions(self) -> list[int]:
         """The ``replies`` partition this process reads (empty until it is positioned)."""
-        partition = self._partition
+        partition = self._reader.partition
         return [] if partition is None else [partition]
 
     def stats(self) -> ReplyStats:
         """Current counters."""
-        with self._lock:
-            return ReplyStats(
-                pending=len(self._pending),
-                sent=self._sent,
-                replies=self._replies,
-                timeouts=self._timeouts,
-                late_replies=self._late,
-                rejected=self._rejected,
-                partitions=int(self._partition is not None),
-            )
+        pending, replies, timeouts, late, rejected = self._pending.counts()
+        return ReplyStats(
+            pending=pending,
+            sent=self._publisher.sent,
+            replies=replies,
+            timeouts=timeouts,
+            late_replies=late,
+            rejected=rejected,
+            partitions=int(self._reader.partition is not None),
+        )
 
     def _started(self) -> Producer:
         if self._pid != os.getpid():
             self.start()
-        producer = self._producer
+        producer = self._publisher.producer
         if producer is None:
             raise BusError("the reply client is closed; start it again")
         return producer
-
-    def _partition_count(self, producer: Producer, topic: str) -> int:
-        try:
-            count = producer.partition_count(topic)
-        except BusError as exc:
-            raise BusError(f"cannot read the partitions of {topic!r}: {exc}; retry later") from exc
-        if count < 1:
-            raise BusError(f"topic {topic!r} has no partitions; create it")
-        return count
-
-    def _encode(self, request: InferRequest) -> bytes:
-        value = request.to_bytes()
-        if len(value) > MAX_MESSAGE_BYTES:
-            raise RequestTooLargeError(
-                f"the request encodes to {len(value)} bytes; a request may hold "
-                f"{MAX_MESSAGE_BYTES}: send fewer rows per request"
-            )
-        return value
-
-    def _send(
-        self, producer: Producer, address: ReplyAddress, value: bytes, partition: int | None
-    ) -> None:
-        """Queue one request (the flusher collects its delivery)."""
-        try:
-            producer.send(
-                self.requests_topic,
-                value,
-                key=address.correlation_id.encode(),
-                partition=partition,
-                headers=address.request_headers(),
-            )
-        except RecordTooLargeError as exc:
-            raise RequestTooLargeError(
-                f"Kafka refuses a request of {len(value)} bytes ({exc}): send fewer rows "
-                "per request"
-            ) from exc
-        except BusError as exc:
-            raise BusError(
-                f"cannot publish to {self.requests_topic!r}: {exc}; retry later"
-            ) from exc
-        with self._lock:
-            self._sent += 1
-        self._unflushed.set()
-
-    # --- the reply thread --------------------------------------------------------------
-
-    def _run(self) -> None:
-        """Read the reply partition and hand replies over; ride through faults until stopped."""
-        stop = self._stop
-        consumer: Consumer | None = None
-        backoff = BACKOFF_S
-        failing_since: float | None = None
-        next_probe = 0.0
-        try:
-            while not stop.is_set():
-                try:
-                    if consumer is None:
-                        consumer = self._open()
-                        if consumer is None:
-                            break
-                    records = consumer.poll(POLL_S)
-                    for record in records:
-                        self.deliver(record)
-                    if records:  # records came: Kafka answers
-                        self._reachable_at = time.monotonic()
-                    if time.monotonic() >= next_probe:
-                        consumer.end_offsets([TopicPartition(self.replies_topic, 0)])
-                        self._reachable_at = time.monotonic()
-                        next_probe = self._reachable_at + self._probe_interval_s
-                    if failing_since is not None:
-                        log.info(
-                            "reply consumer on %r: working again after %.1f s",
-                            self.replies_topic,
-                            time.monotonic() - failing_since,
-                        )
-                        failing_since, backoff = None, BACKOFF_S
-                except TransientBusError as exc:
-                    if failing_since is None:
-                        failing_since = time.monotonic()
-                        log.warning("reply consumer on %r: %s; retrying", self.replies_topic, exc)
-                    else:
-                        log.debug("reply consumer on %r: %s", self.replies_topic, exc)
-                    next_probe = 0.0
-                    stop.wait(backoff)
-                    backoff = min(backoff * 2, MAX_BACKOFF_S)
-                except Exception as exc:  # anything else: a new consumer
-                    if isinstance(exc, BusError):
-                        log.warning(
-                            "reply consumer on %r: %s; opening a new consumer",
-                            self.replies_topic,
-                            exc,
-                        )
-                    else:
-                        log.exception(
-                            "reply consumer on %r failed; opening again", self.replies_topic
-                        )
-                    failing_since = failing_since or time.monotonic()
-                    if consumer is not None:
-                        close_quietly(consumer)
-                    consumer = None
-                    next_probe = 0.0
-                    stop.wait(backoff)
-                    backoff = min(backoff * 2, MAX_BACKOFF_S)
-        finally:
-            if consumer is not None:
-                close_quietly(consumer)
-
-    def _open(self) -> Consumer | None:
-        """A consumer assigned to this process's reply partition, positioned (None: stopped).
-
-        The first time it starts at the partition's end (taken before any request
-        names the partition, so every reply comes after it); a new consumer after a
-        failure resumes where the last one stopped reading.
-        """
-        consumer = self.driver.consumer(group_id=None, max_poll_records=1000, fetch_max_wait_ms=100)
-        try:
-            if not wait_for_partitions(consumer, self.replies_topic, None, stop=self._stop):
-                close_quietly(consumer)
-                return None
-            count = len(consumer.partitions_for(self.replies_topic))
-            slot = os.getpid() if self.slot is None else self.slot
-            partition = self._partition if self._partition is not None else slot % count
-            tp = TopicPartition(self.replies_topic, partition)
-            consumer.assign([tp])
-            start = self._next_offset
-            if start is None:
-                start = consumer.end_offsets([tp])[tp]
-            consumer.seek(tp, start)
-        except BaseException:
-            close_quietly(consumer)
-            raise
-        with self._lock:
-            self._next_offset = start
-        self._reachable_at = time.monotonic()
-        if self._partition is None:
-            self._partition = partition
-            log.info("reading replies on %s[%d]", self.replies_topic, partition)
-        self._positioned.set()
-        return consumer
-
-    def deliver(self, record: Record) -> None:
-        """Hand one ``replies`` record to the request waiting for it, or drop it."""
-        raw = header(record, CORRELATION_ID)
-        correlation_id = raw.decode("ascii", "replace") if raw else ""
-        with self._lock:
-            self._next_offset = record.offset + 1
-            if correlation_id.startswith(ASYNC_PREFIX):
-                return  # read by `fetch`, from any process
-            waiter = self._pending.pop(correlation_id, None)
-            if waiter is None:
-                self._late += 1
-            else:
-                self._replies += 1
-        if waiter is None:
-            log.debug("dropped a reply nobody here waits for: %r", correlation_id)
-            return
-        try:
-            waiter.reply = self._parse(record)
-        except BusError as exc:
-            waiter.error = exc
-        waiter.event.set()
-
-    def _parse(self, record: Record) -> InferReply:
-        try:
-            return InferReply.from_bytes(record.value or b"")
-        except MessageError as exc:
-            raise BusError(
-                f"the scorer sent a malformed reply ({record.topic}[{record.partition}]"
-                f"@{record.offset}): {exc}"
-            ) from exc
-
-    def _forget(self, correlation_id: str) -> None:
-        with self._lock:
-            self._pending.pop(correlation_id, None)
-
-    # --- the flusher -------------------------------------------------------------------
-
-    def _flush_loop(self) -> None:
-        """Wait for the requests sent to be acknowledged; log the deliveries that failed."""
-        stop, unflushed, producer = self._stop, self._unflushed, self._producer
-        assert producer is not None
-        while True:
-            unflushed.wait()
-            if stop.wait(self._flush_every_s):
-                return
-            unflushed.clear()
-            if stop.is_set():  # `close` sets stop, then unflushed: a clear after it sees stop
-                return
-            try:
-                producer.flush(FLUSH_TIMEOUT_S)
-            except BusError as exc:
-                log.warning(
-                    "requests to %r were not delivered (their callers get no reply): %s",
-                    self.requests_topic,
-                    exc,
-                )
-                stop.wait(BACKOFF_S)
