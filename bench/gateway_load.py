@@ -15,6 +15,7 @@ appended) and the gateway's (the rest).
 from __future__ import annotations
 
 import http.client
+import importlib.util
 import logging
 import subprocess
 import time
@@ -151,9 +152,7 @@ def celery_peer(
         if shutil.which("redis-server")
         else "redis-server is not installed (apt-get install -y redis-server)"
     )
-    try:
-        import celery  # type: ignore[import-untyped]  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("celery") is None:
         missing = missing or "celery is not installed (pip install 'streamscore[bench]')"
     if missing:
         print(f"gateway bench: Celery peer skipped: {missing}")

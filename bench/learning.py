@@ -17,6 +17,7 @@ and River's bundled ``TrumpApproval`` data set (1,001 points, 6 features).
 
 from __future__ import annotations
 
+import importlib
 import math
 import time
 from collections.abc import Iterable, Iterator
@@ -119,13 +120,20 @@ def _publish(slots: list[ModelSlot], registry: ModelRegistry, board: Scoreboard)
     board.retire(registry.latest().values())
 
 
+def river_module() -> Any:
+    """River, a bench-only dependency (the `bench` extra), imported by name: untyped here."""
+    river = importlib.import_module("river")
+    for part in ("datasets", "feature_extraction", "linear_model", "preprocessing"):
+        importlib.import_module(f"river.{part}")
+    return river
+
+
 def run_river(x: FloatArray, y: FloatArray, degree: int) -> FloatArray:
     """Prequential predictions of River's linear regression (after a polynomial extender)."""
-    from river import feature_extraction, linear_model, preprocessing
-
-    model: Any = preprocessing.StandardScaler() | linear_model.LinearRegression()
+    river = river_module()
+    model: Any = river.preprocessing.StandardScaler() | river.linear_model.LinearRegression()
     if degree > 1:
-        model = feature_extraction.PolynomialExtender(degree=degree) | model  # type: ignore[no-untyped-call]
+        model = river.feature_extraction.PolynomialExtender(degree=degree) | model
     names = [f"x{j}" for j in range(x.shape[1])]
     out = np.empty(len(y))
     for i, (row, target) in enumerate(zip(x.tolist(), y.tolist(), strict=True)):
@@ -166,9 +174,7 @@ def _take(points: Iterator[Any], n: int) -> list[Any]:
 
 def trump_approval() -> tuple[FloatArray, FloatArray]:
     """River's TrumpApproval data set as arrays (features in the data set's order)."""
-    from river import datasets
-
-    rows = list(datasets.TrumpApproval())  # type: ignore[no-untyped-call]
+    rows = list(river_module().datasets.TrumpApproval())
     x = np.array([list(features.values()) for features, _ in rows], dtype=np.float64)
     return x, np.array([target for _, target in rows], dtype=np.float64)
 

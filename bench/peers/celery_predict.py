@@ -13,6 +13,7 @@ the Redis (default ``redis://127.0.0.1:6379/0``).
 
 from __future__ import annotations
 
+import importlib
 import os
 import uuid
 from functools import cache
@@ -20,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import falcon
-from celery import Celery  # type: ignore[import-untyped]
 
 from bench.baseline import load_registry
 from bus.messages import InferReply, InferRequest
@@ -32,7 +32,10 @@ MAX_BODY_BYTES = 1_000_000
 TIMEOUT_S = 5.0
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 
-app = Celery("bench-peer", broker=REDIS_URL, backend=REDIS_URL)
+# celery is a bench-only dependency (the `bench` extra), imported by name: untyped here.
+app: Any = importlib.import_module("celery").Celery(
+    "bench-peer", broker=REDIS_URL, backend=REDIS_URL
+)
 app.conf.update(
     task_serializer="json",
     result_serializer="json",
