@@ -19,6 +19,7 @@ from typing import Any
 from kafka import KafkaConsumer
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.errors import KafkaError
+from kafka.protocol.metadata import MetadataRequest
 from kafka.structs import TopicPartition as KafkaTopicPartition
 
 from bus.clients.base import (
@@ -253,10 +254,13 @@ class KafkaPythonConsumer(Consumer):
     def partitions_for(self, topic: str) -> list[int]:
         """The topic's partition ids from fresh metadata; empty when it does not exist."""
         try:
-            self._client.topics()  # a metadata request: partitions_for_topic reads the cache
-            return sorted(self._client.partitions_for_topic(topic) or ())
+            found = topic_partitions(self._client, topic, self._timeout_ms)
+            if found is None:  # another kafka-python: metadata of every topic, then the cache
+                self._client.topics()
+                found = sorted(self._client.partitions_for_topic(topic) or ())
         except KafkaError as exc:
             raise classify(exc, f"reading the partitions of {topic!r}") from exc
+        return found
 
     def group_metadata(self) -> object:
         """What `Producer.send_offsets_to_transaction` needs for this consumer's group."""
@@ -275,3 +279,37 @@ def _log_async_commit(offsets: Any, response: Any) -> None:
         log.warning(
             "an asynchronous offset commit failed (%s); the next commit covers it", response
         )
+
+
+def topic_partitions(client: KafkaConsumer, topic: str, timeout_ms: int) -> list[int] | None:
+    """``topic``'s sorted partition ids, asked of the broker for that topic alone.
+
+    Empty when the topic does not exist (or has an error, such as no leader yet);
+    the request never creates it. ``KafkaConsumer.topics()`` would fetch and decode
+    the metadata of every topic of the cluster instead (tens of milliseconds of
+    CPU with hundreds of topics). The request goes through the consumer's own
+    connections on its IO thread, as kafka-python's admin client sends its own;
+    it leaves the consumer's metadata cache alone. None when this kafka-python
+    lacks those internals: then the caller falls back to ``topics()``.
+    """
+    manager = getattr(client, "_manager", None)
+    net = getattr(client, "_net", None)
+    if manager is None or net is None or not hasattr(manager, "wait_for"):
+        return None
+    request = MetadataRequest(
+        topics=[MetadataRequest.MetadataRequestTopic(name=topic)],
+        allow_auto_topic_creation=False,
+        include_cluster_authorized_operations=False,
+        include_topic_authorized_operations=False,
+    )
+
+    async def ask() -> Any:
+        return await manager.wait_for(manager.send(request), timeout_ms)
+
+    response = net.run(ask)
+    for found in response.topics:
+        if found.name == topic:
+            if found.error_code != 0:
+                return []
+            return sorted(p.partition_index for p in found.partitions)
+    return []
