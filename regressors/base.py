@@ -3,7 +3,8 @@
 Every regressor here is ordinary least squares on a fixed expansion of the input
 features (a design matrix whose first column is the constant 1). What differs
 between them is only the expansion; training, solving, scoring and
-(de)serialization live in `Regressor`.
+(de)serialization live in `Regressor`, the checks and translation of what it
+saves and loads in `regressors.serialization`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from core.errors import ModelError
-from core.limits import MAX_ABS_INPUT, MAX_ABS_PARAM
+from core.limits import MAX_ABS_INPUT
 from regressors.checks import (
     MAX_ABS_VALUE,
     FloatArray,
@@ -26,14 +27,19 @@ from regressors.checks import (
     check_window,
     get_int,
     get_key,
-    get_number,
-    get_numbers,
-    numbers,
     r2_score,
-    type_name,
 )
 from regressors.forgetting import ForgettingQR, check_forget
 from regressors.qr import CumulativeQR, WindowQR, solve_r
+from regressors.serialization import (
+    MAX_ABS_COEF,
+    STATE_FORMAT,
+    load_stats,
+    read_coefficients,
+    read_training_mode,
+    resolve_kind,
+    stats_state,
+)
 
 __all__ = [
     "MAX_ABS_COEF",
@@ -52,22 +58,10 @@ __all__ = [
 #: the configuration (e.g. degree 6 over 40 features) rather than a model.
 MAX_PARAMETERS = 2000
 
-#: Largest |coefficient| a model loaded by `Regressor.from_dict` may have (the contract's
-#: ``MAX_ABS_PARAM``). With features within the contract's ``MAX_ABS_INPUT`` (1e12) every
-#: prediction is then finite: at most ``MAX_PARAMETERS`` terms, each at most
-#: 1e15 * 1e12**degree (1e51 at degree 3, 1e135 at the highest degree, 10), so
-#: |prediction| <= 2e138 whatever the model (see `core.limits`).
-MAX_ABS_COEF = MAX_ABS_PARAM
-_COEF_LIMIT = f"{MAX_ABS_COEF:.0e}".replace("e+", "e")  # 1e15
-
 #: Points per coefficient a fit must rest on before it is worth serving: with fewer
 #: the least-squares fit (nearly) interpolates its points and its errors on new
 #: ones are unbounded (a cubic of 6 features, 84 coefficients, on 40 points).
 MIN_POINTS_PER_PARAM = 2
-
-#: Format number of `Regressor.state_dict`.
-STATE_FORMAT = 1
-
 
 # -- the contract ---------------------------------------------------------------------------------
 
@@ -386,54 +380,34 @@ class Regressor(ABC):
         }
 
     @classmethod
-    def _resolve(cls, data: object, what: str) -> tuple[type[Regressor], str]:
-        if not isinstance(data, Mapping):
-            raise ModelError(f"{what}: expected an object (dict), got {type_name(data)}")
-        kind = get_key(data, "kind", what)
-        if cls is not Regressor:
-            if kind != cls.KIND:
-                raise ModelError(f"{what}: expected kind {cls.KIND!r}, got {kind!r}")
-            return cls, f"{cls.KIND} {what}"
-        known = sorted(Regressor._registry)
-        if not isinstance(kind, str) or kind not in Regressor._registry:
-            raise ModelError(
-                f"{what}: unknown kind {kind!r}; expected one of {', '.join(map(repr, known))}"
-            )
-        return Regressor._registry[kind], f"{kind} {what}"
-
-    @classmethod
     def from_dict(cls, params: Mapping[str, Any]) -> Regressor:
         """Rebuild a model from `to_dict` output, checking every field; raise `ModelError`.
 
         Called on `Regressor` it dispatches on ``params["kind"]``; called on a subclass
         the kind must be that subclass's. Unknown keys are rejected.
         """
-        target, where = cls._resolve(params, "params")
-        check_keys(params, ("kind", "n_features", *target.HYPER_KEYS, "intercept", "coef"), where)
+        kind, where = resolve_kind(params, "params", cls._own_kind(), cls._registry)
+        if cls is Regressor:
+            return cls._registry[kind].from_dict(params)
+        return cls._model_from_params(params, where)
+
+    @classmethod
+    def _model_from_params(cls, params: Mapping[str, Any], where: str) -> Self:
+        """`from_dict` once the kind is this class's."""
+        check_keys(params, ("kind", "n_features", *cls.HYPER_KEYS, "intercept", "coef"), where)
         n_features = get_int(params, "n_features", where, minimum=1)
-        model = target._from_hyper(params, where)
+        model: Self = cls._from_hyper(params, where)
         n_params = model._count_params(n_features)
-        intercept = get_number(params, "intercept", where)
-        coef = get_numbers(
-            params,
-            "coef",
-            where,
-            expected=n_params - 1,
-            detail=f"coefficients {model._shape_text(n_features)} (intercept apart)",
-        )
-        theta = np.array([intercept, *coef], dtype=np.float64)
-        beyond = np.flatnonzero(np.abs(theta) > MAX_ABS_COEF)
-        if beyond.size:
-            k = int(beyond[0])
-            label = "'intercept'" if k == 0 else f"'coef'[{k - 1}]"
-            raise ModelError(
-                f"{where}: {label} is {float(theta[k])!r}, beyond ±{_COEF_LIMIT}, the "
-                "largest coefficient a model may have; retrain it on scaled features"
-            )
+        theta = read_coefficients(params, where, n_params, model._shape_text(n_features))
         model._n_features = n_features
         model._theta = theta
         model._trainable = False
         return model
+
+    @classmethod
+    def _own_kind(cls) -> str | None:
+        """The kind a message read by this class must name (None: any, for `Regressor`)."""
+        return None if cls is Regressor else cls.KIND
 
     # -- training state (checkpoints) --------------------------------------------------------
 
@@ -455,16 +429,7 @@ class Regressor(ABC):
             "n_features": self._n_features,
             "n_seen": self.n_seen,
         }
-        stats = self._stats
-        if isinstance(stats, CumulativeQR):
-            state["r"] = [stats.r[i, i:].tolist() for i in range(stats.m)]
-        elif isinstance(stats, ForgettingQR):
-            state["streams"] = stats.state()
-            state["watch"] = stats.watch_state()
-        elif isinstance(stats, WindowQR):
-            x, y = stats._rows(stats.start, stats.n_seen)
-            state["x"] = x.tolist()
-            state["y"] = y.tolist()
+        state.update(stats_state(self._stats))
         return state
 
     @classmethod
@@ -474,22 +439,16 @@ class Regressor(ABC):
         Fed the same further points, it ends with the same coefficients as a regressor
         that was never interrupted.
         """
-        target, where = cls._resolve(state, "state")
-        window = check_window(get_key(state, "window", where))
-        forget = check_forget(state.get("forget"))
-        detect = state.get("detect", False)
-        data_keys: tuple[str, ...] = ("r",) if window is None else ("x", "y")
-        if forget is not None:
-            data_keys = ("forget", "detect", "streams", "watch")
-        check_keys(
-            state,
-            ("format", "kind", *target.HYPER_KEYS, "window", "n_features", "n_seen", *data_keys),
-            where,
-        )
-        fmt = get_key(state, "format", where)
-        if fmt != STATE_FORMAT or isinstance(fmt, bool):
-            raise ModelError(f"{where}: unsupported format {fmt!r}; expected {STATE_FORMAT}")
-        model = target._from_hyper(state, where)
+        kind, where = resolve_kind(state, "state", cls._own_kind(), cls._registry)
+        if cls is Regressor:
+            return cls._registry[kind].from_state_dict(state)
+        return cls._model_from_state(state, where)
+
+    @classmethod
+    def _model_from_state(cls, state: Mapping[str, Any], where: str) -> Self:
+        """`from_state_dict` once the kind is this class's."""
+        window, forget, detect = read_training_mode(state, cls.HYPER_KEYS, where)
+        model: Self = cls._from_hyper(state, where)
         model._configure(window, forget, detect)
         n_seen = get_int(state, "n_seen", where, minimum=0)
         if get_key(state, "n_features", where) is None:
@@ -498,33 +457,13 @@ class Regressor(ABC):
             return model
         n_features = get_int(state, "n_features", where, minimum=1)
         model._start(n_features)
-        stats = model._stats
-        if isinstance(stats, CumulativeQR):
-            rows = get_key(state, "r", where)
-            m = stats.m
-            if not isinstance(rows, list) or len(rows) != m:
-                raise ModelError(
-                    f"{where}: 'r' must be a list of {m} rows for {m - 1} coefficients "
-                    f"{model._shape_text(n_features)}"
-                )
-            for i, row in enumerate(rows):
-                detail = f"numbers in 'r'[{i}] (the upper triangle of R)"
-                stats.r[i, i:] = numbers(row, where, f"'r'[{i}]", m - i, detail)
-            stats.n_seen = n_seen
-        elif isinstance(stats, ForgettingQR):
-            stats.load(get_key(state, "streams", where), state.get("watch"), n_seen, where)
-        elif isinstance(stats, WindowQR):
-            count = min(n_seen, stats.window)
-            ys = get_numbers(state, "y", where, expected=count, detail="targets in 'y'")
-            xs = get_key(state, "x", where)
-            if not isinstance(xs, list) or len(xs) != count:
-                got = len(xs) if isinstance(xs, list) else type_name(xs)
-                raise ModelError(f"{where}: 'x' must be a list of {count} rows, got {got}")
-            detail = "features per row of 'x'"
-            x = np.array(
-                [numbers(row, where, f"'x'[{i}]", n_features, detail) for i, row in enumerate(xs)],
-                dtype=np.float64,
-            ).reshape(count, n_features)
-            y = as_targets(np.array(ys, dtype=np.float64), count, what=f"{where}: 'y'")
-            stats.load(model._rows(x, n_features), y, n_seen)
+        assert model._stats is not None
+        load_stats(
+            model._stats,
+            state,
+            where,
+            n_seen=n_seen,
+            shape_text=model._shape_text(n_features),
+            check_rows=model._rows,
+        )
         return model
