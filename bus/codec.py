@@ -53,16 +53,15 @@ the columns and the rewrite of the values outside the range above.
 
 from __future__ import annotations
 
-import importlib
 import math
 import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
-from itertools import islice, repeat
+from itertools import repeat
 from json.encoder import encode_basestring_ascii
-from typing import Annotated, Any
+from typing import Annotated
 
 import msgspec
 
@@ -369,115 +368,7 @@ def _encode_columns(
     ]
 
 
-# --- measuring (python -m bus.codec) ------------------------------------------------------
-
-
-def _benchmark(n: int = 100_000, rounds: int = 5) -> None:  # pragma: no cover - a tool
-    """Print µs per point of each way to decode ``points`` and encode ``predictions``.
-
-    The pure standard-library ways run on a fifth of the points, three times, so
-    that the whole run stays under a minute.
-    """
-    import json
-    import random
-    import time
-    from collections.abc import Callable
-    from itertools import chain
-
-    from core.runtime import gc_paused
-
-    rng = random.Random(17)
-    values = [
-        Point(
-            f"p-{i:06d}",
-            [rng.uniform(-2.0, 2.0) for _ in range(3)],
-            None if i % 4 == 0 else rng.gauss(0.0, 3.0),
-            1_700_000_000_000 + i if i % 3 == 0 else None,
-        ).to_bytes()
-        for i in range(n)
-    ]
-    columns = decode_points(values)
-    model, preds = "polynomial", [rng.gauss(0.0, 3.0) for _ in range(n)]
-    args = (columns.ids, preds, columns.y, [1_700_000_000_000 + i for i in range(n)])
-    few = n // 5
-
-    def checked(objs: list[Any]) -> list[Any]:
-        """The column checks a plain JSON decode needs (as the scorer made them)."""
-        ids, xs = [o["id"] for o in objs], [o["x"] for o in objs]
-        ys, ts = [o.get("y") for o in objs], [o.get("ts") for o in objs]
-        flat = list(chain.from_iterable(xs))
-        ok = set(map(type, ids)) == {str} and set(map(type, xs)) == {list}
-        ok = ok and {int, float}.issuperset(map(type, flat))
-        ok = ok and max(map(abs, flat)) <= MAX_ABS_INPUT and max(map(len, ids)) <= MAX_ID_CHARS
-        ok = ok and max(map(abs, filter(None, ys))) <= MAX_ABS_INPUT
-        assert ok and min(t for t in ts if t is not None) >= 0
-        return [ids, xs, ys, ts]
-
-    def per_point(name: str, run: Callable[[], object], count: int = n) -> None:
-        times = []
-        for _ in range(rounds if count == n else 3):
-            with gc_paused():
-                start = time.process_time()  # CPU time: steadier than the clock on a shared box
-                run()
-                times.append(time.process_time() - start)
-        print(f"{name:48s} {min(times) / count * 1e6:6.2f} µs/point", flush=True)
-
-    def dicts(count: int) -> list[dict[str, Any]]:
-        keys = ("id", "prediction", "model", "version", "y", "ts")
-        return [
-            dict(zip(keys, (i, p, model, 7, y, t), strict=True))
-            for i, p, y, t in islice(zip(*args, strict=True), count)
-        ]
-
-    per_point(
-        "decode json Point.from_bytes each", lambda: list(map(Point.from_bytes, values[:few])), few
-    )
-    per_point(
-        "decode json loads each + checks", lambda: checked(list(map(json.loads, values[:few]))), few
-    )
-    orjson: Any = None  # optional: compared when installed, not a dependency
-    try:
-        orjson = importlib.import_module("orjson")
-    except ImportError:
-        print("orjson is not installed")
-    else:
-        per_point(
-            "decode orjson loads each + checks", lambda: checked(list(map(orjson.loads, values)))
-        )
-    per_point("decode msgspec struct each", lambda: list(map(_DECODE, values)))
-    per_point("decode_points", lambda: decode_points(values))
-    per_point("decode_labelled", lambda: decode_labelled(values))
-    per_point(
-        "encode json Prediction.to_bytes",
-        lambda: [Prediction(**d).to_bytes() for d in dicts(few)],
-        few,
-    )
-    small = dicts(few)
-    per_point(
-        "encode json dumps of a dict",
-        lambda: [json.dumps(d, separators=(",", ":")).encode() for d in small],
-        few,
-    )
-    if orjson is not None:
-        everything = dicts(n)
-        per_point(
-            "encode orjson dumps of a dict (other bytes)",
-            lambda: list(map(orjson.dumps, everything)),
-        )
-    per_point(
-        "encode f-strings of C-formatted columns",
-        lambda: _encode_columns(*args, model=model, version=7),
-    )
-    per_point(
-        "encode msgspec encode_lines",
-        lambda: _ENCODE_LINES(
-            list(map(_Prediction, args[0], preds, repeat(model), repeat(7), args[2], args[3]))
-        ),
-    )
-    per_point("encode_predictions", lambda: encode_predictions(*args, model=model, version=7))
-    expected = [Prediction(**d).to_bytes() for d in dicts(n)]
-    assert encode_predictions(*args, model=model, version=7) == expected
-
-
 if __name__ == "__main__":  # pragma: no cover
-    _benchmark()
+    from bus.codec_bench import benchmark
+
+    benchmark()
