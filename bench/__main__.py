@@ -20,6 +20,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from bench import bus_limit, gateway_load, hotswap, latency, learning, scoring, training
 from bench.config import BenchConfig
@@ -30,6 +31,7 @@ from core.logs import configure_logging
 log = logging.getLogger("bench")
 
 Bench = Callable[[BenchContext, BenchConfig], BenchResult]
+Json = dict[str, Any]
 
 #: name -> (title, function), in the order they run
 BENCHES: dict[str, tuple[str, Bench]] = {
@@ -82,8 +84,8 @@ def run_one(ctx: BenchContext, config: BenchConfig, name: str) -> BenchResult:
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the named benchmarks (all by default); exit 1 if any failed."""
+def _parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m bench``."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument(
         "names", nargs="*", metavar="NAME", help=f"any of {', '.join(BENCHES)} (default: all)"
@@ -96,46 +98,32 @@ def main(argv: list[str] | None = None) -> int:
         help="first wait (up to 5 min) for the 1-minute load to fall to this (0: do not wait)",
     )
     parser.add_argument("--out", type=Path, default=RESULTS, help="where the JSON goes")
-    args = parser.parse_args(argv)
-    unknown = [name for name in args.names if name not in BENCHES]
-    if unknown:
-        parser.error(f"unknown benchmark {', '.join(unknown)}; choose from {', '.join(BENCHES)}")
-    configure_logging("bench", os.environ.get("STREAMSCORE_LOG_LEVEL", "WARNING"))
-    names = args.names or list(BENCHES)
-    config = BenchConfig.from_env()
-    if args.points:
-        config = replace(config, points=args.points)
-    if args.quiet_load:
-        print(f"waiting for the 1-minute load to fall to {args.quiet_load} ...", flush=True)
-        wait_for_quiet(args.quiet_load, 300)
-    started = datetime.now(UTC)
-    command = " ".join(["python -m bench", *(argv if argv is not None else sys.argv[1:])])
+    return parser
+
+
+def _run_all(config: BenchConfig, names: list[str]) -> tuple[list[BenchResult], str]:
+    """Run the named benchmarks in one context; their results and the load before."""
     ctx = BenchContext(dict(os.environ))
     load_before = load_average()
     results: list[BenchResult] = []
-    began = time.monotonic()
     try:
         print(ctx.open(), f"| {os.cpu_count()} CPUs | load {load_before}", flush=True)
         for name in names:
             results.append(run_one(ctx, config, name))
     finally:
         ctx.close()
-    elapsed = time.monotonic() - began
-    rows: list[Row] = [row for result in results for row in result.rows]
-    met, missed = targets_summary(rows)
-    table = render_table(rows)
-    load_after = load_average()
-    stamp = started.strftime("%Y%m%dT%H%M%SZ")
-    document = {
-        "command": command,
-        "started_at": started.isoformat(timespec="seconds"),
-        "seconds": elapsed,
+    return results, load_before
+
+
+def _document(run: dict[str, Any], config: BenchConfig, results: list[BenchResult]) -> Json:
+    """The JSON document of a run: ``run`` (command, times, loads, table) and the figures."""
+    return {
+        **{key: run[key] for key in ("command", "started_at", "seconds")},
         "cpus": os.cpu_count(),
-        "load_before": load_before,
-        "load_after": load_after,
+        **{key: run[key] for key in ("load_before", "load_after")},
         "versions": _versions(),
         "config": config,
-        "targets": {"met": met, "missed": missed},
+        "targets": run["targets"],
         "benchmarks": [
             {
                 "name": r.name,
@@ -147,9 +135,44 @@ def main(argv: list[str] | None = None) -> int:
             }
             for r in results
         ],
+        "table": run["table"],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the named benchmarks (all by default); exit 1 if any failed."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    unknown = [name for name in args.names if name not in BENCHES]
+    if unknown:
+        parser.error(f"unknown benchmark {', '.join(unknown)}; choose from {', '.join(BENCHES)}")
+    configure_logging("bench", os.environ.get("STREAMSCORE_LOG_LEVEL", "WARNING"))
+    config = BenchConfig.from_env()
+    if args.points:
+        config = replace(config, points=args.points)
+    if args.quiet_load:
+        print(f"waiting for the 1-minute load to fall to {args.quiet_load} ...", flush=True)
+        wait_for_quiet(args.quiet_load, 300)
+    started = datetime.now(UTC)
+    command = " ".join(["python -m bench", *(argv if argv is not None else sys.argv[1:])])
+    began = time.monotonic()
+    results, load_before = _run_all(config, args.names or list(BENCHES))
+    elapsed = time.monotonic() - began
+    rows: list[Row] = [row for result in results for row in result.rows]
+    met, missed = targets_summary(rows)
+    table, load_after = render_table(rows), load_average()
+    run = {
+        "command": command,
+        "started_at": started.isoformat(timespec="seconds"),
+        "seconds": elapsed,
+        "load_before": load_before,
+        "load_after": load_after,
+        "targets": {"met": met, "missed": missed},
         "table": table,
     }
-    path = write_results(args.out, stamp, document)
+    path = write_results(
+        args.out, started.strftime("%Y%m%dT%H%M%SZ"), _document(run, config, results)
+    )
     print(f"\n## streamscore benchmarks, {started:%Y-%m-%d %H:%M} UTC")
     print(f"`{command}`: {elapsed / 60:.1f} min, {os.cpu_count()} CPUs, ", end="")
     print(f"load {load_before} before, {load_after} after; targets met {met}, missed {missed}\n")
