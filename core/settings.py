@@ -350,6 +350,23 @@ class SettingsTable(Generic[C]):
             raise ConfigError(f"{source}: expected a JSON object of settings and texts")
         return self.load({}, {**given, **(overrides or {})})
 
+    def load_handed_over(
+        self,
+        variable: str,
+        env: Mapping[str, str] | None = None,
+        overrides: Mapping[str, str] | None = None,
+    ) -> C:
+        """The config a launcher handed over in ``variable`` (`dumps`), else as `load` reads it.
+
+        A service served by gunicorn resolves its settings once, in its entry point,
+        and passes them whole to gunicorn and its workers in ``variable``.
+        """
+        env = os.environ if env is None else env
+        handed = env.get(variable, "").strip()
+        if handed:
+            return self.loads(handed, source=variable, overrides=overrides)
+        return self.load(env, overrides)
+
 
 def _text_of(value: object) -> str:
     """A value as the text its parser reads back."""

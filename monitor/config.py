@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -42,11 +41,7 @@ class MonitorConfig:
         In the processes ``streamscore monitor`` starts, the resolved config it hands
         over in ``STREAMSCORE_MONITOR_CONFIG`` (`dumps`) is the config.
         """
-        env = os.environ if env is None else env
-        resolved = env.get(RESOLVED_VARIABLE, "").strip()
-        if resolved:
-            return SETTINGS.loads(resolved, source=RESOLVED_VARIABLE, overrides=overrides)
-        return SETTINGS.load(env, overrides)
+        return SETTINGS.load_handed_over(RESOLVED_VARIABLE, env, overrides)
 
     def dumps(self) -> str:
         """This config as the value of ``STREAMSCORE_MONITOR_CONFIG``."""
