@@ -6,25 +6,8 @@ librdkafka's errors become streamscore's in `bus.clients.confluent_errors`
 (`classify`, with what librdkafka raises when the broker fails). Every name the
 driver ever exported is importable from here.
 
-Producers report deliveries only when they fail (``delivery.report.only.error``):
-the callback keeps the error, and the next ``flush`` / ``commit_transaction``
-raises it, classified. A full local queue (``BufferError``) is drained by serving
-the client's callbacks, then the record is queued again.
-
-Consumers take what librdkafka has prefetched without waiting (``consume`` with
-no timeout) and block only when nothing is there, for one message: a poll returns
-as soon as there is something to return, like kafka-python's. Chunks are built
-straight from the messages, column by column.
-
-Positions: librdkafka's own position is the last record delivered + 1. Older
-librdkafka releases leave it on the commit marker that ends a transaction, so a
-reader of a topic written transactionally would never see its position reach
-the end offset; and ``consume`` (2.16) moves it one past the offset of a
-partition-EOF event, past the end. So the driver asks for partition-EOF events
-(``enable.partition.eof``), which carry the offset the fetcher reached, and
-`position` reports that offset until a record of the partition comes. Before
-anything was read, librdkafka has no position at all; `position` then reports
-where the next fetch starts (a seek, the committed offset, or the reset policy).
+How producers report deliveries and how consumers poll and keep positions is told
+in their modules.
 """
 
 from __future__ import annotations
