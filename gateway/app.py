@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -25,7 +26,7 @@ from bus.signing import model_key_from_env
 from bus.topics import Topics
 from core.errors import MessageError
 from gateway.catalogue import Catalogue, CatalogueFeed
-from gateway.config import GatewayConfig
+from gateway.config import WORKER_SLOT_VARIABLE, GatewayConfig
 from gateway.docs import Docs, swagger_ui_dir
 from gateway.inference import Inference, InferenceBus
 from gateway.metrics import Metrics, MetricsMiddleware
@@ -174,7 +175,14 @@ def get_app() -> falcon.App[falcon.Request, falcon.Response]:
     settings = KafkaSettings.from_env()
     topics = Topics.from_env()
     driver = driver_for(settings)
-    bus = ReplyClient(driver, topics.requests, topics.replies, max_pending=config.max_pending)
+    slot = os.environ.get(WORKER_SLOT_VARIABLE)  # set by gunicorn_conf in each worker
+    bus = ReplyClient(
+        driver,
+        topics.requests,
+        topics.replies,
+        max_pending=config.max_pending,
+        slot=None if slot is None else int(slot),
+    )
     catalogue = Catalogue(history=config.model_history, key=model_key_from_env())
     _running.append(CatalogueFeed(driver, topics, catalogue).start())
     _running.append(bus.start())

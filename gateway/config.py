@@ -14,6 +14,20 @@ DEFAULT_MODEL_HISTORY = 10
 #: (its variables and flags) to gunicorn and its workers. When set, it is the config.
 RESOLVED_VARIABLE = "STREAMSCORE_GATEWAY_CONFIG"
 
+#: The slot gunicorn_conf gives each worker; its replies partition is the slot modulo
+#: the partition count (`bus.reply`). Set in the worker's own environment only.
+WORKER_SLOT_VARIABLE = "STREAMSCORE_GATEWAY_WORKER_SLOT"
+
+
+def worker_slot(master_pid: int, age: int) -> int:
+    """The slot of a gunicorn worker: its master's pid plus its age (gunicorn's count).
+
+    The workers of one gunicorn get consecutive slots, so each reads a replies
+    partition of its own (while no more of them live than there are partitions);
+    another gunicorn's master pid shifts its workers' slots elsewhere.
+    """
+    return master_pid + age
+
 
 @dataclass(frozen=True)
 class GatewayConfig:

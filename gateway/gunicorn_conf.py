@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from core.logs import configure_logging
-from gateway.config import GatewayConfig
+from gateway.config import WORKER_SLOT_VARIABLE, GatewayConfig, worker_slot
 
 _config = GatewayConfig.from_env()
 
@@ -51,8 +51,9 @@ control_socket_disable = True
 
 
 def post_fork(server: Any, worker: Any) -> None:
-    """Log like the other services (in the worker, before it loads the app)."""
+    """Log like the other services, and take the worker's slot (before it loads the app)."""
     configure_logging("gateway")
+    os.environ[WORKER_SLOT_VARIABLE] = str(worker_slot(server.pid, worker.age))
 
 
 def worker_exit(server: Any, worker: Any) -> None:

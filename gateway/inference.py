@@ -62,6 +62,10 @@ class InferenceBus(Protocol):
         """True when Kafka answered recently."""
         ...
 
+    def owned_partitions(self) -> list[int]:
+        """The replies partition this process reads (empty until it is positioned)."""
+        ...
+
     def stats(self) -> ReplyStats:
         """Counters for the metrics."""
         ...
@@ -209,6 +213,10 @@ class Inference:
     def worker(self) -> int:
         """The id of the process answering (one gunicorn worker)."""
         return os.getpid()
+
+    def reply_partitions(self) -> list[int]:
+        """The replies partition this worker reads."""
+        return self.bus.owned_partitions()
 
     def _request(self, rows: Rows) -> InferRequest:
         self._check(rows)

@@ -181,6 +181,7 @@ class Ready:
         checks = self.inference.readiness()
         body: Json = {"ready": all(checks.values()), "checks": checks}
         body["worker"] = self.inference.worker()
+        body["reply_partitions"] = self.inference.reply_partitions()
         if not body["ready"]:
             missing = ", ".join(name for name, ok in checks.items() if not ok)
             body["error"] = f"not ready: waiting for {missing}; retry in a moment"

@@ -280,6 +280,9 @@ def test_every_worker_answers_from_the_moment_it_is_ready(stack: Stack) -> None:
     with ThreadPoolExecutor(max_workers=8) as pool:
         seen = {r["worker"]: r for r in pool.map(readiness, range(64))}
     assert len(seen) == WORKERS and all(r["checks"]["reply_partition"] for r in seen.values())
+    # each worker reads a replies partition of its own: none drops another's replies
+    partitions = [r["reply_partitions"] for r in seen.values()]
+    assert all(len(p) == 1 for p in partitions) and len({p[0] for p in partitions}) == WORKERS
 
     def one(i: int) -> tuple[int, float]:
         started = time.perf_counter()

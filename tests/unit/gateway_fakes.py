@@ -88,6 +88,9 @@ class FakeBus:
     def ready(self) -> bool:
         return self.up and bool(self.partitions)
 
+    def owned_partitions(self) -> list[int]:
+        return list(self.partitions)
+
     def stats(self) -> ReplyStats:
         return ReplyStats(len(self.calls), len(self.calls), 0, 1, 2, 0, len(self.partitions))
 

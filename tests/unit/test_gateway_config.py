@@ -6,13 +6,14 @@ import importlib
 import os
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 import gateway.__main__ as entry
 from core.errors import ConfigError
-from gateway.config import RESOLVED_VARIABLE, GatewayConfig
+from gateway.config import RESOLVED_VARIABLE, WORKER_SLOT_VARIABLE, GatewayConfig, worker_slot
 
 
 def test_defaults() -> None:
@@ -134,3 +135,18 @@ def test_gunicorn_config_reads_the_handed_over_config(
     conf = importlib.import_module("gateway.gunicorn_conf")
     assert conf.bind == ["127.0.0.1:9912"] and (conf.threads, conf.workers) == (2, 5)
     assert conf.accesslog == "-"
+
+
+def test_the_workers_of_one_gunicorn_read_replies_partitions_of_their_own(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    monkeypatch.setenv(WORKER_SLOT_VARIABLE, "0")  # put back as it was afterwards
+    conf = importlib.import_module("gateway.gunicorn_conf")
+    for master_pid in (1, 4321, 65_535, 99_999):
+        slots = []
+        for age in range(1, 5):
+            conf.post_fork(SimpleNamespace(pid=master_pid), SimpleNamespace(age=age))
+            slots.append(int(os.environ[WORKER_SLOT_VARIABLE]))
+        assert len({slot % 16 for slot in slots}) == 4  # 16 replies partitions by default
+    assert worker_slot(100, 3) != worker_slot(200, 3)  # another gunicorn: other slots
