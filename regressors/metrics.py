@@ -102,7 +102,8 @@ class RollingMetrics:
 
     Undefined values are None (never NaN, so a snapshot serializes to JSON as null):
     ``rmse`` and ``mae`` when the window is empty; ``r2`` when it holds fewer than 2
-    points or all its targets are equal (SS_tot == 0).
+    points, all its targets are equal (SS_tot == 0), or their spread is so small
+    next to the residuals that 1 - SS_res / SS_tot is beyond a double (never +-inf).
 
     Costs: ``update`` O(1); ``update_many`` vectorized, O(batch); reads O(1) except for
     the occasional O(window) recomputation.
@@ -251,14 +252,16 @@ class RollingMetrics:
 
     @property
     def r2(self) -> float | None:
-        """1 - SS_res / SS_tot over the window; None if count < 2 or every target is equal."""
+        """1 - SS_res / SS_tot over the window; None if count < 2, every target is equal,
+        or the ratio is beyond a double."""
         if self.count < 2:
             return None
         ss_res = self._sum(self._sr)
         ss_tot = self._ss_tot()  # a recomputation here leaves ss_res as accurate as it was
         if ss_tot <= 0.0:
             return None
-        return 1.0 - max(ss_res, 0.0) / ss_tot
+        r2 = 1.0 - max(ss_res, 0.0) / ss_tot
+        return r2 if math.isfinite(r2) else None  # targets' spread too small for a double
 
     @property
     def rmse(self) -> float | None:

@@ -18,6 +18,14 @@ from regressors import MetricsSnapshot, RollingMetrics
 # -- an exact reference: rational arithmetic on the last `window` points ------------------------
 
 
+def _finite_or_none(value: Fraction) -> float | None:
+    """``value`` as a double, or None when it is beyond one (R2 is then undefined)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return None
+
+
 def exact(y_true: list[float], y_pred: list[float], window: int) -> MetricsSnapshot:
     """Metrics of the last ``window`` points, computed exactly then rounded once."""
     ys = [Fraction(v) for v in y_true[-window:]]
@@ -28,7 +36,7 @@ def exact(y_true: list[float], y_pred: list[float], window: int) -> MetricsSnaps
     ss_res = sum(r * r for r in residuals)
     mean = sum(ys) / n
     ss_tot = sum((v - mean) ** 2 for v in ys)
-    r2 = None if n < 2 or ss_tot == 0 else float(1 - ss_res / ss_tot)
+    r2 = None if n < 2 or float(ss_tot) == 0 else _finite_or_none(1 - ss_res / ss_tot)
     return MetricsSnapshot(
         count=n,
         window=window,
@@ -246,3 +254,18 @@ def test_inputs_are_not_modified() -> None:
     y_pred.flags.writeable = False
     RollingMetrics(2).update_many(y_true, y_pred)
     assert y_true.tolist() == [1.0, 2.0, 3.0] and y_pred.tolist() == [1.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize(
+    ("targets", "predictions"),
+    [
+        ([1e-160, 0.0], [1e5, -1e5]),  # a spread of 1e-160 against errors of 1e5: -1e330
+        ([5.8e-264, 0.0], [5.8e-264, 1e-9]),  # the spread's square underflows to 0
+    ],
+)
+def test_r2_is_never_infinite(targets: list[float], predictions: list[float]) -> None:
+    metrics = RollingMetrics(len(targets))
+    metrics.update_many(targets, predictions)
+    assert metrics.r2 is None
+    assert metrics.rmse is not None and math.isfinite(metrics.rmse)
+    json.dumps(dataclasses.asdict(metrics.snapshot()), allow_nan=False)  # a scores value
