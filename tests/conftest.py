@@ -15,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from bus.clients import make_admin
 from bus.settings import KafkaSettings
@@ -22,6 +23,11 @@ from bus.topics import TopicLayout, Topics, ensure_topics
 from tests.report_guard import pytest_runtest_makereport
 
 __all__ = ["pytest_runtest_makereport"]  # a hook: failures are rendered with gc paused
+
+# Property tests explore new examples on every run; a run that must be repeatable (CI:
+# HYPOTHESIS_PROFILE=ci) uses one fixed sequence, so a red run means a change broke it.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 KAFKA_IMAGE = "apache/kafka:4.1.1"
 
