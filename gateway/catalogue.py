@@ -28,9 +28,9 @@ from bus.messages import ModelVersion, Score
 from bus.signing import ModelKey, verify
 from bus.table import Table
 from bus.topics import Topics
-from core.errors import BusError, ModelError, StreamscoreError
+from core.errors import BusError, StreamscoreError
 from core.shutdown import StopFlag
-from regressors import Regressor, regressor_from_dict
+from regressors import Regressor, regressor_for
 
 log = logging.getLogger(__name__)
 
@@ -55,15 +55,12 @@ def validated(model: ModelVersion, key: ModelKey | None) -> Regressor:
     """
     if key is not None:
         verify(model, key)
-    regressor = regressor_from_dict(model.params)
-    where = f"model {model.name!r} v{model.version}"
-    if regressor.kind != model.kind:
-        raise ModelError(f"{where}: kind is {model.kind!r} but params are {regressor.kind!r}")
-    if regressor.n_features != model.n_features:
-        raise ModelError(
-            f"{where}: n_features is {model.n_features} but params are for "
-            f"{regressor.n_features} features"
-        )
+    regressor = regressor_for(
+        model.params,
+        kind=model.kind,
+        n_features=model.n_features,
+        where=f"model {model.name!r} v{model.version}",
+    )
     return regressor
 
 

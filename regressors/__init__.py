@@ -30,6 +30,7 @@ __all__ = [
     "polynomial_features",
     "polynomial_powers",
     "r2_score",
+    "regressor_for",
     "regressor_from_dict",
     "regressor_from_state_dict",
 ]
@@ -60,6 +61,22 @@ def make_regressor(kind: str, **options: Any) -> Regressor:
 def regressor_from_dict(params: Mapping[str, Any]) -> Regressor:
     """Return the model described by ``params`` (a `Regressor.to_dict` result); checked."""
     return Regressor.from_dict(params)
+
+
+def regressor_for(
+    params: Mapping[str, Any], *, kind: str, n_features: int, where: str
+) -> Regressor:
+    """The model of ``params``, checked, and checked to be the ``kind`` and ``n_features``
+    its message says (``where`` names the message in errors); raise `ModelError`."""
+    regressor = Regressor.from_dict(params)
+    if regressor.kind != kind:
+        raise ModelError(f"{where}: kind is {kind!r} but params are {regressor.kind!r}")
+    if regressor.n_features != n_features:
+        raise ModelError(
+            f"{where}: n_features is {n_features} but params are for "
+            f"{regressor.n_features} features"
+        )
+    return regressor
 
 
 def regressor_from_state_dict(state: Mapping[str, Any]) -> Regressor:

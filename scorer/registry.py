@@ -14,8 +14,7 @@ import numpy.typing as npt
 
 from bus.messages import ModelVersion
 from bus.signing import ModelKey, model_key_from_env, verify
-from core.errors import ModelError
-from regressors import Regressor, regressor_from_dict
+from regressors import Regressor, regressor_for
 from regressors.base import MIN_POINTS_PER_PARAM
 
 FloatArray = npt.NDArray[np.float64]
@@ -73,15 +72,12 @@ def load_model(
         key = model_key_from_env()
     if key is not None:
         verify(message, key)
-    regressor = regressor_from_dict(message.params)
-    where = f"model {message.name!r} v{message.version}"
-    if regressor.kind != message.kind:
-        raise ModelError(f"{where}: kind is {message.kind!r} but params are {regressor.kind!r}")
-    if regressor.n_features != message.n_features:
-        raise ModelError(
-            f"{where}: n_features is {message.n_features} but params are for "
-            f"{regressor.n_features} features"
-        )
+    regressor = regressor_for(
+        message.params,
+        kind=message.kind,
+        n_features=message.n_features,
+        where=f"model {message.name!r} v{message.version}",
+    )
     return LiveModel(
         name=message.name,
         version=message.version,
