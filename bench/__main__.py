@@ -22,7 +22,16 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import bus_limit, gateway_load, hotswap, latency, learning, scoring, training
+from bench import (
+    bus_limit,
+    gateway_load,
+    gateway_starts,
+    hotswap,
+    latency,
+    learning,
+    scoring,
+    training,
+)
 from bench.config import BenchConfig
 from bench.context import BenchContext, load_average, wait_for_quiet
 from bench.report import BenchResult, Row, render_table, targets_summary, write_results
@@ -42,6 +51,7 @@ BENCHES: dict[str, tuple[str, Bench]] = {
     "latency": ("5. end-to-end latency", latency.run),
     "trainer": ("6. trainer", training.run),
     "gateway": ("7. gateway", gateway_load.run),
+    "gateway-starts": (gateway_starts.TITLE, gateway_starts.run),
     "hotswap": ("8. hot swap", hotswap.run),
     "learning": ("9. learning", learning.run),
 }
