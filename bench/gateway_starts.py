@@ -325,7 +325,12 @@ def one_start(services: Supervisor) -> tuple[StartSummary, dict[str, float]]:
     load = _Load(port)
     load.start()
     began = time.monotonic()
-    pid = services.start("gateway", ["gateway"], STREAMSCORE_GATEWAY_BIND=f"127.0.0.1:{port}")
+    pid = services.start(
+        "gateway",
+        ["gateway"],
+        STREAMSCORE_GATEWAY_BIND=f"127.0.0.1:{port}",
+        STREAMSCORE_LOG_LEVEL="INFO",  # when each worker read its partition and its models
+    )
     if load.first_200.wait(FIRST_ANSWER_WAIT_S):
         time.sleep(LOAD_AFTER_FIRST_S)
     load.stop()
