@@ -15,7 +15,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -66,6 +66,7 @@ class ScorerStats:
     batches: int = 0
     aborted: int = 0
     answered: int = 0
+    model_predictions: dict[str, int] = field(default_factory=dict)
 
 
 class Scorer:
@@ -225,6 +226,7 @@ class Scorer:
             batches=points.batches,
             aborted=points.aborts,
             answered=self.requests.answered,
+            model_predictions=dict(step.model_predictions),
         )
 
     def _log_stats(self, points: StreamStats) -> None:
@@ -356,7 +358,7 @@ class ScorerMetrics(Collector):
         self._scorer = scorer
 
     def collect(self) -> Iterator[Metric]:
-        """Points, predictions, dead letters, answers, the serving model, rolling scores."""
+        """Points, predictions (also per model), dead letters, answers, serving model, scores."""
         scorer = self._scorer
         stats, kernel = scorer.stats, scorer.points_stats
         service = ["service"]
@@ -369,6 +371,14 @@ class ScorerMetrics(Collector):
             family = CounterMetricFamily(PREFIX + name, text, labels=service)
             family.add_metric(["scorer"], value)
             yield family
+        by_model = CounterMetricFamily(
+            PREFIX + "scorer_model_predictions_total",
+            "predictions committed, per serving model's name",
+            labels=["model"],
+        )
+        for name, count in sorted(stats.model_predictions.items()):
+            by_model.add_metric([name], count)
+        yield by_model
         answered = CounterMetricFamily(PREFIX + "requests_answered_total", "requests answered")
         answered.add_metric([], scorer.requests.answered)
         yield answered

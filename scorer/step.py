@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import numpy as np
@@ -43,6 +43,8 @@ class ScoringStats:
     points: int = 0
     predictions: int = 0
     deadletters: int = 0
+    #: predictions per serving model's name (the version is not a key: it never stops growing)
+    model_predictions: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -53,6 +55,7 @@ class _Done:
     predictions: int
     deadletters: int
     labelled: Labelled | None
+    model: str | None = None  # the serving model's name
 
 
 class ScoringStep(Step):
@@ -119,7 +122,9 @@ class ScoringStep(Step):
         if columns.index:
             predicted, labelled = self._predict(records, columns, model, outcome)
         self._add_scores(outcome)
-        outcome.context = _Done(len(records), predicted, len(outcome.deadletters), labelled)
+        outcome.context = _Done(
+            len(records), predicted, len(outcome.deadletters), labelled, model.name
+        )
         return outcome
 
     def idle(self) -> Outcome | None:
@@ -140,6 +145,9 @@ class ScoringStep(Step):
         self.stats.points += done.points
         self.stats.predictions += done.predictions
         self.stats.deadletters += done.deadletters
+        if done.model is not None and done.predictions:
+            by_model = self.stats.model_predictions
+            by_model[done.model] = by_model.get(done.model, 0) + done.predictions
         self._learn(done.labelled)
 
     # --- the work ----------------------------------------------------------------------

@@ -1,0 +1,106 @@
+"""The scorer's predictions counted per serving model's name, on its metrics."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from bus.clients.memory import MemoryBroker
+from bus.messages import ModelVersion, Point
+from core.telemetry import TelemetryConfig
+from regressors import MultivariateRegressor
+from tests.unit.test_scorer_service import TOPICS, Running, predicted, publish, wait_for
+
+PER_MODEL = "streamscore_scorer_model_predictions_total"
+ALL = "streamscore_predictions_total"
+
+
+Array = NDArray[np.float64]
+
+
+def truth(x: Array) -> Array:
+    return np.asarray(2 * x[:, 0] - x[:, 1] + 0.5, dtype=np.float64)
+
+
+def fitted(name: str, version: int, target: Callable[[Array], Array]) -> bytes:
+    xs = np.random.default_rng(version).uniform(-1, 1, (50, 3))
+    regressor = MultivariateRegressor().fit(xs, target(xs))
+    return ModelVersion(
+        name=name,
+        version=version,
+        kind="multivariate",
+        n_features=3,
+        params=regressor.to_dict(),
+        trained_on={"count": 50},
+        train_score={"r2": 1.0, "rmse": 0.0, "mae": 0.0},
+        created_at=0,
+    ).to_bytes()
+
+
+def labelled_points(n: int, start: int) -> list[bytes]:
+    x = np.random.default_rng(start).uniform(-1, 1, (n, 3))
+    y = truth(x)
+    return [Point(f"p{start + i}", x[i].tolist(), float(y[i])).to_bytes() for i in range(n)]
+
+
+def samples(registry: CollectorRegistry, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    """labels -> value of the samples called ``name`` in a scrape of ``registry``."""
+    text = generate_latest(registry).decode()
+    return {
+        tuple(sorted(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    }
+
+
+@pytest.fixture
+def broker() -> MemoryBroker:
+    broker = MemoryBroker()
+    for name in ("points", "predictions", "requests"):
+        broker.create_topic(getattr(TOPICS, name), 2)
+    for name in ("models", "scores", "deadletter"):
+        broker.create_topic(getattr(TOPICS, name), 1)
+    broker.create_topic(TOPICS.replies, 2)
+    return broker
+
+
+def test_predictions_are_counted_per_serving_model(broker: MemoryBroker) -> None:
+    broker.produce(
+        TOPICS.models,
+        fitted("alpha", 1, lambda x: np.asarray(3 - x[:, 0], dtype=np.float64)),
+        key=b"alpha",
+    )
+    running = Running(broker, min_scored=10)
+    telemetry = running.scorer.telemetry(TelemetryConfig("scorer", port=0))
+    try:
+        publish(broker, labelled_points(100, start=0))
+        wait_for(lambda: running.scorer.stats.predictions == 100)
+        # a far better model arrives: it serves from the next batch on; new versions of it
+        # keep counting under its name alone
+        broker.produce(TOPICS.models, fitted("beta", 1, truth), key=b"beta")
+        serving = running.scorer.serving
+        wait_for(lambda: (model := serving()) is not None and model.name == "beta")
+        publish(broker, labelled_points(40, start=100))
+        wait_for(lambda: running.scorer.stats.predictions == 140)
+        broker.produce(TOPICS.models, fitted("beta", 2, truth), key=b"beta")
+        wait_for(lambda: (model := serving()) is not None and model.version == 2)
+        publish(broker, labelled_points(20, start=140))
+        wait_for(lambda: running.scorer.stats.predictions == 160)
+        per_model = samples(telemetry.registry, PER_MODEL)
+        overall = samples(telemetry.registry, ALL)
+    finally:
+        telemetry.watch.close()
+        running.close()
+    assert running.error is None
+    written = Counter(p.model for p in predicted(broker))
+    assert written == {"alpha": 100, "beta": 60}
+    assert per_model == {(("model", name),): float(n) for name, n in written.items()}
+    assert overall == {(("service", "scorer"),): 160.0}
+    assert running.scorer.stats.model_predictions == dict(written)
