@@ -40,6 +40,8 @@ from trainer.publish import PublishPolicy
 
 FloatArray = npt.NDArray[np.float64]
 BARS = "▁▂▃▄▅▆▇█"
+#: Smaller batches the drifting stream is run in too (the headline run uses 100).
+SWEEP = (50, 20, 10)
 
 
 @dataclass
@@ -224,7 +226,9 @@ def compare(
     river = {}
     for degree, label in ((1, "River linear"), (3, "River poly3")):
         began = time.monotonic()
-        river[label] = rmse(y[mask], run_river(x, y, degree)[mask])
+        predicted = run_river(x, y, degree)
+        river[label] = rmse(y[mask], predicted[mask])
+        result.data.setdefault("river_predictions", {})[(case, label)] = predicted
         print(f"  {case}: {label} RMSE {river[label]:.4f} ({time.monotonic() - began:.1f} s)")
     best = min(river.values())
     print(f"  {case}: streamscore RMSE {ours:.4f} ({ours_s:.1f} s), {mask.sum()} points scored")
@@ -234,6 +238,32 @@ def compare(
     result.add(case, "streamscore / River's best", ours / best, "x", target="<= " + _ratio(case))
     result.data[case] = {"streamscore": ours, **river, "scored": int(mask.sum())}
     return outcome
+
+
+def batch_sweep(
+    result: BenchResult, case: str, x: FloatArray, y: FloatArray, batches: Iterable[int]
+) -> None:
+    """The same stream in smaller batches: how the ratio to River depends on the batch.
+
+    A scorer's batch is what one poll returns, and a new version serves from the
+    batch after the one that revealed the drift: at a given rate, the batch is the
+    rate times the turnaround from points to a served version. River's errors are
+    taken on the same points as ours in each run.
+    """
+    predictions: dict[tuple[str, str], FloatArray] = result.data["river_predictions"]
+    for batch in batches:
+        outcome = run_pipeline(x, y, batch=batch)
+        mask = ~np.isnan(outcome.predictions)
+        ours = rmse(y[mask], outcome.predictions[mask])
+        best = min(rmse(y[mask], p[mask]) for (c, _), p in predictions.items() if c == case)
+        print(f"  {case}, batches of {batch}: streamscore RMSE {ours:.4f}, River's best {best:.4f}")
+        result.add(
+            case,
+            f"streamscore / River's best, batches of {batch}",
+            ours / best,
+            "x",
+            note=f"RMSE {ours:.3f} vs {best:.3f}",
+        )
 
 
 def _ratio(case: str) -> str:
@@ -270,6 +300,8 @@ def run(ctx: BenchContext, config: BenchConfig) -> BenchResult:
     result.add(case, "prequential RMSE of the first batch after the drift alone", floor)
     print("  serving rolling RMSE:", sparkline(r for _, r in outcome.rolling))
     print("  switches:", ", ".join(f"{model} at {point}" for point, model in outcome.switches))
+    batch_sweep(result, case, x, y, SWEEP)
     xt, yt = trump_approval()
     compare(result, "River TrumpApproval", xt, yt, batch=10, publish_every=50, window=100)
+    result.data.pop("river_predictions")
     return result

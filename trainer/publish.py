@@ -17,7 +17,8 @@ from __future__ import annotations
 
 #: After a drift, versions come ``QUICK`` times as often (every ``every // QUICK`` points).
 QUICK = 10
-#: ... but never for fewer points than this.
+#: ... but never for fewer points than this; until this many points (and ``every // QUICK``)
+#: were trained since the drift, a version is due after every batch.
 MIN_QUICK = 50
 
 
@@ -27,10 +28,12 @@ class PublishPolicy:
     Due when ``every`` labelled points were trained since the previous version;
     or when trained points, dead letters or just consumed offsets have waited
     ``interval_s`` since the first of them; or when ``max_deadletters`` dead
-    letters wait (they are written inside the transaction). After a `drift`, the
-    next versions come every ``every // QUICK`` points (at least `MIN_QUICK`, the
-    first `MIN_QUICK` points after the drift: the model has learnt a little), until
-    ``every`` points have been trained since the drift: the new regime is served soon.
+    letters wait (they are written inside the transaction). After a `drift`, a
+    version is due after every batch until ``every // QUICK`` points (at least
+    `MIN_QUICK`) were trained since it: each model's first version of the new regime
+    is published as soon as its fit rests on enough points (the trainer publishes
+    none before), whatever the size of the batches. Then versions come every
+    ``every // QUICK`` points until ``every`` points have been trained since the drift.
     """
 
     def __init__(self, every: int, interval_s: float, max_deadletters: int = 1000) -> None:
@@ -68,14 +71,15 @@ class PublishPolicy:
             return False
         return (
             self.new_points >= self.every
-            or (
-                self.quick_left > 0
-                and self.since_drift >= MIN_QUICK
-                and self.new_points >= max(MIN_QUICK, self.every // QUICK)
-            )
+            or (self.quick_left > 0 and self.new_points >= self._quick_points())
             or self.deadletters >= self.max_deadletters
             or now - self.pending_since >= self.interval_s
         )
+
+    def _quick_points(self) -> int:
+        """Points a quick version waits for: one batch at first, then ``every // QUICK``."""
+        quick = max(MIN_QUICK, self.every // QUICK)
+        return 1 if self.since_drift <= quick else quick
 
     def published(self) -> None:
         """Everything noted so far is in a publication."""

@@ -77,3 +77,26 @@ def test_prequential_score_undefined_cases() -> None:
     constant = PrequentialScore()
     constant.add(np.array([2.0, 2.0]), np.array([1.0, 3.0]))
     assert constant.snapshot()["r2"] is None
+
+
+def test_after_a_drift_a_version_is_due_after_every_batch_then_every_tenth() -> None:
+    """The new regime's first versions come at once, whatever the batch size."""
+    policy = PublishPolicy(every=1000, interval_s=math.inf)
+    policy.drift()
+    due_at = []
+    for batch in range(1, 61):  # batches of 5 points: 300 points since the drift
+        policy.note(points=5, deadletters=0, consumed=True, now=0.0)
+        if policy.due(0.0):
+            due_at.append(batch * 5)
+            policy.published()
+    assert due_at[:20] == list(range(5, 105, 5))  # every batch for the first 100 points
+    assert due_at[20:] == [200, 300]  # then every 1000 // 10 points
+
+
+def test_without_a_drift_small_batches_wait_for_every_points() -> None:
+    policy = PublishPolicy(every=1000, interval_s=math.inf)
+    for _ in range(199):
+        policy.note(points=5, deadletters=0, consumed=True, now=0.0)
+        assert not policy.due(0.0)
+    policy.note(points=5, deadletters=0, consumed=True, now=0.0)
+    assert policy.due(0.0)
