@@ -453,7 +453,7 @@ def registry_of(*collectors: Collector) -> CollectorRegistry:
 #: Reason classes of dead letters, tried in order: (class, words of the reason that mark it).
 REASON_CLASSES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("too_large", ("too large", "RecordTooLargeError")),
-    ("wrong_width", ("features, got",)),
+    ("wrong_width", ("features, got", "features like the stream, got")),
     ("not_finite", ("not a finite", "finite number")),
     ("bad_model", ("unusable model", "signature", "ModelError")),
     ("bad_json", ("JSON", "json", "UTF-8", "utf-8", "decode")),

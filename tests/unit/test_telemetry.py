@@ -250,6 +250,7 @@ def _version(found: dict[str, float]) -> str:
 
 def test_reason_classes_are_few_and_never_the_text() -> None:
     assert reason_class("expected 3 features, got 1 (model 'm' v1)") == "wrong_width"
+    assert reason_class("field 'x': expected 2 features like the stream, got 3") == "wrong_width"
     assert reason_class("RecordTooLargeError: an output of 2 MB") == "too_large"
     assert reason_class("some message nobody foresaw 12345") == OTHER_REASON
     names = {name for name, _ in REASON_CLASSES} | {OTHER_REASON}
