@@ -365,17 +365,25 @@ def one_start(services: Supervisor) -> tuple[StartSummary, dict[str, Any]]:
     return summarize(load.answers, load.failures, seen, worker_pids), info
 
 
-def _serving(services: Supervisor) -> dict[int, int]:
+def _serving(services: Supervisor, tries: int = 3) -> list[dict[int, int]]:
     """Start the scorer if it does not run, and a first gateway (not counted) until it answers.
 
     When every worker of that gateway answers ``POST /predict``, the scorer is serving.
+    A scorer that exits meanwhile is started again (``tries`` in all); the statuses
+    each warm-up gateway last answered, in order.
     """
-    services.start("scorer", ["scorer"])
-    port = free_port()
-    services.start("warm-up", ["gateway"], STREAMSCORE_GATEWAY_BIND=f"127.0.0.1:{port}")
-    statuses = wait_ready(port, WRK_BODY, 60)
-    services.stop("warm-up")
-    return dict(statuses)
+    out: list[dict[int, int]] = []
+    for _ in range(tries):
+        services.start("scorer", ["scorer"])
+        port = free_port()
+        services.start("warm-up", ["gateway"], STREAMSCORE_GATEWAY_BIND=f"127.0.0.1:{port}")
+        statuses = wait_ready(port, WRK_BODY, 60)
+        services.stop("warm-up")
+        out.append(dict(statuses))
+        if services.pid("scorer") is not None:
+            break
+        log.warning("gateway starts: the scorer exited; see %s", services.log_file("scorer"))
+    return out
 
 
 def _client_run(
@@ -397,7 +405,7 @@ def _client_run(
         STREAMSCORE_GATEWAY_THREADS=str(THREADS),
         STREAMSCORE_LOG_LEVEL="WARNING",
     )
-    warm_ups: list[dict[int, int]] = []
+    warm_ups: list[list[dict[int, int]]] = []
     clean: list[StartSummary] = []
     disturbed: list[tuple[StartSummary, dict[str, Any]]] = []
     infos: list[dict[str, Any]] = []
@@ -422,6 +430,10 @@ def _client_run(
         note = f"not counted above (figures in the JSON): {reasons}; logs: {logs}"
         result.add(f"{kafka_client}, {len(clean)} starts", "starts disturbed", len(disturbed),
                    note=note)  # fmt: skip
+    restarts = sum(len(tries) for tries in warm_ups) - 1
+    if restarts:
+        result.add(f"{kafka_client}, {len(clean)} starts", "scorer restarts", restarts,
+                   note=f"the scorer exited and was started again; see {logs}/scorer.log")  # fmt: skip
     result.data[kafka_client] = {
         "warm_up_statuses": warm_ups,
         "totals": totals,
