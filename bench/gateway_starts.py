@@ -432,8 +432,8 @@ def _client_run(
                    note=note)  # fmt: skip
     restarts = sum(len(tries) for tries in warm_ups) - 1
     if restarts:
-        result.add(f"{kafka_client}, {len(clean)} starts", "scorer restarts", restarts,
-                   note=f"the scorer exited and was started again; see {logs}/scorer.log")  # fmt: skip
+        note = f"the scorer exited and was started again; see {logs}/scorer.log"
+        result.add(f"{kafka_client}, {len(clean)} starts", "scorer restarts", restarts, note=note)
     result.data[kafka_client] = {
         "warm_up_statuses": warm_ups,
         "totals": totals,
