@@ -12,6 +12,10 @@ A refused connection (the gateway not listening yet) is retried after 20 ms and
 counted as "not listening yet", not as a failure. A request's latency runs from
 just before it is sent (connection included) to its answer read, so a request
 accepted by the kernel before any worker is ready counts the wait for one.
+
+A start during which the gateway or the scorer exits before the bench stops it is
+reported apart ("disturbed") and made up for, up to 3 more starts; a scorer that is
+gone is started again before the next start. ``BENCH_GATEWAY_STARTS`` sets the count.
 """
 
 from __future__ import annotations
