@@ -43,6 +43,7 @@ from bus.clients.base import (
 from bus.clients.confluent_errors import (
     EOF_CODE,
     INFORMATIONAL_CODES,
+    OUTDATED_CODE,
     STATE_CODE,
     classify,
     library_error,
@@ -243,10 +244,12 @@ class ConfluentKafkaConsumer(Consumer):
                 break
             except KafkaException as exc:
                 error = library_error(exc)
-                if error is None or error.code() != STATE_CODE:
+                code = None if error is None else error.code()
+                if code not in (STATE_CODE, OUTDATED_CODE):
                     raise classify(exc, f"seeking {topic}[{partition}] to {offset}") from exc
-                # the partition does not fetch yet (just assigned)
-                if not self._joined:  # a manual assignment: start it there instead
+                # the partition does not fetch yet (just assigned), or the client was
+                # resetting its position as the seek came (outdated): try again
+                if code == STATE_CODE and not self._joined:  # manual: start it there instead
                     self._client.incremental_unassign([ConfluentTopicPartition(topic, partition)])
                     self._client.incremental_assign(
                         [ConfluentTopicPartition(topic, partition, offset)]

@@ -114,6 +114,7 @@ INFORMATIONAL_CODES = _codes(
 )
 (EOF_CODE,) = _codes("_PARTITION_EOF")
 (STATE_CODE,) = _codes("_STATE")  # an operation the client's state does not allow yet
+(OUTDATED_CODE,) = _codes("_OUTDATED")  # overtaken by the client resetting a position
 
 
 def library_error(exc: BaseException | KafkaError) -> KafkaError | None:
