@@ -187,19 +187,30 @@ def get_app() -> falcon.App[falcon.Request, falcon.Response]:
     _running.append(CatalogueFeed(driver, topics, catalogue).start())
     _running.append(bus.start())
     # gunicorn takes requests in this worker only once the app is made: it waits until
-    # its reply partition is read, so that it never takes a request it cannot answer.
-    if bus.wait_ready(READY_WAIT_S):
+    # its reply partition is read and its catalogue loaded, so that it never takes a
+    # request it cannot answer.
+    deadline = time.monotonic() + READY_WAIT_S
+    replies = bus.wait_ready(READY_WAIT_S)
+    models = catalogue.wait_loaded(max(0.0, deadline - time.monotonic()))
+    if replies and models:
         log.info(
-            "gateway worker answering over %r -> %r%s",
+            "gateway worker answering over %r -> %r%s, %d models",
             topics.requests,
             topics.replies,
             bus.owned_partitions(),
+            len(catalogue.latest()),
         )
     else:
         log.warning(
-            "gateway worker: %r not read after %.0f s (Kafka unreachable?); it answers 503 "
-            "until it is",
-            topics.replies,
+            "gateway worker: %s after %.0f s (Kafka unreachable?); it answers 503 until then",
+            " and ".join(
+                what
+                for what, done in (
+                    (f"{topics.replies!r} not read", replies),
+                    (f"{topics.models!r} not loaded", models),
+                )
+                if not done
+            ),
             READY_WAIT_S,
         )
     return create_app(bus, catalogue, config=config)

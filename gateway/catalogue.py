@@ -177,6 +177,10 @@ class Catalogue:
         """True once the models that existed at start are all known."""
         return self._loaded.is_set()
 
+    def wait_loaded(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` until `loaded`; True if it is."""
+        return self._loaded.wait(timeout_s)
+
     def latest(self) -> list[VersionInfo]:
         """The newest version of every model (cheap: for checks on the request path)."""
         with self._lock:

@@ -113,6 +113,8 @@ class Stack:
     topics: Topics
     scorer: Service
     gateway: Service
+    env: dict[str, str]
+    logs: Path
 
     def running(self) -> bool:
         """False once the gateway or the scorer has exited on its own."""
@@ -180,7 +182,7 @@ def stack(
     logs = tmp_path_factory.mktemp("gateway-logs")
     scorer = Service("scorer", [str(BIN / "streamscore"), "scorer"], env, logs).start()
     gateway = Service("gateway", [str(BIN / "streamscore"), "gateway"], env, logs).start()
-    stack = Stack(f"http://127.0.0.1:{port}", kafka_settings, topics, scorer, gateway)
+    stack = Stack(f"http://127.0.0.1:{port}", kafka_settings, topics, scorer, gateway, env, logs)
     try:
         ready_workers: set[int] = set()
 
@@ -293,6 +295,44 @@ def test_every_worker_answers_from_the_moment_it_is_ready(stack: Stack) -> None:
         results = list(pool.map(one, range(128)))
     assert [status for status, _ in results] == [200] * 128
     assert max(elapsed for _, elapsed in results) < 2.0  # nobody waited for a partition
+
+
+def test_a_gateway_started_under_load_answers_200_from_its_first_answer(stack: Stack) -> None:
+    """A worker takes requests only once it can answer them: its reply partition read and
+    its catalogue loaded. Clients that fire before the gateway listens see no 503
+    ("catalogue still loading") and no 504 from the first answer on."""
+    port = free_port()
+    env = {**stack.env, "STREAMSCORE_GATEWAY_BIND": f"127.0.0.1:{port}"}
+    fresh = Service("gateway-fresh", [str(BIN / "streamscore"), "gateway"], env, stack.logs)
+    statuses: list[int] = []
+    done = threading.Event()
+
+    def client() -> None:
+        while not done.is_set():
+            try:
+                answer = requests.post(
+                    f"http://127.0.0.1:{port}/predict", json={"x": [1.0, 2.0]}, timeout=10
+                )
+            except requests.ConnectionError:  # not listening yet
+                time.sleep(0.02)
+                continue
+            statuses.append(answer.status_code)
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    fresh.start()
+    try:
+        deadline = time.monotonic() + 90
+        while statuses.count(200) < 400 and time.monotonic() < deadline and stack.running():
+            time.sleep(0.1)
+    finally:
+        done.set()
+        for thread in threads:
+            thread.join(timeout=15)
+        fresh.stop()
+    counts = {status: statuses.count(status) for status in set(statuses)}
+    assert counts.get(200, 0) >= 400 and set(counts) == {200}, (counts, fresh.log_tail())
 
 
 def test_the_request_id_travels_over_the_bus_and_back(stack: Stack) -> None:
