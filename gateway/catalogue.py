@@ -37,8 +37,10 @@ log = logging.getLogger(__name__)
 #: How many of the newest ``scores`` records per partition are read at start.
 SCORES_TAIL = 1000
 
-#: How long one reader waits for records before the other one is read.
-POLL_S = 0.1
+#: How long one reader waits for records before the other one is read: a new model or
+#: score is listed within about twice this. Each wait is a poll of its own client (on
+#: kafka-python about a millisecond of CPU even when nothing comes), in every worker.
+POLL_S = 0.5
 
 #: How long the feed waits before opening its readers again after a bus failure.
 REOPEN_S = 1.0

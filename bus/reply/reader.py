@@ -129,7 +129,7 @@ class ReplyReader:
         names the partition, so every reply comes after it); a new consumer after a
         failure resumes where the last one stopped reading.
         """
-        consumer = self.driver.consumer(group_id=None, max_poll_records=1000, fetch_max_wait_ms=100)
+        consumer = self.driver.consumer(group_id=None, max_poll_records=1000, fetch_max_wait_ms=500)
         try:
             if not wait_for_partitions(consumer, self.topic, None, stop=self.stop):
                 close_quietly(consumer)
