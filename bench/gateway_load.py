@@ -127,6 +127,13 @@ def _rows(result: BenchResult, case: str, load: LoadResult, note: str = "") -> N
 
 KAFKA_CLIENTS = ("kafka-python", "confluent")
 WRK_BODY = b'{"x": [0.5, -0.25, 1.0]}'
+#: An unrecorded wrk run before a stack's measured ones, every stack alike: connections
+#: open, the clients' first metadata and fetches done.
+WARMUP_S = 2.0
+
+
+def _warm_up(port: int) -> None:
+    wrk_load("127.0.0.1", port, "/predict", WRK_BODY, connections=CLIENTS[0], seconds=WARMUP_S)
 
 
 def _wrk_rows(result: BenchResult, case: str, port: int, clients: int, seconds: float) -> None:
@@ -179,6 +186,7 @@ def celery_peer(
     try:
         if wait_ready(port, WRK_BODY, 60)[200] < 12:
             raise StreamscoreError("the Celery peer did not answer")
+        _warm_up(port)
         for clients in CLIENTS:
             _wrk_rows(
                 result, f"celery peer, {clients} clients", port, clients, config.gateway_seconds
@@ -308,6 +316,7 @@ def _wrk_over_the_bus(
     both.start("scorer", ["scorer"])
     both.start("gateway", ["gateway"])
     if wait_ready(port, WRK_BODY, 60)[200] == 12:
+        _warm_up(port)
         for clients in CLIENTS:
             case = f"gateway ({kafka_client}), {clients} clients"
             _wrk_rows(result, case, port, clients, config.gateway_seconds)
