@@ -71,6 +71,7 @@ DRIVER_TESTS = (
         (
             "tests/unit/test_clients.py",
             "tests/unit/test_kafka_python_fetch.py",
+            "tests/unit/test_confluent_seek.py",
             "tests/integration/test_clients.py",
         ),
         LIBRARIES,
