@@ -17,6 +17,7 @@ from bus.clients.base import Producer, TopicPartition
 from bus.stream_state import RunState, StoppedError
 from bus.stream_types import Outcome, StreamStats
 from core.errors import BusError
+from core.telemetry import reason_class
 
 log = logging.getLogger("bus.stream")  # the runner's log
 
@@ -92,7 +93,9 @@ class Committer:
         for record, reason in outcome.deadletters:
             deadletters.send(record, reason)
         state.tally.outputs += sent
-        state.tally.deadletters += len(outcome.deadletters)
+        if outcome.deadletters:
+            state.tally.deadletters += len(outcome.deadletters)
+            state.tally.reasons.update(reason_class(reason) for _, reason in outcome.deadletters)
 
     # --- committing --------------------------------------------------------------------
 

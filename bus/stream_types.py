@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -212,8 +213,11 @@ class StreamStats:
 
     ``batches``, ``records`` (``chunks`` for a `ChunkStep`), ``outputs`` and
     ``deadletters`` count committed work only (work redone after a fault counts
-    once). ``last_progress`` is the runner's clock at the end of the last round
-    that went through without a fault (for health checks).
+    once); ``reasons`` counts the same dead letters by reason class
+    (`core.telemetry.reason_class`: a few labels, never the text; copy it with
+    ``dict()`` to read it from another thread). ``last_progress`` is the runner's
+    clock at the end of the last round that went through without a fault (for
+    health checks).
     """
 
     batches: int = 0
@@ -226,6 +230,7 @@ class StreamStats:
     rewinds: int = 0
     faults: int = 0
     last_progress: float = 0.0
+    reasons: Counter[str] = field(default_factory=Counter)
 
     def add(self, other: StreamStats) -> None:
         """Add the work counted in ``other`` (batches, records, chunks, outputs, dead letters)."""
@@ -234,3 +239,5 @@ class StreamStats:
         self.chunks += other.chunks
         self.outputs += other.outputs
         self.deadletters += other.deadletters
+        if other.reasons:
+            self.reasons.update(other.reasons)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -37,7 +36,6 @@ from core.telemetry import (
     TelemetryConfig,
     Watch,
     lag_watch,
-    reason_class,
     registry_of,
 )
 from scorer.config import ScorerConfig
@@ -280,17 +278,16 @@ class Telemetry:
 
 
 class ObservedStep(Step):
-    """The scoring step as the kernel runs it, watched: dead letters by reason, last scores.
+    """The scoring step as the kernel runs it, watched: the last scores it published.
 
-    Every hook goes to the step unchanged; `committed` also counts the outcome's dead
-    letters by reason class and keeps the rolling scores it published.
+    Every hook goes to the step unchanged; `committed` also keeps the rolling scores
+    of the outcome (the kernel counts the dead letters, by reason class too).
     """
 
     def __init__(self, step: Step, scores_topic: str) -> None:
         self.step = step
         self._scores_topic = scores_topic
         self._lock = threading.Lock()
-        self._deadletters: Counter[str] = Counter()
         self._scores: dict[tuple[str, int], Score] = {}
 
     def process(self, records: list[Record]) -> Outcome:
@@ -298,7 +295,7 @@ class ObservedStep(Step):
         return self.step.process(records)
 
     def committed(self, outcome: Outcome) -> None:
-        """Tell the step; count dead letters by reason class; keep the published scores."""
+        """Tell the step; keep the published scores."""
         self.step.committed(outcome)
         scores = [
             value
@@ -307,8 +304,6 @@ class ObservedStep(Step):
             for value in output.values
         ]
         with self._lock:
-            for _, reason in outcome.deadletters:
-                self._deadletters[reason_class(reason)] += 1
             for value in scores:
                 try:
                     score = Score.from_bytes(value)
@@ -339,11 +334,6 @@ class ObservedStep(Step):
     def finish(self) -> Outcome | None:
         """The step's."""
         return self.step.finish()
-
-    def deadletters(self) -> dict[str, int]:
-        """Committed dead letters by reason class."""
-        with self._lock:
-            return dict(self._deadletters)
 
     def scores(self) -> dict[tuple[str, int], Score]:
         """The last rolling score published of each (model, version)."""
@@ -387,7 +377,7 @@ class ScorerMetrics(Collector):
             "records sent to the dead-letter topic, by reason class",
             labels=["service", "reason"],
         )
-        for reason, count in sorted(scorer.observed.deadletters().items()):
+        for reason, count in sorted(dict(kernel.reasons).items()):
             dead.add_metric(["scorer", reason], count)
         yield dead
         yield from self._models()

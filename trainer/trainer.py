@@ -19,18 +19,16 @@ chunks in hand, publishes what is pending, and gives the last transaction
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from bus.clients.base import Chunk, Driver, TopicPartition
+from bus.clients.base import Driver
 from bus.signing import ModelKey
-from bus.stream import ChunkStep, Outcome, StreamConfig, StreamRunner, retry_s_from_env
+from bus.stream import StreamConfig, StreamRunner, retry_s_from_env
 from bus.topics import Topics
 from core.shutdown import StopFlag
 from core.telemetry import (
@@ -41,7 +39,6 @@ from core.telemetry import (
     TelemetryConfig,
     Watch,
     lag_watch,
-    reason_class,
     registry_of,
 )
 from trainer.config import TrainerConfig
@@ -80,8 +77,7 @@ class Trainer:
     publication interval); ``stop`` ends the loop after the current batch.
     ``run()`` blocks, so tests run it in a thread. With a ``model_key`` every
     version is signed (`bus.signing`). ``step`` and ``runner`` may be given instead
-    of being made from the driver; a given ``runner`` runs the step as it was given,
-    so its dead letters are not counted by reason class (`CountedStep`).
+    of being made from the driver.
     """
 
     def __init__(
@@ -103,9 +99,8 @@ class Trainer:
         self.step = step or TrainingStep(
             driver, topics, config, clock=clock, stop=self._stop, model_key=model_key
         )
-        self.counted = CountedStep(self.step)
         self.runner = runner or StreamRunner(
-            driver, stream_config(topics, config, retry_s=retry_s), self.counted, stop=self._stop
+            driver, stream_config(topics, config, retry_s=retry_s), self.step, stop=self._stop
         )
 
     @property
@@ -179,7 +174,7 @@ class TrainerMetrics(Collector):
             "records sent to the dead-letter topic, by reason class",
             labels=["service", "reason"],
         )
-        for reason, count in sorted(trainer.counted.deadletters().items()):
+        for reason, count in sorted(dict(kernel.reasons).items()):
             dead.add_metric(["trainer", reason], count)
         yield dead
         latest = GaugeMetricFamily(
@@ -188,57 +183,3 @@ class TrainerMetrics(Collector):
         for name, version in sorted(trainer.versions.items()):
             latest.add_metric([name], float(version))
         yield latest
-
-
-class CountedStep(ChunkStep):
-    """The training step as the kernel runs it, its committed dead letters counted by reason.
-
-    Every hook goes to the step unchanged; `committed` also counts the outcome's dead
-    letters (the step's and the kernel's own) by reason class (`core.telemetry.reason_class`).
-    """
-
-    def __init__(self, step: ChunkStep) -> None:
-        self.step = step
-        self._lock = threading.Lock()
-        self._deadletters: Counter[str] = Counter()
-
-    def process_chunks(self, chunks: list[Chunk]) -> Outcome:
-        """The step's outcome."""
-        return self.step.process_chunks(chunks)
-
-    def committed(self, outcome: Outcome) -> None:
-        """Tell the step; count the dead letters by reason class."""
-        self.step.committed(outcome)
-        if outcome.deadletters:
-            classes = Counter(reason_class(reason) for _, reason in outcome.deadletters)
-            with self._lock:
-                self._deadletters.update(classes)
-
-    def rewind(self) -> None:
-        """The step's."""
-        self.step.rewind()
-
-    def idle(self) -> Outcome | None:
-        """The step's."""
-        return self.step.idle()
-
-    def tick(self) -> bool:
-        """The step's."""
-        return self.step.tick()
-
-    def start(self, partitions: list[TopicPartition]) -> Mapping[TopicPartition, int | None]:
-        """The step's."""
-        return self.step.start(partitions)
-
-    def revoked(self, partitions: list[TopicPartition]) -> None:
-        """The step's."""
-        self.step.revoked(partitions)
-
-    def finish(self) -> Outcome | None:
-        """The step's."""
-        return self.step.finish()
-
-    def deadletters(self) -> dict[str, int]:
-        """Committed dead letters by reason class."""
-        with self._lock:
-            return dict(self._deadletters)
