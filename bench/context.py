@@ -73,10 +73,6 @@ def tree_rss_bytes(pid: int) -> int | None:
     return sum(known) if known else None
 
 
-#: Past this many partitions the broker's own cost per request shows in the figures.
-BUSY_BROKER_PARTITIONS = 1000
-
-
 @dataclass
 class BenchContext:
     """The broker, the run's names and the services of one benchmark run."""
@@ -113,26 +109,14 @@ class BenchContext:
         return f"{line}, {self._partitions_note()}"
 
     def _partitions_note(self) -> str:
-        """How many partitions the broker holds, with a warning when they slow it down.
-
-        A broker holding thousands of partitions (a development broker after many
-        test runs, say) spends far more CPU on each request: on 2 cores, one with
-        4,800 partitions took twice the CPU per gateway round trip of a fresh one.
-        """
+        """How many topics and partitions the broker holds (the figures' context)."""
         consumer = make_consumer(self.settings, group_id=None)
         try:
             topics = consumer.topics()
             count = sum(len(consumer.partitions_for_topic(t) or ()) for t in topics)
         finally:
             consumer.close()
-        note = f"{len(topics):,} topics, {count:,} partitions"
-        if count > BUSY_BROKER_PARTITIONS:
-            note += (
-                " (a broker this full costs more CPU per request: for comparable figures "
-                "use a fresh one, e.g. STREAMSCORE_HOME=<empty dir> with another "
-                "STREAMSCORE_KAFKA_PORT)"
-            )
-        return note
+        return f"{len(topics):,} topics, {count:,} partitions"
 
     def stop_services(self) -> None:
         """Stop every process a benchmark started (run after each one, whatever happened)."""
