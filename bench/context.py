@@ -27,9 +27,11 @@ from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.structs import TopicPartition
 
+from bench.warmup import WARMUP_S, warm_broker
 from bus.clients import make_admin, make_consumer
 from bus.settings import KafkaSettings
 from bus.topics import TopicLayout, Topics, ensure_topics
+from core.env import env_float
 from streamscore.broker import PROJECT_ROOT, BrokerConfig, LocalBroker
 from streamscore.processes import Supervisor
 
@@ -104,9 +106,20 @@ class BenchContext:
                 self._broker = broker
             status = broker.up()
             self.settings = replace(self.settings, bootstrap_servers=status.bootstrap)
-            started = " (started for this run)" if self._broker else ""
+            started = ""
+            if self._broker is not None:
+                started = " (started for this run" + self._warm_up() + ")"
             line = f"broker: local, {status.bootstrap}{started}"
         return f"{line}, {self._partitions_note()}"
+
+    def _warm_up(self) -> str:
+        """Warm the broker just started (`bench.warmup`); a note for the broker line."""
+        seconds = env_float(self.env, "BENCH_BROKER_WARMUP_S", WARMUP_S, minimum=0.0)
+        if not seconds:
+            return ""
+        topic = self.create_topic(self.prefix("warmup") + "records", 6, {})
+        read = warm_broker(self.settings, topic, 6, seconds)
+        return f", warmed up for {seconds:g} s: {read:,} records"
 
     def _partitions_note(self) -> str:
         """How many topics and partitions the broker holds (the figures' context)."""
