@@ -78,7 +78,30 @@ class Table:
     # --- following ---------------------------------------------------------------------
 
     def open(self) -> Table:
-        """Assign every partition, from the beginning (or the tail); note where they end."""
+        """Assign every partition, from the beginning (or the tail); note where they end.
+
+        Transient bus faults (a broker restarting, a seek the client refuses for a
+        moment) are ridden through as in `poll`, for ``retry_s`` at most; then a
+        `BusError`. Returns at once when stopped.
+        """
+        while True:
+            try:
+                self._open()
+            except TransientBusError as exc:
+                self._fault(exc)
+                if self._stop.is_set():
+                    return self
+                continue
+            if self._fault_since is not None:
+                log.info(
+                    "opened %r after %.1f s of faults",
+                    self.topic,
+                    self._clock() - self._fault_since,
+                )
+                self._fault_since, self._backoff = None, self._backoff_start
+            return self
+
+    def _open(self) -> None:
         consumer = self._client()
         ids = wait_for_partitions(consumer, self.topic, self._topic_wait_s, stop=self._stop)
         self._partitions = [TopicPartition(self.topic, p) for p in ids]
@@ -87,7 +110,6 @@ class Table:
         self._place(self._partitions, self._targets)
         self._caught_up = False
         self._next_check = self._clock() + self._partition_check_s
-        return self
 
     @property
     def partitions(self) -> list[TopicPartition]:

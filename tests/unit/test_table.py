@@ -119,6 +119,22 @@ def test_transient_faults_are_retried_then_a_bus_error(broker: MemoryBroker) -> 
     table.close()
 
 
+def test_open_rides_through_transient_faults_then_a_bus_error(broker: MemoryBroker) -> None:
+    """A seek refused for a moment at open (a broker restarting; librdkafka's _OUTDATED)
+    does not end the reader: open tries again, like poll, for retry_s at most."""
+    broker.produce(TOPIC, b"v")
+    broker.fail_next("seek_to_beginning", TransientBusError("seek overtaken by a reset"), times=3)
+    table = Table(broker.driver(), TOPIC, retry_s=5.0, backoff_s=0.001, clock=FakeClock(1.0))
+    assert values(table.open().catch_up(timeout_s=5)) == [b"v"]
+    assert broker.pending_faults("seek_to_beginning") == 0
+    table.close()
+    broker.fail_next("seek_to_beginning", TransientBusError("broker gone"), times=100)
+    again = Table(broker.driver(), TOPIC, retry_s=5.0, backoff_s=0.001, clock=FakeClock(1.0))
+    with pytest.raises(BusError, match="KAFKA_BOOTSTRAP_SERVERS"):
+        again.open()
+    again.close()
+
+
 def test_catch_up_gives_up_after_its_timeout(broker: MemoryBroker) -> None:
     broker.produce(TOPIC, b"v")
     table = Table(broker.driver(), TOPIC, backoff_s=0.001, clock=FakeClock(1.0)).open()
