@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -12,10 +11,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bus.clients.memory import MemoryBroker
-from bus.messages import ModelVersion, Point
+from bus.messages import Point
 from core.telemetry import TelemetryConfig
-from regressors import MultivariateRegressor
-from tests.unit.test_scorer_service import TOPICS, Running, predicted, publish, wait_for
+from tests.unit.test_scorer_service import TOPICS, Running, linear, predicted, publish, wait_for
 
 PER_MODEL = "streamscore_scorer_model_predictions_total"
 ALL = "streamscore_predictions_total"
@@ -26,21 +24,6 @@ Array = NDArray[np.float64]
 
 def truth(x: Array) -> Array:
     return np.asarray(2 * x[:, 0] - x[:, 1] + 0.5, dtype=np.float64)
-
-
-def fitted(name: str, version: int, target: Callable[[Array], Array]) -> bytes:
-    xs = np.random.default_rng(version).uniform(-1, 1, (50, 3))
-    regressor = MultivariateRegressor().fit(xs, target(xs))
-    return ModelVersion(
-        name=name,
-        version=version,
-        kind="multivariate",
-        n_features=3,
-        params=regressor.to_dict(),
-        trained_on={"count": 50},
-        train_score={"r2": 1.0, "rmse": 0.0, "mae": 0.0},
-        created_at=0,
-    ).to_bytes()
 
 
 def labelled_points(n: int, start: int) -> list[bytes]:
@@ -74,7 +57,7 @@ def broker() -> MemoryBroker:
 def test_predictions_are_counted_per_serving_model(broker: MemoryBroker) -> None:
     broker.produce(
         TOPICS.models,
-        fitted("alpha", 1, lambda x: np.asarray(3 - x[:, 0], dtype=np.float64)),
+        linear(1, "alpha", lambda x: np.asarray(3 - x[:, 0], dtype=np.float64)).to_bytes(),
         key=b"alpha",
     )
     running = Running(broker, min_scored=10)
@@ -84,12 +67,12 @@ def test_predictions_are_counted_per_serving_model(broker: MemoryBroker) -> None
         wait_for(lambda: running.scorer.stats.predictions == 100)
         # a far better model arrives: it serves from the next batch on; new versions of it
         # keep counting under its name alone
-        broker.produce(TOPICS.models, fitted("beta", 1, truth), key=b"beta")
+        broker.produce(TOPICS.models, linear(1, "beta", truth).to_bytes(), key=b"beta")
         serving = running.scorer.serving
         wait_for(lambda: (model := serving()) is not None and model.name == "beta")
         publish(broker, labelled_points(40, start=100))
         wait_for(lambda: running.scorer.stats.predictions == 140)
-        broker.produce(TOPICS.models, fitted("beta", 2, truth), key=b"beta")
+        broker.produce(TOPICS.models, linear(2, "beta", truth).to_bytes(), key=b"beta")
         wait_for(lambda: (model := serving()) is not None and model.version == 2)
         publish(broker, labelled_points(20, start=140))
         wait_for(lambda: running.scorer.stats.predictions == 160)

@@ -26,9 +26,14 @@ from scorer.service import Scorer
 TOPICS = Topics()
 
 
-def linear(version: int, name: str = "multivariate") -> ModelVersion:
+def linear(
+    version: int,
+    name: str = "multivariate",
+    target: Callable[[np.ndarray], np.ndarray] = lambda x: 2 * x[:, 0] - x[:, 1] + 0.5,
+) -> ModelVersion:
+    """A multivariate model fitted on 50 points of ``target`` (3 features)."""
     xs = np.random.default_rng(version).uniform(-1, 1, (50, 3))
-    regressor = MultivariateRegressor().fit(xs, 2 * xs[:, 0] - xs[:, 1] + 0.5)
+    regressor = MultivariateRegressor().fit(xs, target(xs))
     return ModelVersion(
         name=name,
         version=version,
