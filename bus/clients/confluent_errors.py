@@ -29,6 +29,7 @@ broker killed with SIGKILL and restarted, confluent-kafka 2.16), and what
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import (  # type: ignore[import-untyped]
@@ -114,6 +115,7 @@ INFORMATIONAL_CODES = _codes(
 )
 (EOF_CODE,) = _codes("_PARTITION_EOF")
 (STATE_CODE,) = _codes("_STATE")  # an operation the client's state does not allow yet
+(FATAL_CODE,) = _codes("_FATAL")  # the client hit a fatal error: its cause comes in error_cb
 (OUTDATED_CODE,) = _codes("_OUTDATED")  # overtaken by the client resetting a position
 
 
@@ -178,23 +180,37 @@ def classify(exc: BaseException | KafkaError, doing: str, *, txn_age_s: float | 
     return BusError(f"{doing} failed ({what}); check the broker, the topic and the settings")
 
 
-def _client_callbacks(config: dict[str, Any]) -> dict[str, Any]:
+def _client_callbacks(
+    config: dict[str, Any], on_fatal: Callable[[KafkaError], None] | None
+) -> dict[str, Any]:
     """Route librdkafka's logs and global errors through Python logging (redacted there)."""
+
+    def client_error(error: KafkaError) -> None:
+        if error.fatal():
+            log.error("Kafka client fatal error: %s", error.str())
+            if on_fatal is not None:
+                on_fatal(error)
+        else:
+            log.debug("Kafka client error (retried by the client): %s", error.str())
+
     config["logger"] = librdkafka_log
-    config["error_cb"] = _log_client_error
+    config["error_cb"] = client_error
     return config
 
 
-def _log_client_error(error: KafkaError) -> None:
-    if error.fatal():
-        log.error("Kafka client fatal error: %s", error.str())
-    else:
-        log.debug("Kafka client error (retried by the client): %s", error.str())
+def make_client(
+    kind: type[Any],
+    settings: KafkaSettings,
+    config: dict[str, Any],
+    *,
+    on_fatal: Callable[[KafkaError], None] | None = None,
+) -> Any:
+    """A librdkafka client of ``kind`` logging through Python logging; errors classified.
 
-
-def make_client(kind: type[Any], settings: KafkaSettings, config: dict[str, Any]) -> Any:
-    """A librdkafka client of ``kind`` logging through Python logging; errors classified."""
+    ``on_fatal`` is told the client's fatal error (served by its next poll or flush):
+    a call that fails afterwards says only ``_FATAL``, the cause is in that error.
+    """
     try:
-        return kind(_client_callbacks(dict(config)))
+        return kind(_client_callbacks(dict(config), on_fatal))
     except KafkaException as exc:
         raise classify(exc, f"creating a Kafka client for {settings.bootstrap_servers}") from exc

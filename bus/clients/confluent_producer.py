@@ -20,7 +20,7 @@ from confluent_kafka import TopicPartition as ConfluentTopicPartition
 
 from bus.clients.base import Headers, Producer, TopicPartition, TransientBusError
 from bus.clients.confluent_config import DEFAULT_TRANSACTION_TIMEOUT_MS
-from bus.clients.confluent_errors import classify, make_client
+from bus.clients.confluent_errors import FATAL_CODE, classify, library_error, make_client
 from bus.settings import KafkaSettings
 from core.errors import BusError, StreamscoreError
 
@@ -37,8 +37,12 @@ class ConfluentKafkaProducer(Producer):
     def __init__(self, settings: KafkaSettings, config: dict[str, Any]) -> None:
         self._settings = settings
         self._failures: list[KafkaError] = []
+        self._fatal: KafkaError | None = None  # the cause of a fatal error, once told
         self._client = make_client(
-            ConfluentProducer, settings, {**config, "on_delivery": self._on_delivery}
+            ConfluentProducer,
+            settings,
+            {**config, "on_delivery": self._on_delivery},
+            on_fatal=self._note_fatal,
         )
         self._produce = self._client.produce
         self._transactional_id = config.get("transactional.id")
@@ -52,7 +56,18 @@ class ConfluentKafkaProducer(Producer):
         if error is not None:
             self._failures.append(error)
 
+    def _note_fatal(self, error: KafkaError) -> None:
+        self._fatal = error
+
     def _error(self, exc: BaseException | KafkaError, doing: str) -> StreamscoreError:
+        error = library_error(exc)
+        if error is not None and error.code() == FATAL_CODE:
+            # "Fatal error" only: its cause (fenced by another instance, say) comes in the
+            # error callback, which the next poll serves.
+            if self._fatal is None:
+                self._client.poll(0)
+            if self._fatal is not None:
+                exc = self._fatal
         if not self._transactional_id:
             return classify(exc, doing)
         age = 0.0 if self._txn_started is None else time.monotonic() - self._txn_started

@@ -1,4 +1,4 @@
-"""The confluent-kafka driver's seek rides through librdkafka's transient refusals."""
+"""The confluent-kafka driver against librdkafka's refusals: retried seeks, named fatal causes."""
 
 from __future__ import annotations
 
@@ -7,11 +7,14 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError, KafkaException  # type: ignore[import-untyped]
 
-from bus.clients import confluent_consumer
-from bus.clients.base import TopicPartition, TransientBusError
+from bus.clients import confluent_consumer, confluent_producer
+from bus.clients.base import FencedError, TopicPartition, TransientBusError
 from bus.clients.confluent_consumer import ConfluentKafkaConsumer
-from bus.clients.confluent_errors import OUTDATED_CODE
+from bus.clients.confluent_errors import FATAL_CODE, OUTDATED_CODE
+from bus.clients.confluent_producer import ConfluentKafkaProducer
 from bus.settings import KafkaSettings
+
+FENCED_CODE = KafkaError.INVALID_PRODUCER_EPOCH  # one of the codes librdkafka fences with
 
 
 class RefusingClient:
@@ -77,3 +80,29 @@ def test_other_seek_errors_are_raised_at_once(monkeypatch: pytest.MonkeyPatch) -
     with pytest.raises(Exception, match="seeking models"):
         reader.seek(TopicPartition("models", 0), -2)
     assert len(client.seeks) == 1
+
+
+class FencedClient:
+    """Stands in for librdkafka's producer after another instance took its transactional id:
+    produce says only _FATAL; the cause (_FENCED) comes in the error callback that the
+    next poll serves."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.error_cb = config["error_cb"]
+
+    def produce(self, *args: Any, **kwargs: Any) -> None:
+        raise KafkaException(KafkaError(FATAL_CODE, "Unable to produce message", fatal=True))
+
+    def poll(self, timeout: float) -> int:
+        self.error_cb(KafkaError(FENCED_CODE, "fenced by a newer producer instance", fatal=True))
+        return 0
+
+
+def test_a_send_failing_on_a_fatal_error_names_its_cause(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A zombie's next send fails with "_FATAL" only: the driver finds the cause (fenced)
+    and raises FencedError, not a generic BusError."""
+    monkeypatch.setattr(confluent_producer, "ConfluentProducer", FencedClient)
+    settings = KafkaSettings(bootstrap_servers="127.0.0.1:1")
+    producer = ConfluentKafkaProducer(settings, {"transactional.id": "tx"})
+    with pytest.raises(FencedError, match="another producer with the same transactional id"):
+        producer.send("points", b"zombie again")
