@@ -13,7 +13,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from bus.clients.memory import MemoryBroker
 from bus.messages import Point
 from core.telemetry import TelemetryConfig
-from tests.unit.test_scorer_service import TOPICS, Running, linear, predicted, publish, wait_for
+from tests.unit.test_scorer_service import (
+    TOPICS,
+    Running,
+    linear,
+    predicted,
+    publish,
+    scorer_broker,
+    wait_for,
+)
 
 PER_MODEL = "streamscore_scorer_model_predictions_total"
 ALL = "streamscore_predictions_total"
@@ -45,13 +53,7 @@ def samples(registry: CollectorRegistry, name: str) -> dict[tuple[tuple[str, str
 
 @pytest.fixture
 def broker() -> MemoryBroker:
-    broker = MemoryBroker()
-    for name in ("points", "predictions", "requests"):
-        broker.create_topic(getattr(TOPICS, name), 2)
-    for name in ("models", "scores", "deadletter"):
-        broker.create_topic(getattr(TOPICS, name), 1)
-    broker.create_topic(TOPICS.replies, 2)
-    return broker
+    return scorer_broker()
 
 
 def test_predictions_are_counted_per_serving_model(broker: MemoryBroker) -> None:

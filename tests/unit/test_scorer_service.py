@@ -54,8 +54,8 @@ def points(n: int, start: int = 0) -> list[bytes]:
     ]
 
 
-@pytest.fixture
-def broker() -> MemoryBroker:
+def scorer_broker() -> MemoryBroker:
+    """An in-memory broker with the topics a scorer reads and writes."""
     broker = MemoryBroker()
     for name in ("points", "predictions", "requests"):
         broker.create_topic(getattr(TOPICS, name), 2)
@@ -63,6 +63,11 @@ def broker() -> MemoryBroker:
         broker.create_topic(getattr(TOPICS, name), 1)
     broker.create_topic(TOPICS.replies, 4)
     return broker
+
+
+@pytest.fixture
+def broker() -> MemoryBroker:
+    return scorer_broker()
 
 
 class Running:

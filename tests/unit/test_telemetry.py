@@ -32,6 +32,7 @@ from core.telemetry import (
 from regressors import MultivariateRegressor
 from scorer.config import ScorerConfig
 from scorer.service import Scorer
+from tests.unit.test_scorer_service import scorer_broker
 
 TOPICS = Topics()
 STALL_S = 60.0
@@ -81,13 +82,7 @@ def wait_for(condition: Callable[[], bool], timeout_s: float = 15.0) -> None:
 
 @pytest.fixture
 def broker() -> MemoryBroker:
-    broker = MemoryBroker()
-    for name in ("points", "predictions", "requests"):
-        broker.create_topic(getattr(TOPICS, name), 2)
-    for name in ("models", "scores", "deadletter"):
-        broker.create_topic(getattr(TOPICS, name), 1)
-    broker.create_topic(TOPICS.replies, 2)
-    return broker
+    return scorer_broker()
 
 
 class Running:
