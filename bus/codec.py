@@ -277,12 +277,19 @@ def encode_predictions(
     *,
     model: str,
     version: int,
+    calibrations: Sequence[tuple[float, float] | None] | None = None,
 ) -> list[bytes]:
     """The ``predictions`` values of a batch: ``Prediction(...).to_bytes()`` of each, byte for byte.
 
     ``predictions`` and ``ys`` are Python floats (``ys`` may hold None), ``stamps``
     ints. A NaN or infinity raises the ValueError ``Prediction.to_bytes`` raises.
+    ``calibrations`` (rare: only after a jump) gives each its ``calibration``.
     """
+    if calibrations is not None:
+        return [
+            Prediction(i, p, model, version, y, t, c).to_bytes()
+            for i, p, y, t, c in zip(ids, predictions, ys, stamps, calibrations, strict=True)
+        ]
     n = len(ids)
     others = _written_otherwise(ids, predictions, ys) if _plain_text([model]) else None
     if others is None or len(others) * 8 > n:

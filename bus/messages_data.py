@@ -19,9 +19,11 @@ from bus.messages_json import (
     MAX_ID_CHARS,
     MAX_NAME_CHARS,
     Json,
+    describe,
     dump_object,
     load_object,
 )
+from core.errors import MessageError
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +69,11 @@ class Point:
 
 @dataclass(frozen=True, slots=True)
 class Prediction:
-    """A prediction on ``predictions``: the point's id, the value and the model that made it."""
+    """A prediction on ``predictions``: the point's id, the value and the model that made it.
+
+    ``calibration`` ``(a, b)``, when present, says the value is ``a + b * output``
+    of that version, recalibrated after its residuals jumped (`scorer.calibration`).
+    """
 
     id: str
     prediction: float
@@ -75,6 +81,7 @@ class Prediction:
     version: int
     y: float | None
     ts: int
+    calibration: tuple[float, float] | None = None
 
     @classmethod
     def from_bytes(cls, raw: bytes | bytearray | str | None) -> Prediction:
@@ -87,11 +94,12 @@ class Prediction:
             version=version_number(required(obj, "version")),
             y=optional_number(obj, "y"),
             ts=integer(required(obj, "ts"), "ts"),
+            calibration=_calibration(obj.get("calibration")),
         )
 
     def to_json(self) -> Json:
-        """The object form."""
-        return {
+        """The object form (``calibration`` only when there is one)."""
+        obj: Json = {
             "id": self.id,
             "prediction": self.prediction,
             "model": self.model,
@@ -99,7 +107,21 @@ class Prediction:
             "y": self.y,
             "ts": self.ts,
         }
+        if self.calibration is not None:
+            obj["calibration"] = list(self.calibration)
+        return obj
 
     def to_bytes(self) -> bytes:
         """Encode for ``predictions``."""
         return dump_object(self.to_json())
+
+
+def _calibration(value: object) -> tuple[float, float] | None:
+    """The optional ``calibration`` field: None, or two finite numbers ``[a, b]``."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) != 2:
+        raise MessageError(
+            f"expected [a, b] (two numbers), got {describe(value)}", field="calibration"
+        )
+    return finite_number(value[0], "calibration[0]"), finite_number(value[1], "calibration[1]")

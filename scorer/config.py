@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from bus.messages import MODEL_NAME_RULE, is_model_name
-from core.settings import Setting, SettingsTable, choice, integer, number, text
+from core.settings import Setting, SettingsTable, boolean, choice, integer, number, text
 from scorer.policy import BEST
 
 DELIVERY_MODES = ("at-least-once", "exactly-once")
@@ -37,6 +37,7 @@ class ScorerConfig:
     model_poll_interval_s: float = 0.05
     model_history: int = 10
     request_max_age_s: float = 60.0
+    recalibrate: bool = True
 
     def __post_init__(self) -> None:
         SETTINGS.check(self)
@@ -84,6 +85,9 @@ SETTINGS = SettingsTable(
                 "a challenger must beat the champion's RMSE by this fraction", "SHARE"),
         Setting("min_scored", "STREAMSCORE_SCORER_MIN_SCORED", integer(minimum=1),
                 "labelled points a model needs before the policy compares it", "N"),
+        Setting("recalibrate", "STREAMSCORE_SCORER_RECALIBRATE", boolean(),
+                "when the serving version's residuals jump, serve a + b * its output fitted "
+                "on the labelled points since, until another version serves", "BOOL"),
         Setting("max_batch", "STREAMSCORE_SCORER_MAX_BATCH", integer(minimum=1),
                 "records per batch", "N"),
         Setting("model_history", "STREAMSCORE_MODEL_HISTORY", integer(minimum=1),

@@ -177,6 +177,17 @@ class Scoreboard:
         """Count labelled points towards the next publication."""
         self._since_publish += count
 
+    def noise(self, model: LiveModel) -> float | None:
+        """The version's noise level on this stream: its drift watch's scale, else its
+        rolling RMSE once scored on `WATCH_AFTER` points (None before)."""
+        watch = self._watches.get(model.key)
+        if watch is not None:
+            return watch.scale
+        metrics = self._metrics.get(model.key)
+        if metrics is None or metrics.count < WATCH_AFTER:
+            return None
+        return metrics.rmse
+
     def rmse(self, model: LiveModel) -> tuple[int, float | None]:
         """(count, rolling RMSE) of a model version; (0, None) before its first label."""
         metrics = self._metrics.get(model.key)

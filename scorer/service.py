@@ -65,6 +65,8 @@ class ScorerStats:
     aborted: int = 0
     answered: int = 0
     model_predictions: dict[str, int] = field(default_factory=dict)
+    calibrated: int = 0
+    jumps: int = 0
 
 
 class Scorer:
@@ -113,6 +115,7 @@ class Scorer:
             prediction_partitions=_PartitionCount(driver, topics.predictions, self._stop)(),
             model_poll_interval_s=config.model_poll_interval_s,
             clock=clock,
+            recalibrate=config.recalibrate,
         )
         self.requests = self._request_step(clock)
         self.observed = ObservedStep(self.step, topics.scores)
@@ -225,6 +228,8 @@ class Scorer:
             aborted=points.aborts,
             answered=self.requests.answered,
             model_predictions=dict(step.model_predictions),
+            calibrated=step.calibrated,
+            jumps=step.jumps,
         )
 
     def _log_stats(self, points: StreamStats) -> None:
@@ -357,6 +362,16 @@ class ScorerMetrics(Collector):
             ("predictions_total", "predictions committed", stats.predictions),
             ("batches_total", "batches committed", kernel.batches),
             ("bus_faults_total", "transient bus faults ridden through", kernel.faults),
+            (
+                "scorer_recalibrations_total",
+                "jumps of the serving version's residuals that started a recalibration",
+                stats.jumps,
+            ),
+            (
+                "scorer_recalibrated_predictions_total",
+                "predictions served as a + b * the version's output (after a jump)",
+                stats.calibrated,
+            ),
         ):
             family = CounterMetricFamily(PREFIX + name, text, labels=service)
             family.add_metric(["scorer"], value)

@@ -5,6 +5,10 @@ commits, and only then calls `committed`, where the rolling scores learn from th
 batch's labels (a batch redone after a fault is not counted twice). `process`
 changes no lasting state, so the kernel can redo a batch, or one record at a time.
 
+The serving version's output is recalibrated point by point after its residuals
+jump (`scorer.calibration`); what a batch learnt of that is kept at `committed`
+too. Rolling scores are always of the versions' own outputs.
+
 While no model serves, `tick` holds the input: points are not even polled, the
 stream waits, and scoring starts at the first unscored point.
 """
@@ -12,6 +16,7 @@ stream waits, and scoring starts at the first unscored point.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +29,7 @@ from bus.codec import PointColumns, decode_points, encode_predictions
 from bus.stream import Outcome, Step
 from bus.topics import Topics
 from core.errors import ModelError
+from scorer.calibration import Calibrated, Calibration, calibrate
 from scorer.models_feed import ModelFeed
 from scorer.policy import ServingPolicy
 from scorer.quality import Scoreboard
@@ -45,6 +51,9 @@ class ScoringStats:
     deadletters: int = 0
     #: predictions per serving model's name (the version is not a key: it never stops growing)
     model_predictions: dict[str, int] = field(default_factory=dict)
+    #: predictions served recalibrated, and jumps that started a recalibration
+    calibrated: int = 0
+    jumps: int = 0
 
 
 @dataclass(slots=True)
@@ -56,6 +65,8 @@ class _Done:
     deadletters: int
     labelled: Labelled | None
     model: str | None = None  # the serving model's name
+    #: the recalibration state the batch started from, and what the batch made of it
+    calibration: tuple[Calibration, Calibrated] | None = None
 
 
 class ScoringStep(Step):
@@ -73,6 +84,7 @@ class ScoringStep(Step):
         model_poll_interval_s: float = 0.05,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        recalibrate: bool = True,
     ) -> None:
         self._topics = topics
         self.registry = registry
@@ -84,6 +96,9 @@ class ScoringStep(Step):
         self._clock = clock
         self._monotonic = monotonic
         self._next_models = 0.0
+        self._recalibrate = recalibrate
+        #: where the serving version's recalibration stands after the committed batches
+        self.calibration = Calibration()
         self.stats = ScoringStats()
 
     def serving(self) -> LiveModel | None:
@@ -117,14 +132,12 @@ class ScoringStep(Step):
         outcome = Outcome()
         for i, reason in columns.invalid:
             outcome.deadletters.append((records[i], reason))
-        labelled: Labelled | None = None
-        predicted = 0
+        done = _Done(len(records), 0, 0, None, model.name)
         if columns.index:
-            predicted, labelled = self._predict(records, columns, model, outcome)
+            self._predict(records, columns, model, outcome, done)
         self._add_scores(outcome)
-        outcome.context = _Done(
-            len(records), predicted, len(outcome.deadletters), labelled, model.name
-        )
+        done.deadletters = len(outcome.deadletters)
+        outcome.context = done
         return outcome
 
     def idle(self) -> Outcome | None:
@@ -148,17 +161,39 @@ class ScoringStep(Step):
         if done.model is not None and done.predictions:
             by_model = self.stats.model_predictions
             by_model[done.model] = by_model.get(done.model, 0) + done.predictions
+        if done.calibration is not None:
+            self._recalibrated(*done.calibration)
         self._learn(done.labelled)
+
+    def _recalibrated(self, base: Calibration, batch: Calibrated) -> None:
+        """Keep what a committed batch learnt of the serving version's recalibration."""
+        self.calibration = self.calibration.then(base, batch)
+        if batch.coefficients is not None:
+            self.stats.calibrated += int(np.count_nonzero(np.isfinite(batch.coefficients[:, 0])))
+        if batch.jumped:
+            self.stats.jumps += 1
+            name, version = batch.state.key or ("?", 0)
+            log.warning(
+                "%s v%d: its residuals jumped (the stream changed?): serving a + b * its "
+                "output, fitted on each labelled point since, until another version serves",
+                name,
+                version,
+            )
 
     # --- the work ----------------------------------------------------------------------
 
     def _predict(
-        self, records: list[Record], columns: PointColumns, model: LiveModel, outcome: Outcome
-    ) -> tuple[int, Labelled | None]:
+        self,
+        records: list[Record],
+        columns: PointColumns,
+        model: LiveModel,
+        outcome: Outcome,
+        done: _Done,
+    ) -> None:
         """Predict the valid points (of the model's width); add outputs and dead letters."""
         keep = self._fitting(records, columns, model, outcome)
         if not keep:
-            return 0, None
+            return
         x = np.array(_pick(columns.x, keep, len(columns)), dtype=np.float64)
         values = model.predict(x)
         finite = np.isfinite(values)
@@ -171,21 +206,32 @@ class ScoringStep(Step):
             good = np.flatnonzero(finite)
             keep, x, values = [keep[k] for k in good.tolist()], x[good], values[good]
             if not keep:
-                return 0, None
+                return
         n = len(columns)
         sources = [records[i] for i in _pick(columns.index, keep, n)]
         ys = _pick(columns.y, keep, n)
+        labels = _labels(ys)
+        served, calibrations = values, None
+        if self._recalibrate:
+            batch = calibrate(self.calibration, model.key, values, labels, self.board.noise(model))
+            done.calibration = (self.calibration, batch)
+            served = batch.values
+            if batch.coefficients is not None:
+                calibrations = [
+                    None if math.isnan(a) else (a, b) for a, b in batch.coefficients.tolist()
+                ]
         stamps = [
             r.timestamp if t is None else t
             for r, t in zip(sources, _pick(columns.ts, keep, n), strict=True)
         ]
         encoded = encode_predictions(
             _pick(columns.ids, keep, n),
-            values.tolist(),
+            served.tolist(),
             ys,
             stamps,
             model=model.name,
             version=model.version,
+            calibrations=calibrations,
         )
         partitions = self._partitions
         outcome.add(
@@ -194,7 +240,8 @@ class ScoringStep(Step):
             [r.key for r in sources],
             [None if r.key is not None else r.partition % partitions for r in sources],
         )
-        return len(encoded), self._labelled(model, x, ys, values)
+        done.predictions = len(encoded)
+        done.labelled = _labelled(model, x, labels, values)
 
     def _fitting(
         self, records: list[Record], columns: PointColumns, model: LiveModel, outcome: Outcome
@@ -214,18 +261,6 @@ class ScoringStep(Step):
                 )
                 outcome.deadletters.append((records[columns.index[k]], reason))
         return keep
-
-    def _labelled(
-        self, serving: LiveModel, x: FloatArray, labels: list[float | None], values: FloatArray
-    ) -> Labelled | None:
-        """(serving model, x, y, its predictions) for the labelled points; None if none."""
-        if None not in labels:
-            return serving, x, np.asarray(labels, dtype=np.float64), values
-        index = [i for i, y in enumerate(labels) if y is not None]
-        if not index:
-            return None
-        y_true = np.asarray([labels[i] for i in index], dtype=np.float64)
-        return serving, x[index], y_true, values[index]
 
     def _add_scores(self, outcome: Outcome) -> None:
         now = self._clock()
@@ -274,6 +309,25 @@ class ScoringStep(Step):
             count, rmse = self.board.rmse(model)
             log.debug("%s v%d scored on the last %d points: RMSE %s", *model.key, count, rmse)
         self.policy.review(live, self.board)
+
+
+def _labels(ys: list[float | None]) -> FloatArray:
+    """The labels as an array, NaN where a point has none (a label is always finite)."""
+    if None not in ys:
+        return np.asarray(ys, dtype=np.float64)
+    return np.array([math.nan if y is None else y for y in ys], dtype=np.float64)
+
+
+def _labelled(
+    serving: LiveModel, x: FloatArray, labels: FloatArray, values: FloatArray
+) -> Labelled | None:
+    """(serving model, x, y, its own outputs) for the labelled points; None if none."""
+    known = np.isfinite(labels)
+    if known.all():
+        return serving, x, labels, values
+    if not known.any():
+        return None
+    return serving, x[known], labels[known], values[known]
 
 
 def _pick(column: list[T], keep: list[int], size: int) -> list[T]:

@@ -379,3 +379,24 @@ def test_a_non_finite_prediction_raises_as_prediction_to_bytes_does(bad: float) 
                 version=1,
             )
         assert str(got.value) == str(expected.value)
+
+
+def test_recalibrated_predictions_are_written_as_prediction_to_bytes_writes_them() -> None:
+    calibrations = [None, (-1.25, 1.5), (0.0, -2.0)]
+    got = encode_predictions(
+        ["a", "b", "c"],
+        [1.0, 2.5, -3.0],
+        [None, 2.0, -3.5],
+        [1, 2, 3],
+        model="m",
+        version=7,
+        calibrations=calibrations,
+    )
+    assert got == [
+        Prediction(i, p, "m", 7, y, t, c).to_bytes()
+        for i, p, y, t, c in zip(
+            "abc", [1.0, 2.5, -3.0], [None, 2.0, -3.5], [1, 2, 3], calibrations, strict=True
+        )
+    ]
+    assert b'"calibration"' not in got[0]
+    assert Prediction.from_bytes(got[1]).calibration == (-1.25, 1.5)

@@ -146,6 +146,18 @@ def test_valid_message_round_trips_bytes_object_bytes_object(cls: Any) -> None:
             Prediction(id="a", prediction=-1.0, model="m", version=1, y=None, ts=5),
         ),
         (
+            Prediction,
+            {
+                "id": "a",
+                "prediction": 2,
+                "model": "m",
+                "version": 1,
+                "ts": 5,
+                "calibration": [-1, 1.5],
+            },
+            Prediction("a", 2.0, "m", 1, None, 5, calibration=(-1.0, 1.5)),
+        ),
+        (
             Score,
             {"model": "m", "version": 1, "window": 10, "count": 1, "r2": None, "ts": 0},
             Score(model="m", version=1, window=10, count=1, r2=None, rmse=None, mae=None, ts=0),
@@ -530,6 +542,18 @@ def with_fields(cls: type, **fields: Any) -> bytes:
         (Prediction, with_fields(Prediction, model=""), "model", "expected 1 to 128 characters"),
         (Prediction, with_fields(Prediction, ts=-5), "ts", "expected an integer >= 0, got -5"),
         (Prediction, with_fields(Prediction, y="x"), "y", 'expected a number, got "x"'),
+        (
+            Prediction,
+            with_fields(Prediction, calibration=[1.0]),
+            "calibration",
+            "expected [a, b] (two numbers), got [1.0]",
+        ),
+        (
+            Prediction,
+            with_fields(Prediction, calibration=[1.0, "2"]),
+            "calibration[1]",
+            'expected a number, got "2"',
+        ),
         (
             ModelVersion,
             with_fields(ModelVersion, kind="linear"),
