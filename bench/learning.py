@@ -81,7 +81,7 @@ def run_pipeline(
         if serving is not None:
             served = serving.predict(xb)
             calibrated = calibrate(calibration, serving.key, served, yb, board.noise(serving))
-            calibration = calibrated.state
+            calibration = calibration.then(calibration, calibrated)
             out.predictions[start : start + len(yb)] = calibrated.values
             out.served[start : start + len(yb)] = [serving.name] * len(yb)
             for model in live.values():
@@ -110,6 +110,25 @@ def run_pipeline(
             board.backfill(registry.latest().values())  # as the scorer, the moment they arrive
             policy.review(registry.latest(), board)
     return out
+
+
+def false_jumps(n: int = 200_000, every: int = 5_000, seed: int = 5) -> tuple[int, float, float]:
+    """The recalibration alone over ``n`` stationary points of Student-t noise (2 degrees
+    of freedom: infinite variance) around a version, a new version every ``every``
+    points: (jumps found, served RMSE, the versions' own RMSE)."""
+    rng = np.random.default_rng(seed)
+    outputs = rng.uniform(-3, 3, n) ** 3
+    labels = outputs + 0.1 * rng.standard_t(2, n)
+    sigma = rmse(labels[:1000], outputs[:1000])
+    state, jumps, served = Calibration(), 0, np.empty(n)
+    for start in range(0, n, 100):
+        end = start + 100
+        done = calibrate(
+            state, ("m", 1 + start // every), outputs[start:end], labels[start:end], sigma
+        )
+        state, jumps = state.then(state, done), jumps + done.jumped
+        served[start:end] = done.values
+    return jumps, rmse(labels, served), rmse(labels, outputs)
 
 
 def _publish(slots: list[ModelSlot], registry: ModelRegistry, board: Scoreboard) -> None:
@@ -324,6 +343,16 @@ def run(ctx: BenchContext, config: BenchConfig) -> BenchResult:
     print("  serving rolling RMSE:", sparkline(r for _, r in outcome.rolling))
     print("  switches:", ", ".join(f"{model} at {point}" for point, model in outcome.switches))
     batch_sweep(result, case, x, y, SWEEP)
+    jumps, served, own = false_jumps()
+    case = "stationary, Student t(2) noise, 200,000 points"
+    result.add(case, "jumps the recalibration found (false alarms)", float(jumps), "jumps")
+    result.add(
+        case,
+        "served RMSE / the versions' own",
+        served / own,
+        "x",
+        note=f"{served:.4f} vs {own:.4f}",
+    )
     xm, ym = mirrored_stream(n)
     compare(result, "dummy cubic, x0 mirrored at 10000 (no target)", xm, ym, window=1000)
     xt, yt = trump_approval()

@@ -6,8 +6,10 @@ batch's labels (a batch redone after a fault is not counted twice). `process`
 changes no lasting state, so the kernel can redo a batch, or one record at a time.
 
 The serving version's output is recalibrated point by point after its residuals
-jump (`scorer.calibration`); what a batch learnt of that is kept at `committed`
-too. Rolling scores are always of the versions' own outputs.
+jump (`scorer.calibration`), each partition of points on its own: a partition
+holds its points in time order, while across partitions one may already hold a
+new regime and another still the old. What a batch learnt of it is kept at
+`committed` too. Rolling scores are always of the versions' own outputs.
 
 While no model serves, `tick` holds the input: points are not even polled, the
 stream waits, and scoring starts at the first unscored point.
@@ -23,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 import numpy as np
+import numpy.typing as npt
 
 from bus.clients.base import Record, TransientBusError
 from bus.codec import PointColumns, decode_points, encode_predictions
@@ -65,8 +68,8 @@ class _Done:
     deadletters: int
     labelled: Labelled | None
     model: str | None = None  # the serving model's name
-    #: the recalibration state the batch started from, and what the batch made of it
-    calibration: tuple[Calibration, Calibrated] | None = None
+    #: per partition: the recalibration state the batch started from, what it made of it
+    calibration: list[tuple[int, Calibration, Calibrated]] = field(default_factory=list)
 
 
 class ScoringStep(Step):
@@ -97,8 +100,9 @@ class ScoringStep(Step):
         self._monotonic = monotonic
         self._next_models = 0.0
         self._recalibrate = recalibrate
-        #: where the serving version's recalibration stands after the committed batches
-        self.calibration = Calibration()
+        #: where the serving version's recalibration stands after the committed batches,
+        #: per partition of points
+        self.calibration: dict[int, Calibration] = {}
         self.stats = ScoringStats()
 
     def serving(self) -> LiveModel | None:
@@ -161,23 +165,26 @@ class ScoringStep(Step):
         if done.model is not None and done.predictions:
             by_model = self.stats.model_predictions
             by_model[done.model] = by_model.get(done.model, 0) + done.predictions
-        if done.calibration is not None:
-            self._recalibrated(*done.calibration)
+        for partition, base, batch in done.calibration:
+            self._recalibrated(partition, base, batch)
         self._learn(done.labelled)
 
-    def _recalibrated(self, base: Calibration, batch: Calibrated) -> None:
-        """Keep what a committed batch learnt of the serving version's recalibration."""
-        self.calibration = self.calibration.then(base, batch)
+    def _recalibrated(self, partition: int, base: Calibration, batch: Calibrated) -> None:
+        """Keep what a committed batch learnt of a partition's recalibration."""
+        now = self.calibration.get(partition, Calibration())
+        self.calibration[partition] = now.then(base, batch)
         if batch.coefficients is not None:
             self.stats.calibrated += int(np.count_nonzero(np.isfinite(batch.coefficients[:, 0])))
         if batch.jumped:
             self.stats.jumps += 1
             name, version = batch.state.key or ("?", 0)
             log.warning(
-                "%s v%d: its residuals jumped (the stream changed?): serving a + b * its "
-                "output, fitted on each labelled point since, until another version serves",
+                "%s v%d: its residuals jumped on partition %d (the stream changed?): serving "
+                "a + b * its output there, fitted on each labelled point since, until "
+                "another version serves",
                 name,
                 version,
+                partition,
             )
 
     # --- the work ----------------------------------------------------------------------
@@ -213,13 +220,8 @@ class ScoringStep(Step):
         labels = _labels(ys)
         served, calibrations = values, None
         if self._recalibrate:
-            batch = calibrate(self.calibration, model.key, values, labels, self.board.noise(model))
-            done.calibration = (self.calibration, batch)
-            served = batch.values
-            if batch.coefficients is not None:
-                calibrations = [
-                    None if math.isnan(a) else (a, b) for a, b in batch.coefficients.tolist()
-                ]
+            origins = np.fromiter((r.partition for r in sources), np.int64, len(sources))
+            served, calibrations = self._calibrated(model, origins, values, labels, done)
         stamps = [
             r.timestamp if t is None else t
             for r, t in zip(sources, _pick(columns.ts, keep, n), strict=True)
@@ -242,6 +244,33 @@ class ScoringStep(Step):
         )
         done.predictions = len(encoded)
         done.labelled = _labelled(model, x, labels, values)
+
+    def _calibrated(
+        self,
+        model: LiveModel,
+        partitions: npt.NDArray[np.int64],
+        values: FloatArray,
+        labels: FloatArray,
+        done: _Done,
+    ) -> tuple[FloatArray, list[tuple[float, float] | None] | None]:
+        """The values to serve, each partition recalibrated on its own; ``calibration``
+        fields (None when no point is recalibrated)."""
+        sigma = self.board.noise(model)
+        served, coefficients = values, None
+        split = partitions.size and partitions.min() != partitions.max()
+        for partition in np.unique(partitions).tolist() if split else [int(partitions[0])]:
+            at = np.flatnonzero(partitions == partition) if split else slice(None)
+            base = self.calibration.get(partition, Calibration())
+            batch = calibrate(base, model.key, values[at], labels[at], sigma)
+            done.calibration.append((partition, base, batch))
+            if batch.coefficients is None:
+                continue
+            if coefficients is None:
+                served, coefficients = values.copy(), np.full((values.size, 2), math.nan)
+            served[at], coefficients[at] = batch.values, batch.coefficients
+        if coefficients is None:
+            return served, None
+        return served, [None if math.isnan(a) else (a, b) for a, b in coefficients.tolist()]
 
     def _fitting(
         self, records: list[Record], columns: PointColumns, model: LiveModel, outcome: Outcome

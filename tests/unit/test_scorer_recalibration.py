@@ -15,7 +15,6 @@ from tests.unit.test_scorer_service import (
     Running,
     linear,
     predicted,
-    publish,
     scorer_broker,
     wait_for,
 )
@@ -43,24 +42,37 @@ def broker() -> MemoryBroker:
     return scorer_broker()
 
 
-def serve_a_change(broker: MemoryBroker, **config: object) -> tuple[list[Prediction], Running]:
-    """300 points as the version learnt them, then 300 of a changed stream."""
+def serve(broker: MemoryBroker, changed: dict[int, bool], **config: object) -> Running:
+    """300 points as the version learnt them on each partition, then 300 more per
+    partition, changed on the partitions ``changed`` says; the two interleaved."""
     broker.produce(TOPICS.models, linear(1, "m", truth).to_bytes(), key=b"m")
     running = Running(broker, **config)
     try:
-        publish(broker, labelled(300, 0, changed=False))
-        wait_for(lambda: running.scorer.stats.predictions == 300)
-        publish(broker, labelled(300, 300, changed=True))
-        wait_for(lambda: running.scorer.stats.predictions == 600)
+        for step, start in enumerate((0, 300)):
+            batches = {
+                p: labelled(300, 1000 * p + start, changed=bool(step) and changed[p])
+                for p in changed
+            }
+            for values in zip(*batches.values(), strict=True):
+                for partition, value in zip(batches, values, strict=True):
+                    broker.produce(TOPICS.points, value, partition=partition)
+            total = 300 * len(changed) * (step + 1)
+            wait_for(lambda total=total: running.scorer.stats.predictions == total)
     finally:
         running.close()
     assert running.error is None
+    return running
+
+
+def served(broker: MemoryBroker, partition: int) -> list[Prediction]:
+    """The predictions of one partition's points, in their order."""
     by_id = {p.id: p for p in predicted(broker)}
-    return [by_id[f"p{i}"] for i in range(600)], running
+    return [by_id[f"p{1000 * partition + i}"] for i in range(600)]
 
 
 def test_after_a_change_predictions_are_recalibrated_and_say_so(broker: MemoryBroker) -> None:
-    predictions, running = serve_a_change(broker)
+    running = serve(broker, {0: True})
+    predictions = served(broker, 0)
     assert all(p.calibration is None for p in predictions[:300])
     errors = np.array([abs(p.prediction - (p.y or 0.0)) for p in predictions])
     assert errors[:300].max() < 0.5
@@ -84,8 +96,22 @@ def test_after_a_change_predictions_are_recalibrated_and_say_so(broker: MemoryBr
     )
 
 
+def test_a_partition_still_on_the_old_stream_keeps_the_version_s_output(
+    broker: MemoryBroker,
+) -> None:
+    running = serve(broker, {0: True, 1: False})
+    old = served(broker, 1)
+    assert all(p.calibration is None for p in old)
+    assert max(abs(p.prediction - (p.y or 0.0)) for p in old) < 0.5
+    new = served(broker, 0)[310:]
+    assert all(p.calibration is not None for p in new)
+    assert max(abs(p.prediction - (p.y or 0.0)) for p in new) < 0.5
+    assert running.scorer.stats.jumps == 1
+
+
 def test_turned_off_the_version_serves_its_own_output(broker: MemoryBroker) -> None:
-    predictions, running = serve_a_change(broker, recalibrate=False)
+    running = serve(broker, {0: True}, recalibrate=False)
+    predictions = served(broker, 0)
     assert all(p.calibration is None for p in predictions)
     errors = np.array([abs(p.prediction - (p.y or 0.0)) for p in predictions[300:]])
     assert np.count_nonzero(errors > 0.5) > 250
