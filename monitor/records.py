@@ -81,7 +81,9 @@ class Recorder:
                 board.add_score(score_point(record.value))
             elif record.topic == topics.predictions and record.value is not None:
                 prediction = Prediction.from_bytes(record.value)
-                board.add_prediction(prediction.model, prediction.version, record.timestamp)
+                board.add_prediction(
+                    prediction.model, prediction.version, record.timestamp, prediction.calibration
+                )
             elif record.topic == topics.deadletter:
                 board.add_deadletter(dead_letter(record))
             elif record.topic == topics.requests:

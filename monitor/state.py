@@ -109,6 +109,8 @@ class Serving:
     model: str
     version: int
     ts: int
+    #: ``(a, b)`` when the prediction was ``a + b * output`` (recalibrated after a jump)
+    calibration: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,13 +212,20 @@ class Dashboard:
             if point.drift is not None and (known is None or known.count <= point.drift.count):
                 self._drift[point.model] = point.drift
 
-    def add_prediction(self, model: str, version: int, ts: int) -> None:
-        """Note a prediction made by ``model`` version ``version`` at ``ts``."""
+    def add_prediction(
+        self,
+        model: str,
+        version: int,
+        ts: int,
+        calibration: tuple[float, float] | None = None,
+    ) -> None:
+        """Note a prediction made by ``model`` version ``version`` at ``ts`` (recalibrated
+        with ``calibration``, if given)."""
         with self._lock:
             key = (model, version)
             self._served[key] = self._served.get(key, 0) + 1
             if self._serving is None or self._serving.ts <= ts:
-                self._serving = Serving(model, version, ts)
+                self._serving = Serving(model, version, ts, calibration)
 
     def add_deadletter(self, letter: DeadLetter) -> None:
         """Keep a dead letter (the oldest go first)."""

@@ -11,7 +11,14 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from monitor.state import GroupSample, ScorePoint, Snapshot, TopicSample, VersionRow
+from monitor.state import (
+    GroupSample,
+    ScorePoint,
+    Serving,
+    Snapshot,
+    TopicSample,
+    VersionRow,
+)
 
 Json = dict[str, Any]
 
@@ -82,10 +89,23 @@ def _latest_score(snap: Snapshot, model: str) -> ScorePoint | None:
 
 
 def serving_reason(snap: Snapshot) -> str:
-    """Why the serving model serves, as far as ``scores`` and ``models`` tell."""
+    """Why the serving model serves, as far as ``scores`` and ``models`` tell; and whether
+    its newest prediction was recalibrated."""
     serving = snap.serving
     if serving is None:
         return "no prediction seen yet"
+    why = _choice(snap, serving)
+    if serving.calibration is None:
+        return why
+    a, b = serving.calibration
+    return (
+        f"{why}; recalibrated since its residuals jumped: serving {a:.4g} + {b:.4g} x its "
+        "output until another version serves"
+    )
+
+
+def _choice(snap: Snapshot, serving: Serving) -> str:
+    """Why ``serving`` was chosen."""
     rolling = {
         name: score.rmse
         for name in snap.versions
@@ -164,6 +184,7 @@ def models_view(snap: Snapshot) -> Json:
             "version": serving.version,
             "ts": serving.ts,
             "why": serving_reason(snap),
+            "calibration": None if serving.calibration is None else list(serving.calibration),
         },
         "models": models,
     }

@@ -89,6 +89,22 @@ def test_models_view_lists_versions_and_says_which_serves_and_why() -> None:
     assert view["serving"]["why"] == "lowest rolling RMSE (0.3)"
 
 
+def test_a_recalibrated_prediction_shows_in_why_and_in_the_api() -> None:
+    board = filled()
+    prediction = Prediction("p-2", 1.5, "polynomial", 2, None, 42_000, calibration=(-1.25, 1.5))
+    Recorder(TOPICS, board).apply(rec(TOPICS.predictions, prediction.to_bytes(), ts=42_000))
+    serving = models_view(board.snapshot())["serving"]
+    assert serving["calibration"] == [-1.25, 1.5]
+    assert serving["why"] == (
+        "lowest rolling RMSE (0.3); recalibrated since its residuals jumped: serving "
+        "-1.25 + 1.5 x its output until another version serves"
+    )
+    plain = Prediction("p-3", 1.5, "polynomial", 2, None, 43_000)
+    Recorder(TOPICS, board).apply(rec(TOPICS.predictions, plain.to_bytes(), ts=43_000))
+    serving = models_view(board.snapshot())["serving"]
+    assert serving["calibration"] is None and serving["why"] == "lowest rolling RMSE (0.3)"
+
+
 def test_serving_reason_when_another_model_scores_better() -> None:
     board = filled()
     board.add_prediction("multivariate", 1, 50_000)
