@@ -286,9 +286,10 @@ def encode_predictions(
     ``calibrations`` (rare: only after a jump) gives each its ``calibration``.
     """
     if calibrations is not None:
-        return [
-            Prediction(i, p, model, version, y, t, c).to_bytes()
-            for i, p, y, t, c in zip(ids, predictions, ys, stamps, calibrations, strict=True)
+        plain = encode_predictions(ids, predictions, ys, stamps, model=model, version=version)
+        return [  # the field comes last, as Prediction.to_json puts it
+            value if c is None else value[:-1] + f',"calibration":[{c[0]!r},{c[1]!r}]}}'.encode()
+            for value, c in zip(plain, calibrations, strict=True)
         ]
     n = len(ids)
     others = _written_otherwise(ids, predictions, ys) if _plain_text([model]) else None

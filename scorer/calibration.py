@@ -12,11 +12,10 @@ next version, as before. The episode ends when another version serves.
 
 The jump is found by a CUSUM (Page 1954) on the squared residuals over the
 version's noise level ``sigma`` (its own rolling RMSE on this stream once it was
-scored on enough points: a version that was always poor here never jumps), each
-clipped at `CLIP`: ``W = max(0, W + s - K)``,
-a jump once ``W >= H``. A residual of 4 sigma or more adds 12, so two such points in
-a row fire, and noise almost never does (Gaussian noise: a few times in 10^7
-points). The fit starts from ``a = 0, b = 1`` (the version itself) weighing `PRIOR`
+scored on enough points, so a version that was always poor here is judged by its own
+errors), each clipped at `CLIP`: ``W = max(0, W + s - K)``, a jump once ``W >= H``.
+A residual of 4 sigma or more adds 12, so three such points in a row fire, and noise
+almost never does. The fit starts from ``a = 0, b = 1`` (the version itself) weighing `PRIOR`
 points, so one point moves it only part of the way.
 
 Everything is computed for a whole batch at once (prefix sums, no Python loop over
@@ -39,8 +38,9 @@ FloatArray = npt.NDArray[np.float64]
 CLIP = 16.0
 #: What the CUSUM takes off each point: noise (mean about 1) drives it back to 0.
 K = 4.0
-#: The CUSUM level that says the version no longer holds.
-H = 20.0
+#: The CUSUM level that says the version no longer holds: three points of 4 sigma or more
+#: in a row (two fire too often on the heavy tails of a version that fits poorly).
+H = 30.0
 #: Weight, in points, of the starting fit ``a = 0, b = 1``.
 PRIOR = 1.0
 #: Residuals within this fraction of the labels' size are rounding, not noise: ``sigma``
