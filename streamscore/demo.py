@@ -103,6 +103,7 @@ class Monitor:
     latencies_ms: list[float] = field(default_factory=list)
     errors: dict[int, tuple[str, float]] = field(default_factory=dict)  # point -> (model, error)
     drifts: dict[str, int] = field(default_factory=dict)  # model -> when the scorer found one
+    recalibrated: list[int] = field(default_factory=list)  # points served a + b * output
 
     def add(self, topic: str, value: bytes | None, timestamp: int, topics: Topics) -> None:
         """Account for one record of one of the run's topics."""
@@ -116,6 +117,8 @@ class Monitor:
             index = _index(prediction.id)
             if prediction.y is not None and index is not None:
                 self.errors[index] = (self.serving, prediction.prediction - prediction.y)
+            if prediction.calibration is not None and index is not None:
+                self.recalibrated.append(index)
             waited = self.first_model_at is None or prediction.ts < self.first_model_at
             (self.warmup_ms if waited else self.latencies_ms).append(timestamp - prediction.ts)
         elif topic == topics.models and value is not None:
@@ -240,6 +243,13 @@ def drift_report(m: Monitor, drift_at: int, span: int = 1000) -> list[str]:
         lines.append(
             f"  took over        {takeover[1]} at point {takeover[0]} "
             f"({takeover[0] - drift_at} points after the drift; {before} served before)"
+        )
+    if m.recalibrated:
+        first, last = min(m.recalibrated), max(m.recalibrated)
+        lines.append(
+            f"  recalibrated     {len(m.recalibrated)} predictions, points {first}-{last} "
+            f"(a + b x the serving version's output, from {first - drift_at} points after "
+            "the drift)"
         )
     for name, at in sorted(m.drifts.items()):
         lines.append(f"  scorer found     a drift in the residuals of {name} (ts {at})")
