@@ -27,7 +27,7 @@ from typing import TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from bus.clients.base import Record, TransientBusError
+from bus.clients.base import Record, TopicPartition, TransientBusError
 from bus.codec import PointColumns, decode_points, encode_predictions
 from bus.stream import Outcome, Step
 from bus.topics import Topics
@@ -168,6 +168,11 @@ class ScoringStep(Step):
         for partition, base, batch in done.calibration:
             self._recalibrated(partition, base, batch)
         self._learn(done.labelled)
+
+    def revoked(self, partitions: list[TopicPartition]) -> None:
+        """Forget the recalibration of partitions another scorer takes over."""
+        for tp in partitions:
+            self.calibration.pop(tp.partition, None)
 
     def _recalibrated(self, partition: int, base: Calibration, batch: Calibrated) -> None:
         """Keep what a committed batch learnt of a partition's recalibration."""

@@ -7,6 +7,7 @@ import pytest
 from numpy.typing import NDArray
 from prometheus_client import generate_latest
 
+from bus.clients.base import TopicPartition
 from bus.clients.memory import MemoryBroker
 from bus.messages import Point, Prediction
 from core.telemetry import TelemetryConfig
@@ -116,3 +117,11 @@ def test_turned_off_the_version_serves_its_own_output(broker: MemoryBroker) -> N
     errors = np.array([abs(p.prediction - (p.y or 0.0)) for p in predictions[300:]])
     assert np.count_nonzero(errors > 0.5) > 250
     assert running.scorer.stats.jumps == 0
+
+
+def test_a_partition_given_to_another_scorer_is_forgotten(broker: MemoryBroker) -> None:
+    running = serve(broker, {0: True, 1: True})
+    step = running.scorer.step
+    assert step.calibration[0].active and step.calibration[1].active
+    step.revoked([TopicPartition(TOPICS.points, 1)])
+    assert set(step.calibration) == {0}
