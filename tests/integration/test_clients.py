@@ -211,36 +211,60 @@ def test_two_consumers_share_a_topic_and_callbacks_run_inside_poll(
         producer.send(topic, b"%d" % i, partition=i % 2)
     producer.flush()
     group = unique_name("g")
-    polling = threading.Event()
+    polling: set[str] = set()  # the consumers inside poll right now
     events: list[tuple[str, str, list[TopicPartition], bool]] = []
     consumers: dict[str, Consumer] = {}
 
     def callbacks(name: str) -> dict[str, Callable[[list[TopicPartition]], None]]:
         def on_assign(tps: list[TopicPartition]) -> None:
-            events.append((name, "assign", tps, polling.is_set()))
+            events.append((name, "assign", tps, name in polling))
             consumers[name].position(tps[0])  # blocking calls work in a callback
 
         def on_revoke(tps: list[TopicPartition]) -> None:
-            events.append((name, "revoke", tps, polling.is_set()))
+            events.append((name, "revoke", tps, name in polling))
             consumer = consumers[name]
             consumer.commit({tp: consumer.position(tp) for tp in tps})  # as the kernel does
 
         return {"on_assign": on_assign, "on_revoke": on_revoke}
 
-    def poll_both(done: Callable[[], bool]) -> list[Record]:
+    def poll_until(wanted: dict[str, int]) -> list[Record]:
+        """Poll each consumer on a thread of its own (as services do: one polling the
+        other in turn can wait in a join for a member it keeps from polling) until each
+        holds the number of partitions ``wanted`` says."""
         records: list[Record] = []
+        failures: list[BaseException] = []
+        holding = dict.fromkeys(wanted, False)
+        stop = threading.Event()
+
+        def run(name: str) -> None:
+            consumer = consumers[name]
+            try:
+                while not stop.is_set():
+                    polling.add(name)
+                    records.extend(consumer.poll(0.2))
+                    polling.discard(name)
+                    holding[name] = len(consumer.assignment()) == wanted[name]
+            except BaseException as exc:
+                failures.append(exc)
+
+        threads = [threading.Thread(target=run, args=(name,), daemon=True) for name in wanted]
+        for thread in threads:
+            thread.start()
         deadline = time.monotonic() + 60
-        while not done():
-            assert time.monotonic() < deadline, "gave up waiting"
-            for consumer in consumers.values():
-                polling.set()
-                records += consumer.poll(0.2)
-                polling.clear()
+        try:
+            while not all(holding.values()) and not failures:
+                assert time.monotonic() < deadline, f"gave up waiting: {holding}"
+                time.sleep(0.05)
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(30)
+        assert not failures, failures
         return records
 
     first = consumers["first"] = clients.consumer(group_id=group)
     first.subscribe([topic], **callbacks("first"))
-    read = poll_both(lambda: first.assignment() == set(tps_of(topic, 2)))
+    read = poll_until({"first": 2})
     deadline = time.monotonic() + 60
     while len(read) < 10:  # every record, whichever poll returned it
         assert time.monotonic() < deadline, f"gave up waiting: {len(read)} of 10 read"
@@ -249,7 +273,7 @@ def test_two_consumers_share_a_topic_and_callbacks_run_inside_poll(
 
     second = consumers["second"] = clients.consumer(group_id=group)
     second.subscribe([topic], **callbacks("second"))
-    poll_both(lambda: len(first.assignment()) == 1 and len(second.assignment()) == 1)
+    poll_until({"first": 1, "second": 1})
     assert first.assignment() | second.assignment() == set(tps_of(topic, 2))
     moved = next(iter(second.assignment()))
     revoked = [
