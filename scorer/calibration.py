@@ -136,9 +136,9 @@ def calibrate(
     terms[:begin] = 0.0
     prefix = np.vstack([np.zeros(_SUMS), np.cumsum(terms, axis=0)]) + carried
     before = np.searchsorted(labelled, np.arange(outputs.size))  # labelled points before each
-    a, b = _solve(prefix[before[first:]])
     values = outputs.copy()
-    with np.errstate(over="ignore", invalid="ignore"):
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        a, b = _solve(prefix[before[first:]])
         recalibrated = a + b * outputs[first:]
     fine = np.isfinite(recalibrated)  # past the float range: the version's own output
     values[first:] = np.where(fine, recalibrated, outputs[first:])
