@@ -15,8 +15,11 @@ version's noise level ``sigma`` (its own rolling RMSE on this stream once it was
 scored on enough points, so a version that was always poor here is judged by its own
 errors), each clipped at `CLIP`: ``W = max(0, W + s - K)``, a jump once ``W >= H``.
 A residual of 4 sigma or more adds 12, so three such points in a row fire, and noise
-almost never does. The fit starts from ``a = 0, b = 1`` (the version itself) weighing `PRIOR`
-points, so one point moves it only part of the way.
+almost never does. A new version of the same name is watched against the lower of its
+own noise level and its predecessor's: one that arrives after a change was scored on
+points of the change too, and its own level alone would hide it. The fit starts from
+``a = 0, b = 1`` (the version itself) weighing `PRIOR` points, so one point moves it
+only part of the way.
 
 Everything is computed for a whole batch at once (prefix sums, no Python loop over
 points): each point is served with what the labelled points *before it* say, never
@@ -66,6 +69,8 @@ class Calibration:
     cusum: float = 0.0
     sums: tuple[float, ...] = _NONE
     active: bool = False
+    #: the noise level watched against (kept for the next version of the same name)
+    sigma: float | None = None
 
     def then(self, base: Calibration, batch: Calibrated) -> Calibration:
         """This state once ``batch``, worked out from ``base``, is committed.
@@ -78,7 +83,7 @@ class Calibration:
         if self == base or after.key != self.key or not self.active:
             return after
         learnt = np.asarray(self.sums) + np.asarray(batch.learnt)
-        return Calibration(self.key, 0.0, _tuple(learnt), True)
+        return Calibration(self.key, 0.0, _tuple(learnt), True, self.sigma)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,8 +113,11 @@ def calibrate(
     level (None or not positive: no watching, only a recalibration already under
     way goes on).
     """
-    if state.key != key:
-        state = Calibration(key)
+    if state.key != key:  # a new version of the name keeps the lower noise level known
+        same_name = state.key is not None and state.key[0] == key[0]
+        state = Calibration(key, sigma=state.sigma if same_name else None)
+    known = [s for s in (sigma, state.sigma) if s is not None and s > 0.0]
+    sigma = min(known) if known else None
     labelled = np.flatnonzero(np.isfinite(labels))
     p, y = outputs[labelled], labels[labelled]
     carried = np.asarray(state.sums, dtype=np.float64)
@@ -117,10 +125,10 @@ def calibrate(
     first = 0  # first point (of the batch) served recalibrated
     jumped = False
     if not state.active:
-        if sigma is None or not sigma > 0.0 or not labelled.size:
+        if sigma is None or not labelled.size:
             return Calibrated(outputs, None, state)
-        sigma = max(sigma, ROUNDING * float(np.mean(np.abs(y))), math.ulp(1.0))
-        steps = np.minimum(((y - p) / sigma) ** 2, CLIP) - K
+        scale = max(sigma, ROUNDING * float(np.mean(np.abs(y))), math.ulp(1.0))
+        steps = np.minimum(((y - p) / scale) ** 2, CLIP) - K
         level = _cusum(steps, state.cusum)
         over = np.flatnonzero(level >= H)
         end = int(over[0]) + 1 if over.size else level.size  # points the watch took
@@ -129,7 +137,7 @@ def calibrate(
             carried, begin = np.zeros(_SUMS), int(calm[-1]) + 1
         if not over.size:
             learnt = _terms(p[begin:], y[begin:]).sum(axis=0)
-            watching = Calibration(key, float(level[-1]), _tuple(carried + learnt))
+            watching = Calibration(key, float(level[-1]), _tuple(carried + learnt), False, sigma)
             return Calibrated(outputs, None, watching, learnt=_tuple(learnt))
         first, jumped = int(labelled[end - 1]) + 1, True
     terms = _terms(p, y)
@@ -145,7 +153,7 @@ def calibrate(
     coefficients = np.full((outputs.size, 2), np.nan)
     coefficients[first:, 0] = np.where(fine, a, np.nan)
     coefficients[first:, 1] = np.where(fine, b, np.nan)
-    state = Calibration(key, 0.0, _tuple(prefix[-1]), True)
+    state = Calibration(key, 0.0, _tuple(prefix[-1]), True, sigma)
     return Calibrated(values, coefficients, state, jumped, _tuple(terms.sum(axis=0)))
 
 

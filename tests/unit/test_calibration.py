@@ -124,3 +124,17 @@ def test_a_fit_past_the_float_range_serves_the_version_itself() -> None:
     after = calibrate(done.state, KEY, huge, np.full(5, np.nan), SIGMA)
     assert np.isfinite(after.values).all()
     assert after.coefficients is not None and np.isnan(after.coefficients).all()
+
+
+def test_a_new_version_of_the_name_is_watched_against_the_lower_noise_level() -> None:
+    outputs, labels = stream(400, 100)
+    before = calibrate(Calibration(), KEY, outputs[:100], labels[:100], SIGMA)
+    assert not before.state.active and before.state.sigma == SIGMA
+    # the next version was scored on points of the change too: its own level is inflated
+    inflated = 1000 * SIGMA
+    after = calibrate(before.state, ("polynomial", 4), outputs[100:], labels[100:], inflated)
+    assert after.jumped, "the predecessor's noise level still shows the change"
+    alone = calibrate(Calibration(), ("polynomial", 4), outputs[100:], labels[100:], inflated)
+    assert not alone.jumped
+    other = calibrate(before.state, ("multivariate", 4), outputs[100:], labels[100:], inflated)
+    assert not other.jumped, "another model's noise level is not this one's"
